@@ -1,0 +1,636 @@
+"""Panoptic quality (PQ / SQ / RQ), identical to the COCO reference evaluator on valid input.
+
+The reference is ``pq_compute`` of cocodataset/panopticapi (commit 7bb4655); ``PQ_SEMANTICS.md`` in the
+project's shared folder lists every rule it follows, quirks included, and this module follows each of them:
+GT ``area`` from the GT JSON, prediction area from the PNG, only GT id 0 is void, strict ``> 0.5`` thresholds,
+the last crowd region per category, categories with no TP/FP/FN left out of the averages.
+
+Where the reference is silently wrong, prn says so (a warning, or an error naming the file, image and segment)
+and offers the corrected behaviour behind an option (:class:`EvalOptions`):
+
+- duplicate segment ids in one annotation: an error; ``allow_duplicate_ids`` evaluates them as the reference
+  does (the last entry wins);
+- several crowd regions of one category in one image: a warning; ``crowd="union"`` uses all of them;
+- GT ``area`` that disagrees with the PNG: a warning; ``gt_area="png"`` uses the pixel counts;
+- no thing (or no stuff) category with any segment: the reference divides by zero; prn reports that group as
+  undefined (``None``) with a warning.
+
+Per image the work is vectorized: ids are mapped to compact indices through a lookup table, one ``bincount``
+gives every (GT segment, predicted segment) intersection, and matching, false negatives and false positives are
+array operations. Images run in a bounded pool of worker processes that is always shut down. IoU sums are
+accumulated in the parent, image by image in GT order and pair by pair in ascending (gt id, pred id) order, so
+the result does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError, fail
+from .panoptic import VOID, PanopticSet, load_set, read_id_png
+
+GROUPS = ("All", "Things", "Stuff")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Evaluation switches. The defaults reproduce the reference evaluator."""
+
+    #: "json": GT area from the GT JSON's ``area`` field (reference); "png": pixel count of the GT PNG.
+    gt_area: str = "json"
+    #: "last": only the last crowd region per category and image ignores predictions (reference);
+    #: "union": every crowd region of the prediction's category does.
+    crowd: str = "last"
+    #: Evaluate annotations that list a segment id twice as the reference does (the last entry wins).
+    allow_duplicate_ids: bool = False
+    #: Sum IoUs the way a reference run with this many worker processes does (contiguous chunks of images,
+    #: summed separately, then added in order), which reproduces its floats bit for bit. 1 = one running sum.
+    sum_chunks: int = 1
+
+    def __post_init__(self):
+        if self.gt_area not in ("json", "png"):
+            raise ValueError(f"gt_area must be 'json' or 'png', not {self.gt_area!r}")
+        if self.crowd not in ("last", "union"):
+            raise ValueError(f"crowd must be 'last' or 'union', not {self.crowd!r}")
+        if self.sum_chunks < 1:
+            raise ValueError(f"sum_chunks must be at least 1, not {self.sum_chunks}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class CategoryStats:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    iou_sum: float = 0.0
+
+
+@dataclass
+class PQResult:
+    """PQ of one prediction set against one ground truth.
+
+    ``groups`` maps All/Things/Stuff to ``{pq, sq, rq, n}`` (fractions; ``None`` when n == 0), ``per_class``
+    maps every GT category id (GT order) to ``{pq, sq, rq, tp, fp, fn, iou_sum}``.
+    """
+
+    name: str
+    pred_path: str
+    groups: dict[str, dict[str, Any]]
+    per_class: dict[int, dict[str, Any]]
+    num_images: int
+    warnings: list[str] = field(default_factory=list)
+
+    def reference_dict(self) -> dict[str, Any]:
+        """The reference evaluator's return value: All, per_class (pq/sq/rq), Things, Stuff."""
+        return {
+            "All": dict(self.groups["All"]),
+            "per_class": {cid: {k: v[k] for k in ("pq", "sq", "rq")} for cid, v in self.per_class.items()},
+            "Things": dict(self.groups["Things"]),
+            "Stuff": dict(self.groups["Stuff"]),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Reference-shaped keys, plus per-class TP/FP/FN/IoU sums and provenance beside them."""
+        out = self.reference_dict()
+        out["per_class"] = {cid: dict(v) for cid, v in self.per_class.items()}
+        out.update(name=self.name, pred=self.pred_path, images=self.num_images, warnings=list(self.warnings))
+        return out
+
+
+@dataclass
+class EvalReport:
+    gt_path: str
+    results: list[PQResult]
+    categories: list[dict]
+    options: EvalOptions
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """One prediction: the reference's shape at top level. Several: a list under ``predictions``."""
+        common = {"gt": self.gt_path, "options": asdict(self.options), "warnings": list(self.warnings)}
+        if len(self.results) == 1:
+            out = self.results[0].to_dict()
+            out["warnings"] = common["warnings"] + out["warnings"]
+            out.update(gt=common["gt"], options=common["options"])
+            return out
+        base = self.results[0]
+        deltas = []
+        for r in self.results[1:]:
+            deltas.append({"name": r.name, "vs": base.name,
+                           **{g: {k: _delta(r.groups[g][k], base.groups[g][k]) for k in ("pq", "sq", "rq")}
+                              for g in GROUPS}})
+        return {**common, "predictions": [r.to_dict() for r in self.results], "deltas": deltas}
+
+
+def _delta(a, b):
+    return None if a is None or b is None else a - b
+
+
+# --------------------------------------------------------------------------------------------------------------
+# per image
+
+_LUT: np.ndarray | None = None
+
+
+def _lut() -> np.ndarray:
+    # One table over the whole 24-bit id space per process. np.zeros maps pages lazily, so only the pages that
+    # real ids touch ever cost memory; every use resets the entries it set.
+    global _LUT
+    if _LUT is None:
+        _LUT = np.zeros(1 << 24, dtype=np.int32)
+    return _LUT
+
+
+def _index(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Map each pixel's id to 1 + its position in ``known`` (non-zero ids), and anything else to 0."""
+    lut = _lut()
+    lut[known] = np.arange(1, len(known) + 1, dtype=np.int32)
+    try:
+        return lut[ids]
+    finally:
+        lut[known] = 0
+
+
+@dataclass
+class _Segments:
+    """One annotation's segments_info, deduplicated the reference's way (first position, last entry wins)."""
+
+    ids: np.ndarray          # segment ids, non-zero ones first in dict order, then 0 if listed
+    entries: list[dict]
+    has_zero: bool
+    duplicates: list[int]
+
+    @classmethod
+    def of(cls, annotation: dict) -> "_Segments":
+        table: dict[int, dict] = {}
+        duplicates = []
+        for seg in annotation["segments_info"]:
+            if seg["id"] in table:
+                duplicates.append(seg["id"])
+            table[seg["id"]] = seg
+        has_zero = VOID in table
+        nonzero = [s for sid, s in table.items() if sid != VOID]
+        entries = nonzero + ([table[VOID]] if has_zero else [])
+        return cls(np.array([s["id"] for s in nonzero], dtype=np.int64), entries, has_zero, duplicates)
+
+
+@dataclass
+class _GTImage:
+    """A decoded GT image, prepared once and evaluated against every prediction set."""
+
+    annotation: dict
+    png: Path
+    shape: tuple[int, int]
+    index: np.ndarray        # per pixel: 0 = id 0, 1..k = GT segments (non-zero ids), k+1 = ids not in JSON
+    segs: _Segments
+    rows_of: np.ndarray      # GT entry -> bucket row (the id-0 entry, if any, uses row 0)
+    cats: np.ndarray         # category id per entry
+    crowd: np.ndarray        # bool per entry
+    area_json: np.ndarray    # int64 per entry (JSON area; PNG count where the JSON has none)
+    area_png: np.ndarray
+    num_rows: int
+
+
+def _prepare_gt(annotation: dict, png: Path, ctx: "_Context", warn: Callable[[str, str], None]) -> _GTImage:
+    ids = read_id_png(png, what="ground-truth PNG")
+    segs = _Segments.of(annotation)
+    loc = f"{ctx.gt_json}: image {annotation['image_id']}"
+    if segs.duplicates:
+        _duplicate_error_or_warning(loc, segs.duplicates, ctx, warn, "ground truth")
+    k = len(segs.ids)
+    index = _index(ids, segs.ids)
+    zero_pixels = int(np.count_nonzero(ids == VOID))
+    unknown_pixels = int(np.count_nonzero(index == 0)) - zero_pixels
+    if unknown_pixels:
+        # Reference semantics: pixels with ids absent from the GT JSON are not void; they get a bucket of their
+        # own, which never matches anything.
+        mask = (index == 0) & (ids != VOID)
+        index[mask] = k + 1
+        unknown = np.unique(ids[mask])
+        warn("gt_png_id_not_in_json",
+             f"{loc} ({png}): PNG ids {unknown[:5].tolist()}{' ...' if len(unknown) > 5 else ''} are not in "
+             "segments_info; the reference (and prn) count them as unmatched, non-void pixels")
+    num_rows = k + 2
+    area_by_row = np.bincount(index.ravel(), minlength=num_rows)
+    rows_of = np.arange(1, k + 1, dtype=np.int64)
+    if segs.has_zero:
+        rows_of = np.append(rows_of, 0)
+    cats = np.array([s["category_id"] for s in segs.entries], dtype=np.int64)
+    crowd = np.array([s.get("iscrowd", 0) == 1 for s in segs.entries], dtype=bool)
+    area_png = area_by_row[rows_of]
+    area_json = np.array([s.get("area", -1) for s in segs.entries], dtype=np.int64)
+    missing_area = area_json < 0
+    area_json[missing_area] = area_png[missing_area]
+    if (area_json != area_png).any():
+        bad = int(np.flatnonzero(area_json != area_png)[0])
+        n_bad = int(np.count_nonzero(area_json != area_png))
+        warn("gt_area_mismatch",
+             f"{loc}: {n_bad} segment area field(s) disagree with the PNG, e.g. segment "
+             f"{segs.entries[bad]['id']} has area {area_json[bad]} but {area_png[bad]} pixels")
+    empty = np.flatnonzero(area_png == 0)
+    if len(empty):
+        warn("gt_json_id_not_in_png",
+             f"{loc}: segments {[segs.entries[i]['id'] for i in empty[:5]]} have no pixels in {png}; "
+             "they count as false negatives")
+    unknown_cats = sorted({int(c) for c in cats if int(c) not in ctx.cat_index})
+    if unknown_cats:
+        warn("gt_unknown_category",
+             f"{loc}: category ids {unknown_cats} are not in the GT categories; their segments are never averaged")
+    if ctx.options.crowd == "last" and crowd.any():
+        crowd_cats = cats[crowd]
+        if len(np.unique(crowd_cats)) < len(crowd_cats):
+            warn("gt_several_crowds",
+                 f"{loc}: several crowd regions share a category; only the last one ignores predictions, as in "
+                 "the reference (pass --crowd union to use all of them)")
+    return _GTImage(annotation, png, ids.shape, index, segs, rows_of, cats, crowd, area_json, area_png, num_rows)
+
+
+def _duplicate_error_or_warning(loc: str, dups: list[int], ctx: "_Context", warn, what: str) -> None:
+    if ctx.options.allow_duplicate_ids:
+        warn("duplicate_ids", f"{loc}: segment ids {sorted(set(dups))} are listed twice in the {what}; the last "
+                              "entry wins, as in the reference")
+        return
+    raise InvalidInputError(f"{loc}: segment id {dups[0]} is listed twice in segments_info ({what}); give each "
+                            "segment a unique id, or pass --allow-duplicate-ids to let the last entry win as the "
+                            "reference evaluator does")
+
+
+def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path, ctx: "_Context",
+                   warn: Callable[[str, str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """TP/FP/FN per category index, and the (category index, IoU) of every match in reference order."""
+    ids = read_id_png(pred_png, what="prediction PNG")
+    image_id = gt.annotation["image_id"]
+    loc = f"{pred_json}: image {image_id} ({pred_png})"
+    if ids.shape != gt.shape:
+        raise InvalidInputError(
+            f"{loc}: prediction PNG is {ids.shape[1]}x{ids.shape[0]} but the ground truth {gt.png} is "
+            f"{gt.shape[1]}x{gt.shape[0]}; predict at the ground-truth image size")
+    segs = _Segments.of(pred_ann)
+    if segs.duplicates:
+        _duplicate_error_or_warning(f"{pred_json}: image {image_id}", segs.duplicates, ctx, warn, "prediction")
+    m = len(segs.ids)
+    index = _index(ids, segs.ids)
+    cols_of = np.arange(1, m + 1, dtype=np.int64)
+    if segs.has_zero:
+        cols_of = np.append(cols_of, 0)   # reference quirk: an entry with id 0 makes void pixels a segment
+    num_cols = m + 1
+    inter = np.bincount((gt.index.astype(np.int64) * num_cols + index).ravel(),
+                        minlength=gt.num_rows * num_cols).reshape(gt.num_rows, num_cols)
+    zero_pixels = int(np.count_nonzero(ids == VOID))
+    col_area = inter.sum(axis=0)
+    pred_cats = np.array([s["category_id"] for s in segs.entries], dtype=np.int64)
+    known_cat = np.array([int(c) in ctx.cat_index for c in pred_cats], dtype=bool)
+    area = col_area[cols_of]
+    if segs.has_zero:
+        area[-1] = zero_pixels
+    _check_prediction(ids, index, zero_pixels, segs, area, known_cat, pred_cats, image_id, loc)
+
+    # Matching: every (GT, pred) pair with pixels in common, same category, GT not crowd.
+    g_rows, p_cols = gt.rows_of, cols_of
+    sub = inter[np.ix_(g_rows, p_cols)]
+    gi, pj = np.nonzero(sub)
+    keep = (~gt.crowd[gi]) & (gt.cats[gi] == pred_cats[pj])
+    gi, pj = gi[keep], pj[keep]
+    gt_area = gt.area_json if ctx.options.gt_area == "json" else gt.area_png
+    overlap = sub[gi, pj]
+    union = area[pj] + gt_area[gi] - overlap - inter[0, p_cols[pj]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = overlap / union
+    match = iou > 0.5
+    gi, pj, iou = gi[match], pj[match], iou[match]
+    order = np.lexsort((segs_ids_of(segs)[pj], gt_ids_of(gt)[gi]))
+    gi, pj, iou = gi[order], pj[order], iou[order]
+
+    n_cat = len(ctx.cat_index) + 1             # last slot: categories missing from the GT list
+    tp = np.zeros(n_cat, dtype=np.int64)
+    fp = np.zeros(n_cat, dtype=np.int64)
+    fn = np.zeros(n_cat, dtype=np.int64)
+    match_cat = ctx.cat_slots(gt.cats[gi])
+    np.add.at(tp, match_cat, 1)
+
+    gt_matched = np.zeros(len(gt.cats), dtype=bool)
+    gt_matched[gi] = True
+    pred_matched = np.zeros(len(pred_cats), dtype=bool)
+    pred_matched[pj] = True
+
+    missed = ~gt_matched & ~gt.crowd
+    np.add.at(fn, ctx.cat_slots(gt.cats[missed]), 1)
+
+    unmatched = np.flatnonzero(~pred_matched)
+    if len(unmatched):
+        ignored = inter[0, p_cols[unmatched]].astype(np.int64)
+        crowd_idx = np.flatnonzero(gt.crowd)
+        if len(crowd_idx):
+            if ctx.options.crowd == "last":
+                # dict semantics: a later crowd region of the same category replaces the earlier one
+                last = {}
+                for i in crowd_idx:
+                    last[int(gt.cats[i])] = i
+                crowd_rows = {c: [gt.rows_of[i]] for c, i in last.items()}
+            else:
+                crowd_rows = {}
+                for i in crowd_idx:
+                    crowd_rows.setdefault(int(gt.cats[i]), []).append(gt.rows_of[i])
+            for n, j in enumerate(unmatched):
+                rows = crowd_rows.get(int(pred_cats[j]))
+                if rows:
+                    ignored[n] += int(inter[rows, p_cols[j]].sum())
+        counted = ~(ignored / area[unmatched] > 0.5)
+        np.add.at(fp, ctx.cat_slots(pred_cats[unmatched[counted]]), 1)
+    return tp, fp, fn, np.stack([match_cat.astype(np.float64), iou]) if len(iou) else np.zeros((2, 0))
+
+
+def segs_ids_of(segs: _Segments) -> np.ndarray:
+    return np.append(segs.ids, 0) if segs.has_zero else segs.ids
+
+
+def gt_ids_of(gt: _GTImage) -> np.ndarray:
+    return segs_ids_of(gt.segs)
+
+
+def _check_prediction(ids, index, zero_pixels, segs: _Segments, area, known_cat, pred_cats, image_id, loc) -> None:
+    """The reference's prediction checks, reporting the same first offending segment it would."""
+    # id 0 never enters the lookup table, so pixels indexed 0 are void plus ids missing from segments_info
+    unknown_pixels = int(np.count_nonzero(index == 0)) - zero_pixels
+    offenders: list[tuple[int, str]] = []
+    if unknown_pixels:
+        for sid in np.unique(ids[(index == 0) & (ids != VOID)]).tolist():
+            offenders.append((sid, "png"))
+    present = area > 0
+    for sid, cat in zip(segs_ids_of(segs)[present & ~known_cat].tolist(), pred_cats[present & ~known_cat].tolist()):
+        offenders.append((sid, f"cat:{cat}"))
+    if offenders:
+        sid, kind = min(offenders)
+        if kind == "png":
+            raise InvalidInputError(f"{loc}: segment id {sid} is in the PNG but not in segments_info (image "
+                                    f"{image_id}); add it to segments_info or paint its pixels 0 (void)")
+        raise InvalidInputError(f"{loc}: segment id {sid} has unknown category_id {kind[4:]} (image {image_id}); "
+                                "use a category id listed in the ground truth's categories")
+    absent = segs_ids_of(segs)[~present].tolist()
+    if absent:
+        raise InvalidInputError(f"{loc}: segment ids {absent} are in segments_info but have no pixels in the PNG "
+                                f"(image {image_id}); remove them from segments_info")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# running over a set
+
+
+@dataclass
+class _Context:
+    """What every worker needs, sent once per worker process."""
+
+    gt_json: Path
+    pred_jsons: list[Path]
+    cat_ids: list[int]
+    options: EvalOptions
+
+    def __post_init__(self):
+        self.cat_index = {c: i for i, c in enumerate(self.cat_ids)}
+
+    def cat_slots(self, cats: np.ndarray) -> np.ndarray:
+        unknown = len(self.cat_ids)
+        return np.array([self.cat_index.get(int(c), unknown) for c in cats], dtype=np.int64)
+
+
+@dataclass
+class _Task:
+    position: int
+    gt_annotation: dict
+    gt_png: Path
+    preds: list[tuple[dict, Path]]
+
+
+@dataclass
+class _TaskResult:
+    position: int
+    per_pred: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None
+    warnings: list[tuple[str, str]]
+    error: InvalidInputError | None = None
+
+
+_WORKER_CTX: _Context | None = None
+
+
+def _init_worker(ctx: _Context) -> None:
+    global _WORKER_CTX
+    _WORKER_CTX = ctx
+
+
+def _run_task(task: _Task, ctx: _Context | None = None) -> _TaskResult:
+    ctx = ctx or _WORKER_CTX
+    warnings: list[tuple[str, str]] = []
+
+    def warn(kind: str, message: str) -> None:
+        warnings.append((kind, message))
+
+    try:
+        gt = _prepare_gt(task.gt_annotation, task.gt_png, ctx, warn)
+        per_pred = [_evaluate_pair(gt, ann, png, ctx.pred_jsons[k], ctx, warn)
+                    for k, (ann, png) in enumerate(task.preds)]
+        return _TaskResult(task.position, per_pred, warnings)
+    except InvalidInputError as exc:
+        return _TaskResult(task.position, None, warnings, InvalidInputError(exc.message))
+
+
+def _averages(cat_ids: list[int], categories: dict[int, dict], stats: list[CategoryStats]):
+    """The reference's averaging, walking categories in GT list order."""
+    per_class: dict[int, dict[str, Any]] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for group in GROUPS:
+        pq_sum = sq_sum = rq_sum = 0.0
+        n = 0
+        for cid, s in zip(cat_ids, stats):
+            isthing = categories[cid].get("isthing") == 1
+            if (group == "Things" and not isthing) or (group == "Stuff" and isthing):
+                continue
+            if s.tp + s.fp + s.fn == 0:
+                if group == "All":
+                    per_class[cid] = {"pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 0, "fn": 0, "iou_sum": 0.0}
+                continue
+            denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
+            pq = s.iou_sum / denom
+            sq = s.iou_sum / s.tp if s.tp != 0 else 0
+            rq = s.tp / denom
+            if group == "All":
+                per_class[cid] = {"pq": pq, "sq": sq, "rq": rq, "tp": s.tp, "fp": s.fp, "fn": s.fn,
+                                  "iou_sum": s.iou_sum}
+            pq_sum += pq
+            sq_sum += sq
+            rq_sum += rq
+            n += 1
+        if n == 0:
+            groups[group] = {"pq": None, "sq": None, "rq": None, "n": 0}
+        else:
+            groups[group] = {"pq": pq_sum / n, "sq": sq_sum / n, "rq": rq_sum / n, "n": n}
+    return groups, per_class
+
+
+def _pair_annotations(gt: PanopticSet, pred: PanopticSet, warn: Callable[[str, str], None]) -> list[dict]:
+    by_image: dict[Any, dict] = {}
+    for ann in pred.annotations:
+        if ann["image_id"] in by_image:
+            warn("pred_duplicate_image", f"{pred.json_path}: image {ann['image_id']} has several annotations; the "
+                                         "last one is used, as in the reference")
+        by_image[ann["image_id"]] = ann
+    paired = []
+    gt_images = set()
+    for ann in gt.annotations:
+        gt_images.add(ann["image_id"])
+        p = by_image.get(ann["image_id"])
+        if p is None:
+            raise fail(pred.json_path, f"no prediction for the image with id {ann['image_id']} (listed in "
+                       f"{gt.json_path})", "predict every ground-truth image, or evaluate against a GT subset")
+        pred.png_path(p)  # refuses file names that escape the folder before any work starts
+        paired.append(p)
+    extra = [i for i in by_image if i not in gt_images]
+    if extra:
+        warn("pred_extra_images", f"{pred.json_path}: {len(extra)} predicted image(s) are not in the ground truth "
+                                  f"(e.g. image {extra[0]}); they are ignored")
+    return paired
+
+
+def _summarize_warnings(items: list[tuple[str, str]]) -> list[str]:
+    """One line per kind of warning: the first example and how many more there were."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, msg in items:
+        by_kind.setdefault(kind, []).append(msg)
+    hints = {
+        "gt_area_mismatch": "the reference uses the JSON area (default); pass --gt-area png to use pixel counts",
+    }
+    out = []
+    for kind, msgs in by_kind.items():
+        line = msgs[0]
+        if len(msgs) > 1:
+            line += f" (and {len(msgs) - 1} more image(s) like it)"
+        if kind in hints:
+            line += f"; {hints[kind]}"
+        out.append(line)
+    return out
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def evaluate(gt: PanopticSet | str | os.PathLike, preds: Sequence[PanopticSet | str | os.PathLike], *,
+             options: EvalOptions = EvalOptions(), workers: int | None = None,
+             names: Sequence[str] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> EvalReport:
+    """Evaluate one or several prediction sets against one ground truth (each GT PNG is decoded once).
+
+    ``gt`` and ``preds`` are :class:`PanopticSet` objects or paths naming whole sets. ``workers`` bounds the
+    process pool (``None``: one per core, at most 8; ``0`` or ``1``: in this process). Raises
+    :class:`InvalidInputError` for invalid input, reporting the first failing image in GT order.
+    """
+    gt_set = gt if isinstance(gt, PanopticSet) else load_set(gt)
+    pred_sets = [p if isinstance(p, PanopticSet) else load_set(p, need_categories=False) for p in preds]
+    if not pred_sets:
+        raise ValueError("evaluate needs at least one prediction set")
+    names = list(names) if names is not None else _unique_names(pred_sets)
+    collected: list[tuple[str, str]] = []
+
+    def warn(kind: str, message: str) -> None:
+        collected.append((kind, message))
+
+    categories = gt_set.categories_by_id
+    cat_ids = [c["id"] for c in gt_set.categories]
+    for p in pred_sets:
+        if p.categories:
+            differ = [c["id"] for c in p.categories if c["id"] not in categories]
+            if differ:
+                warn("pred_categories", f"{p.json_path}: its categories {differ[:5]} are not in the ground truth; "
+                                        "categories come from the ground truth only")
+    paired = [_pair_annotations(gt_set, p, warn) for p in pred_sets]
+    ctx = _Context(gt_set.json_path, [p.json_path for p in pred_sets], cat_ids, options)
+    tasks = [_Task(i, ann, gt_set.png_path(ann), [(pa[i], ps.png_path(pa[i])) for pa, ps in zip(paired, pred_sets)])
+             for i, ann in enumerate(gt_set.annotations)]
+
+    n_cat = len(cat_ids) + 1
+    stats = [[CategoryStats() for _ in range(n_cat)] for _ in pred_sets]
+    total = len(tasks)
+    # chunk boundaries as numpy's array_split cuts the image list, one IoU accumulator per chunk
+    n_chunks = min(options.sum_chunks, max(1, total))
+    size, extra = divmod(total, n_chunks)
+    chunk_of = np.repeat(np.arange(n_chunks), [size + (c < extra) for c in range(n_chunks)])
+    iou_parts = [np.zeros((n_chunks, n_cat)).tolist() for _ in pred_sets]
+    workers = default_workers() if workers is None else max(0, int(workers))
+    workers = min(workers, max(1, total // 4))  # a pool costs more than it saves on a handful of images
+
+    def consume(results) -> None:
+        done = 0
+        for res in results:
+            collected.extend(res.warnings)
+            if res.error is not None:
+                raise res.error
+            for k, (tp, fp, fn, matches) in enumerate(res.per_pred):
+                s = stats[k]
+                for slot in np.flatnonzero(tp | fp | fn).tolist():
+                    s[slot].tp += int(tp[slot])
+                    s[slot].fp += int(fp[slot])
+                    s[slot].fn += int(fn[slot])
+                # the reference adds IoUs one at a time, in (gt id, pred id) order within an image
+                part = iou_parts[k][chunk_of[res.position]]
+                for slot, value in zip(matches[0].astype(np.int64).tolist(), matches[1].tolist()):
+                    part[slot] += value
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+    if workers <= 1:
+        consume(_run_task(t, ctx) for t in tasks)
+    else:
+        chunk = max(1, min(16, total // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(ctx,)) as pool:
+            try:
+                consume(pool.map(_run_task, tasks, chunksize=chunk))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    for k in range(len(pred_sets)):
+        for slot in range(n_cat):
+            total_iou = 0.0
+            for part in iou_parts[k]:
+                total_iou += part[slot]
+            stats[k][slot].iou_sum = total_iou
+    results = []
+    for k, pset in enumerate(pred_sets):
+        groups, per_class = _averages(cat_ids, categories, stats[k][:-1])
+        res_warnings = []
+        for g in ("Things", "Stuff"):
+            if groups[g]["n"] == 0:
+                res_warnings.append(f"{pset.json_path}: no {g.lower()[:-1]} category has a segment in the ground "
+                                    f"truth or the prediction, so {g} PQ is undefined (the reference evaluator "
+                                    "fails with ZeroDivisionError here)")
+        results.append(PQResult(names[k], str(pset.json_path), groups, per_class, total, res_warnings))
+    return EvalReport(str(gt_set.json_path), results, gt_set.categories, options, _summarize_warnings(collected))
+
+
+def _unique_names(sets: Sequence[PanopticSet]) -> list[str]:
+    names = [s.name for s in sets]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{n}#{i + 1}" for i, n in enumerate(names)]
+
+
+def format_reference_table(result: PQResult) -> list[str]:
+    """The five table lines the reference evaluator prints (percent, one decimal)."""
+    lines = ["{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "SQ", "RQ", "N"), "-" * 38]
+    for g in GROUPS:
+        r = result.groups[g]
+        if r["n"] == 0:
+            lines.append("{:10s}| {:>5s}  {:>5s}  {:>5s} {:5d}".format(g, "-", "-", "-", 0))
+        else:
+            lines.append("{:10s}| {:5.1f}  {:5.1f}  {:5.1f} {:5d}".format(
+                g, 100 * r["pq"], 100 * r["sq"], 100 * r["rq"], r["n"]))
+    return lines

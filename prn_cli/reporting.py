@@ -1,0 +1,131 @@
+"""Rich tables and JSON for PQ reports (the presentation half of ``prn eval``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .evaluate import GROUPS, EvalReport
+from .panoptic import write_json_atomic
+
+
+def _pct(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def _delta_style(value: Any) -> str:
+    if value is None or abs(value) < 5e-4:
+        return ""
+    return "green" if value > 0 else "red"
+
+
+def summary_table(report: EvalReport) -> Table:
+    """One prediction: the reference's layout (groups x PQ SQ RQ N, percent). Several: a column per set + deltas."""
+    results = report.results
+    if len(results) == 1:
+        r = results[0]
+        table = Table(title=f"PQ of {r.name}", title_justify="left")
+        table.add_column("")
+        for col in ("PQ", "SQ", "RQ", "N"):
+            table.add_column(col, justify="right")
+        for g in GROUPS:
+            v = r.groups[g]
+            table.add_row(g, _pct(v["pq"]), _pct(v["sq"]), _pct(v["rq"]), str(v["n"]))
+        return table
+    base = results[0]
+    table = Table(title=f"PQ, deltas against {base.name}", title_justify="left")
+    table.add_column("")
+    table.add_column("")
+    for r in results:
+        table.add_column(r.name, justify="right")
+    for r in results[1:]:
+        table.add_column(f"Δ {r.name}", justify="right")
+    for g in GROUPS:
+        for k, metric in enumerate(("pq", "sq", "rq", "n")):
+            cells = [g if k == 0 else "", metric.upper()]
+            values = [r.groups[g][metric] for r in results]
+            if metric == "n":
+                cells += [str(v) for v in values] + [f"{v - values[0]:+d}" for v in values[1:]]
+            else:
+                cells += [_pct(v) for v in values]
+                for v in values[1:]:
+                    d = None if v is None or values[0] is None else v - values[0]
+                    style = _delta_style(d)
+                    cells.append(f"[{style}]{_pct(d, True)}[/{style}]" if style else _pct(d, True))
+            table.add_row(*cells, end_section=(metric == "n"))
+    return table
+
+
+def per_class_table(report: EvalReport) -> Table:
+    """Per category (GT order): PQ SQ RQ TP FP FN of each set; categories with no segment anywhere are left out."""
+    results = report.results
+    several = len(results) > 1
+    table = Table(title="Per class" + (f" (PQ; deltas against {results[0].name})" if several else ""),
+                  title_justify="left")
+    for col, justify in (("id", "right"), ("category", "left"), ("kind", "left")):
+        table.add_column(col, justify=justify)
+    if several:
+        for r in results:
+            table.add_column(f"PQ {r.name}", justify="right")
+        for r in results[1:]:
+            table.add_column(f"Δ {r.name}", justify="right")
+    else:
+        for col in ("PQ", "SQ", "RQ", "TP", "FP", "FN"):
+            table.add_column(col, justify="right")
+    hidden = 0
+    for cat in report.categories:
+        cid = cat["id"]
+        rows = [r.per_class[cid] for r in results]
+        if all(v["tp"] + v["fp"] + v["fn"] == 0 for v in rows):
+            hidden += 1
+            continue
+        kind = "thing" if cat.get("isthing") == 1 else "stuff"
+        cells = [str(cid), str(cat.get("name", cid)), kind]
+        if several:
+            cells += [_pct(v["pq"]) for v in rows]
+            for v in rows[1:]:
+                d = v["pq"] - rows[0]["pq"]
+                style = _delta_style(d)
+                cells.append(f"[{style}]{_pct(d, True)}[/{style}]" if style else _pct(d, True))
+        else:
+            v = rows[0]
+            cells += [_pct(v["pq"]), _pct(v["sq"]), _pct(v["rq"]), str(v["tp"]), str(v["fp"]), str(v["fn"])]
+        table.add_row(*cells)
+    if hidden:
+        table.caption = f"{hidden} categories with no segment in the ground truth or any prediction are not shown"
+    return table
+
+
+def report_json(report: EvalReport) -> str:
+    return json.dumps(report.to_dict(), indent=2)
+
+
+def show_report(report: EvalReport, *, per_class: bool = False, json_out: str | None = None,
+                out: Console | None = None, err: Console | None = None) -> None:
+    """Print the tables (stdout; stderr when the JSON goes to stdout), warnings (stderr), and write the JSON."""
+    from .console import stderr, stdout, warn
+
+    out = out or stdout
+    err = err or stderr
+    tables_to = err if json_out == "-" else out
+    for line in report.warnings:
+        warn(line)
+    for r in report.results:
+        for line in r.warnings:
+            warn(line)
+    tables_to.print(summary_table(report))
+    if per_class:
+        tables_to.print(per_class_table(report))
+    if json_out == "-":
+        sys.stdout.write(report_json(report) + "\n")
+        sys.stdout.flush()
+    elif json_out:
+        write_json_atomic(Path(json_out), report.to_dict())
+        err.print(f"wrote {json_out}", highlight=False)
