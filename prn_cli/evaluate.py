@@ -138,24 +138,21 @@ def _delta(a, b):
 # --------------------------------------------------------------------------------------------------------------
 # per image
 
-_LUT: np.ndarray | None = None
-
-
-def _lut() -> np.ndarray:
-    # One table over the whole 24-bit id space per process. np.zeros maps pages lazily, so only the pages that
-    # real ids touch ever cost memory; every use resets the entries it set.
-    global _LUT
-    if _LUT is None:
-        _LUT = np.zeros(1 << 24, dtype=np.int32)
-    return _LUT
+_LUTS: dict[type, np.ndarray] = {}
 
 
 def _index(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Map each pixel's id to 1 + its position in ``known`` (non-zero ids), and anything else to 0."""
-    lut = _lut()
-    lut[known] = np.arange(1, len(known) + 1, dtype=np.int32)
+    # One table over the whole 24-bit id space per process. np.zeros maps pages lazily, so only the pages that
+    # real ids touch ever cost memory; every use resets the entries it set. np.take in clip mode skips the
+    # bounds checks of fancy indexing (ids are 24-bit, so nothing is ever clipped).
+    dtype = np.uint16 if len(known) < (1 << 16) else np.int32
+    lut = _LUTS.get(dtype)
+    if lut is None:
+        lut = _LUTS[dtype] = np.zeros(1 << 24, dtype=dtype)
+    lut[known] = np.arange(1, len(known) + 1)
     try:
-        return lut[ids]
+        return np.take(lut, ids, mode="clip").astype(np.int32)
     finally:
         lut[known] = 0
 
@@ -196,8 +193,27 @@ class _GTImage:
     cats: np.ndarray         # category id per entry
     crowd: np.ndarray        # bool per entry
     area_json: np.ndarray    # int64 per entry (JSON area; PNG count where the JSON has none)
-    area_png: np.ndarray
     num_rows: int
+    area_png: np.ndarray | None = None   # pixel count per entry, known after the first intersection
+
+    def learn_areas(self, row_area: np.ndarray, loc: str, warn: Callable[[str, str], None]) -> None:
+        """Take the GT pixel counts from the first intersection matrix's row sums (no extra pass over pixels)."""
+        area_png = row_area[self.rows_of]
+        area_json = self.area_json
+        missing_area = area_json < 0
+        area_json[missing_area] = area_png[missing_area]
+        wrong = np.flatnonzero(area_json != area_png)
+        if len(wrong):
+            entry = self.segs.entries[wrong[0]]
+            warn("gt_area_mismatch",
+                 f"{loc}: {len(wrong)} segment area field(s) disagree with the PNG, e.g. segment {entry['id']} has "
+                 f"area {area_json[wrong[0]]} but {area_png[wrong[0]]} pixels")
+        empty = np.flatnonzero(area_png == 0)
+        if len(empty):
+            warn("gt_json_id_not_in_png",
+                 f"{loc}: segments {[self.segs.entries[i]['id'] for i in empty[:5]]} have no pixels in {self.png}; "
+                 "they count as false negatives")
+        self.area_png = area_png
 
 
 def _prepare_gt(annotation: dict, png: Path, ctx: "_Context", warn: Callable[[str, str], None]) -> _GTImage:
@@ -220,27 +236,12 @@ def _prepare_gt(annotation: dict, png: Path, ctx: "_Context", warn: Callable[[st
              f"{loc} ({png}): PNG ids {unknown[:5].tolist()}{' ...' if len(unknown) > 5 else ''} are not in "
              "segments_info; the reference (and prn) count them as unmatched, non-void pixels")
     num_rows = k + 2
-    area_by_row = np.bincount(index.ravel(), minlength=num_rows)
     rows_of = np.arange(1, k + 1, dtype=np.int64)
     if segs.has_zero:
         rows_of = np.append(rows_of, 0)
     cats = np.array([s["category_id"] for s in segs.entries], dtype=np.int64)
     crowd = np.array([s.get("iscrowd", 0) == 1 for s in segs.entries], dtype=bool)
-    area_png = area_by_row[rows_of]
     area_json = np.array([s.get("area", -1) for s in segs.entries], dtype=np.int64)
-    missing_area = area_json < 0
-    area_json[missing_area] = area_png[missing_area]
-    if (area_json != area_png).any():
-        bad = int(np.flatnonzero(area_json != area_png)[0])
-        n_bad = int(np.count_nonzero(area_json != area_png))
-        warn("gt_area_mismatch",
-             f"{loc}: {n_bad} segment area field(s) disagree with the PNG, e.g. segment "
-             f"{segs.entries[bad]['id']} has area {area_json[bad]} but {area_png[bad]} pixels")
-    empty = np.flatnonzero(area_png == 0)
-    if len(empty):
-        warn("gt_json_id_not_in_png",
-             f"{loc}: segments {[segs.entries[i]['id'] for i in empty[:5]]} have no pixels in {png}; "
-             "they count as false negatives")
     unknown_cats = sorted({int(c) for c in cats if int(c) not in ctx.cat_index})
     if unknown_cats:
         warn("gt_unknown_category",
@@ -251,7 +252,7 @@ def _prepare_gt(annotation: dict, png: Path, ctx: "_Context", warn: Callable[[st
             warn("gt_several_crowds",
                  f"{loc}: several crowd regions share a category; only the last one ignores predictions, as in "
                  "the reference (pass --crowd union to use all of them)")
-    return _GTImage(annotation, png, ids.shape, index, segs, rows_of, cats, crowd, area_json, area_png, num_rows)
+    return _GTImage(annotation, png, ids.shape, index, segs, rows_of, cats, crowd, area_json, num_rows)
 
 
 def _duplicate_error_or_warning(loc: str, dups: list[int], ctx: "_Context", warn, what: str) -> None:
@@ -283,8 +284,10 @@ def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path
     if segs.has_zero:
         cols_of = np.append(cols_of, 0)   # reference quirk: an entry with id 0 makes void pixels a segment
     num_cols = m + 1
-    inter = np.bincount((gt.index.astype(np.int64) * num_cols + index).ravel(),
+    inter = np.bincount((gt.index * num_cols + index).ravel(),
                         minlength=gt.num_rows * num_cols).reshape(gt.num_rows, num_cols)
+    if gt.area_png is None:
+        gt.learn_areas(inter.sum(axis=1), f"{ctx.gt_json}: image {image_id}", warn)
     zero_pixels = int(np.count_nonzero(ids == VOID))
     col_area = inter.sum(axis=0)
     pred_cats = np.array([s["category_id"] for s in segs.entries], dtype=np.int64)

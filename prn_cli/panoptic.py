@@ -107,7 +107,16 @@ def read_id_png(path: str | os.PathLike, *, what: str = "panoptic PNG") -> np.nd
                            "save the ids as 8-bit RGB PNG with id = R + 256*G + 256^2*B")
             f.seek(0)
             with Image.open(f) as img:
-                arr = np.asarray(img)
+                img.load()
+                if img.mode == "RGBA" and img.getchannel("A").getextrema() != (255, 255):
+                    raise fail(path, f"{what} is RGBA with data in its alpha channel (ids use R, G, B only)",
+                               "save it as 8-bit RGB PNG without alpha")
+                if img.mode not in ("RGB", "RGBA"):
+                    raise fail(path, f"{what} decoded as mode {img.mode}, not 8-bit RGB", "save it as 8-bit RGB PNG")
+                # Pillow packs RGBX in C: one 4-byte word per pixel, read as little-endian uint32 and masked to
+                # 24 bits. Several times faster than widening and shifting three channels in numpy.
+                width, height = img.size
+                packed = img.tobytes("raw", "RGBX" if img.mode == "RGB" else "RGBA")
     except FileNotFoundError:
         raise fail(path, f"{what} is missing", "check the annotation's file_name and the PNG folder") from None
     except IsADirectoryError:
@@ -117,13 +126,7 @@ def read_id_png(path: str | os.PathLike, *, what: str = "panoptic PNG") -> np.nd
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise fail(path, f"{what} cannot be decoded ({exc.__class__.__name__}: {exc})",
                    "the file is corrupt or truncated; write it again") from None
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise fail(path, f"{what} decoded to shape {arr.shape}, not (H, W, 3)", "save it as 8-bit RGB PNG")
-    if arr.shape[2] == 4:
-        if not (arr[..., 3] == 255).all():
-            raise fail(path, f"{what} is RGBA with data in its alpha channel (ids use R, G, B only)",
-                       "save it as 8-bit RGB PNG without alpha")
-    return rgb2id(arr)
+    return np.frombuffer(packed, dtype="<u4").reshape(height, width) & np.uint32(0xFFFFFF)
 
 
 def write_id_png(path: str | os.PathLike, ids: np.ndarray) -> None:
