@@ -131,6 +131,135 @@ def eval_command(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# synth
+
+
+@app.command("synth", epilog=EPILOG)
+def synth_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset root to write (images/, annotations/)."),
+    n: int = typer.Option(16, "--n", min=1, help="Number of images."),
+    size: str = typer.Option("320x240", "--size", help="Image size WxH."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same arguments give byte-identical files."),
+    split: str = typer.Option("train", "--split", help="Split name (files go to images/<split>/ and "
+                              "annotations/panoptic_<split>.json)."),
+    difficulty: float = typer.Option(0.5, "--difficulty", min=0.0, max=1.0,
+                                     help="0 = clean and easy, 1 = noisy textures, heavy occlusion, small objects."),
+    min_things: int = typer.Option(3, "--min-things", min=0, help="Fewest thing instances per image."),
+    max_things: int = typer.Option(10, "--max-things", min=0, help="Most thing instances per image."),
+    crowd_prob: float = typer.Option(0.15, "--crowd-prob", min=0.0, max=1.0,
+                                     help="Probability that an image has a crowd region."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set of the same split."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Write a deterministic synthetic panoptic dataset in COCO panoptic layout.
+
+    Example: prn synth --out data/ --n 200 --size 320x240 --seed 0 --split train
+    """
+    import json
+
+    from .console import progress, stdout
+    from .synth import SynthConfig, write_dataset
+
+    width, height = _parse_size(size)
+    try:
+        config = SynthConfig(n=n, width=width, height=height, seed=seed, split=split, difficulty=difficulty,
+                             min_things=min_things, max_things=max_things, crowd_prob=crowd_prob)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with progress(f"synth {split}") as update:
+        summary = write_dataset(out, config, overwrite=overwrite, progress=update)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        stdout.print(f"wrote {summary['images']} images ({summary['things']} things, {summary['stuff']} stuff "
+                     f"segments, {summary['crowd']} crowd) to {summary['json']}", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# viz
+
+
+class ColorBy(str, Enum):
+    instance = "instance"
+    category = "category"
+
+
+@app.command("viz", epilog=EPILOG)
+def viz_command(
+    sets: List[Path] = typer.Argument(..., help="Panoptic sets (JSON or folder), drawn left to right; the first "
+                                      "decides which images are drawn."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the photos; without it segments are "
+                                          "drawn on a neutral background."),
+    title: List[str] = typer.Option([], "--title", help="Title of each set, in order (default: the set names)."),
+    color_by: ColorBy = typer.Option(ColorBy.instance, "--color-by", help="Colour per instance (stable per "
+                                     "segment id) or per category (the categories' color)."),
+    alpha: float = typer.Option(0.55, "--alpha", min=0.0, max=1.0, help="Opacity of the segment colours."),
+    boundaries: bool = typer.Option(True, "--boundaries/--no-boundaries", help="Draw segment boundaries."),
+    labels: bool = typer.Option(False, "--labels", help="Write class names on segments."),
+    area_threshold: int = typer.Option(100, "--area-threshold", min=0, help="Label only segments at least this "
+                                       "many pixels large."),
+    image_id: List[str] = typer.Option([], "--image-id", help="Draw only these image ids (repeatable)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Draw at most this many images."),
+    html: bool = typer.Option(False, "--html", help="Also write index.html, a gallery of the panels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier prn viz output in --out."),
+) -> None:
+    """Draw overlays of panoptic sets, and side-by-side panels (image | base | refined | GT) of several.
+
+    Example: prn viz base/ refined/ data/ --images data/images/val --out viz/ --html
+    """
+    from .console import progress, stdout
+    from .panoptic import load_set
+    from .visualize import VizOptions, visualize
+
+    if title and len(title) != len(sets):
+        raise typer.BadParameter("give one --title per set, or none", param_hint="--title")
+    loaded = [load_set(s, need_categories=False) for s in sets]
+    titles = list(title) or _unique_titles([s.name for s in loaded])
+    ids = [int(i) if i.lstrip("-").isdigit() else i for i in image_id] or None
+    options = VizOptions(color_by=color_by.value, alpha=alpha, boundaries=boundaries, labels=labels,
+                         area_threshold=area_threshold)
+    with progress("drawing") as update:
+        summary = visualize(list(zip(titles, loaded)), out, images_dir=images, options=options, image_ids=ids,
+                            limit=limit, html=html, overwrite=overwrite, progress=update)
+    stdout.print(f"drew {summary['images']} image(s) into {summary['out_dir']}"
+                 + (f"; gallery: {Path(summary['out_dir']) / 'index.html'}" if html else ""), highlight=False)
+
+
+def _unique_titles(names: list[str]) -> list[str]:
+    return names if len(set(names)) == len(names) else [f"{n} ({k + 1})" for k, n in enumerate(names)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# demo
+
+
+@app.command("demo", epilog=EPILOG)
+def demo_command(
+    out: Path = typer.Option(Path("prn-demo"), "--out", "-o", help="Folder for everything the demo writes."),
+    n: int = typer.Option(8, "--n", min=1, help="Number of synthetic images."),
+    size: str = typer.Option("320x240", "--size", help="Image size WxH."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Evaluation worker processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
+) -> None:
+    """Run the whole loop on fresh synthetic data: synth -> base prediction -> eval -> viz.
+
+    Example: prn demo --out prn-demo --overwrite
+    """
+    from .console import progress, stdout
+    from .demo import run_demo
+    from .reporting import show_report
+
+    width, height = _parse_size(size)
+    result = run_demo(out, n=n, width=width, height=height, seed=seed, overwrite=overwrite, workers=workers,
+                      progress=progress)
+    show_report(result.report)
+    stdout.print(f"data:   {result.gt_json}\nbase:   {result.base_json}\nreport: {result.report_json}\n"
+                 f"panels: {result.viz_dir} (open {result.gallery})", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # entry point
 
 

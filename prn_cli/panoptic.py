@@ -150,6 +150,10 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would (0666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f)
             f.flush()
@@ -295,14 +299,16 @@ def _check_structure(data: Any, json_path: Path, *, need_categories: bool) -> No
     anns = data.get("annotations")
     if not isinstance(anns, list):
         raise bad("has no 'annotations' list", "a COCO panoptic JSON holds images, annotations and categories")
-    if need_categories:
-        cats = data.get("categories")
+    cats = data.get("categories")
+    if need_categories and not isinstance(cats, list):
+        raise bad("has no 'categories' list", "ground truth must carry its categories")
+    if cats is not None:
         if not isinstance(cats, list):
-            raise bad("has no 'categories' list", "ground truth must carry its categories")
+            raise bad("'categories' is not a list")
         seen = set()
         for i, c in enumerate(cats):
-            if not isinstance(c, dict) or "id" not in c or "name" not in c:
-                raise bad(f"categories[{i}] lacks 'id' or 'name'")
+            if not isinstance(c, dict) or "id" not in c or (need_categories and "name" not in c):
+                raise bad(f"categories[{i}] lacks 'id'" + (" or 'name'" if need_categories else ""))
             if c["id"] in seen:
                 raise bad(f"category id {c['id']} is listed twice", "give each category a unique id")
             seen.add(c["id"])

@@ -235,3 +235,23 @@ def test_opaque_rgba_is_accepted(good_set):
     rgba = np.dstack([id2rgb(ids), np.full(ids.shape, 255, np.uint8)])
     Image.fromarray(rgba).save(png, format="PNG")
     assert (read_id_png(png) == ids).all()
+
+
+def test_written_json_has_ordinary_permissions(tmp_path):
+    import os
+    ids, segs = scene()
+    old = os.umask(0o022)
+    try:
+        json_path = write_set(tmp_path / "s.json", tmp_path / "s", [(ids, segs)])
+    finally:
+        os.umask(old)
+    assert json_path.stat().st_mode & 0o777 == 0o644
+
+
+def test_prediction_categories_are_checked_when_present(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p.json").write_text(json.dumps({"annotations": [], "categories": [{"name": "no id"}]}))
+    with pytest.raises(InvalidInputError, match=r"categories\[0\] lacks 'id'"):
+        load_set(tmp_path / "p.json", need_categories=False)
+    (tmp_path / "p.json").write_text(json.dumps({"annotations": [], "categories": [{"id": 3}]}))
+    assert load_set(tmp_path / "p.json", need_categories=False).categories == [{"id": 3}]
