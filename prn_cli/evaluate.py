@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, fail
-from .panoptic import VOID, PanopticSet, load_set, read_id_png
+from .panoptic import VOID, PanopticSet, index_ids, load_set, read_id_png
 
 GROUPS = ("All", "Things", "Stuff")
 
@@ -138,25 +138,6 @@ def _delta(a, b):
 # --------------------------------------------------------------------------------------------------------------
 # per image
 
-_LUTS: dict[type, np.ndarray] = {}
-
-
-def _index(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Map each pixel's id to 1 + its position in ``known`` (non-zero ids), and anything else to 0."""
-    # One table over the whole 24-bit id space per process. np.zeros maps pages lazily, so only the pages that
-    # real ids touch ever cost memory; every use resets the entries it set. np.take in clip mode skips the
-    # bounds checks of fancy indexing (ids are 24-bit, so nothing is ever clipped).
-    dtype = np.uint16 if len(known) < (1 << 16) else np.int32
-    lut = _LUTS.get(dtype)
-    if lut is None:
-        lut = _LUTS[dtype] = np.zeros(1 << 24, dtype=dtype)
-    lut[known] = np.arange(1, len(known) + 1)
-    try:
-        return np.take(lut, ids, mode="clip").astype(np.int32)
-    finally:
-        lut[known] = 0
-
-
 @dataclass
 class _Segments:
     """One annotation's segments_info, deduplicated the reference's way (first position, last entry wins)."""
@@ -223,7 +204,7 @@ def _prepare_gt(annotation: dict, png: Path, ctx: "_Context", warn: Callable[[st
     if segs.duplicates:
         _duplicate_error_or_warning(loc, segs.duplicates, ctx, warn, "ground truth")
     k = len(segs.ids)
-    index = _index(ids, segs.ids)
+    index = index_ids(ids, segs.ids)
     zero_pixels = int(np.count_nonzero(ids == VOID))
     unknown_pixels = int(np.count_nonzero(index == 0)) - zero_pixels
     if unknown_pixels:
@@ -279,7 +260,7 @@ def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path
     if segs.duplicates:
         _duplicate_error_or_warning(f"{pred_json}: image {image_id}", segs.duplicates, ctx, warn, "prediction")
     m = len(segs.ids)
-    index = _index(ids, segs.ids)
+    index = index_ids(ids, segs.ids)
     cols_of = np.arange(1, m + 1, dtype=np.int64)
     if segs.has_zero:
         cols_of = np.append(cols_of, 0)   # reference quirk: an entry with id 0 makes void pixels a segment

@@ -168,27 +168,60 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 # segment statistics
 
 
-def segment_stats(ids: np.ndarray) -> dict[int, tuple[int, list[int]]]:
-    """Per non-void id in ``ids``: (area in pixels, bbox [x, y, w, h]). Vectorized over all segments."""
+_LUTS: dict[type, np.ndarray] = {}
+
+
+def index_ids(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Map each pixel's id to 1 + its position in ``known`` (non-zero, distinct ids), and any other id to 0.
+
+    A lookup table over the whole 24-bit id space replaces a sort (``np.unique``): np.zeros maps its pages lazily,
+    so only the pages that real ids touch cost memory, and each call resets the entries it set. ``np.take`` in
+    clip mode skips the bounds checks of fancy indexing (ids are 24-bit, so nothing is ever clipped).
+    """
+    known = np.asarray(known, dtype=np.int64)
+    dtype = np.uint16 if len(known) < (1 << 16) else np.int32
+    lut = _LUTS.get(dtype)
+    if lut is None:
+        lut = _LUTS[dtype] = np.zeros(1 << 24, dtype=dtype)
+    lut[known] = np.arange(1, len(known) + 1)
+    try:
+        return np.take(lut, ids, mode="clip").astype(np.int32)
+    finally:
+        lut[known] = 0
+
+
+def segment_stats(ids: np.ndarray, known: Iterable[int] | None = None) -> dict[int, tuple[int, list[int]]]:
+    """Per non-void id in ``ids``: (area in pixels, bbox [x, y, w, h]).
+
+    ``known`` (the ids the caller expects, e.g. from segments_info) avoids sorting the pixels; ids outside it
+    are still found and reported.
+    """
     ids = np.asarray(ids)
     h, w = ids.shape
-    flat = ids.ravel()
-    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    ys, xs = np.divmod(np.arange(flat.size, dtype=np.int64), w)
-    n = len(uniq)
-    x0 = np.full(n, w, dtype=np.int64)
-    y0 = np.full(n, h, dtype=np.int64)
-    x1 = np.full(n, -1, dtype=np.int64)
-    y1 = np.full(n, -1, dtype=np.int64)
-    np.minimum.at(x0, inverse, xs)
-    np.minimum.at(y0, inverse, ys)
-    np.maximum.at(x1, inverse, xs)
-    np.maximum.at(y1, inverse, ys)
+    if known is None:
+        labels = np.unique(ids)
+    else:
+        labels = np.array(sorted({int(v) for v in known} - {VOID}), dtype=np.int64)
+    labels = labels[labels != VOID]
+    index = index_ids(ids, labels)
+    void_pixels = int(np.count_nonzero(ids == VOID))
+    if int(np.count_nonzero(index == 0)) != void_pixels:
+        extra = np.unique(ids[(index == 0) & (ids != VOID)])
+        labels = np.concatenate([labels, extra.astype(np.int64)])
+        index = index_ids(ids, labels)
+    k = len(labels) + 1
+    area = np.bincount(index.ravel(), minlength=k)
+    # Which rows / columns each label touches: a bincount over (label, row) and (label, column) pairs.
+    rows = np.bincount((index * h + np.arange(h, dtype=np.int32)[:, None]).ravel(), minlength=k * h).reshape(k, h) > 0
+    cols = np.bincount((index * w + np.arange(w, dtype=np.int32)[None, :]).ravel(), minlength=k * w).reshape(k, w) > 0
+    y0 = rows.argmax(axis=1)
+    y1 = h - 1 - rows[:, ::-1].argmax(axis=1)
+    x0 = cols.argmax(axis=1)
+    x1 = w - 1 - cols[:, ::-1].argmax(axis=1)
     out = {}
-    for k, sid in enumerate(uniq.tolist()):
-        if sid == VOID:
-            continue
-        out[sid] = (int(counts[k]), [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)])
+    for j, sid in enumerate(labels.tolist(), start=1):
+        if area[j]:
+            out[sid] = (int(area[j]), [int(x0[j]), int(y0[j]), int(x1[j] - x0[j] + 1), int(y1[j] - y0[j] + 1)])
     return out
 
 
@@ -367,7 +400,7 @@ def where(pset: PanopticSet, annotation: dict) -> str:
 
 
 def check_annotation(pset: PanopticSet, annotation: dict, ids: np.ndarray, categories: dict[int, dict],
-                     *, check_area: bool = True) -> list[str]:
+                     *, check_area: bool = True, image_info: dict | None = None) -> list[str]:
     """Check one annotation against its decoded PNG; raise on errors, return warnings.
 
     Errors: duplicate segment ids, unknown category, a PNG id missing from segments_info, a segments_info id
@@ -385,15 +418,14 @@ def check_annotation(pset: PanopticSet, annotation: dict, ids: np.ndarray, categ
         if seg["category_id"] not in categories:
             raise InvalidInputError(f"{loc}: segment {seg['id']} has unknown category_id {seg['category_id']}; "
                                     "use a category id listed in the ground truth's categories")
-    info = pset.images_by_id.get(annotation["image_id"]) if pset.images else None
+    info = image_info
     if info is not None and "width" in info and "height" in info:
         if ids.shape != (info["height"], info["width"]):
             raise InvalidInputError(f"{loc}: PNG is {ids.shape[1]}x{ids.shape[0]} but the image is "
                                     f"{info['width']}x{info['height']}; write the PNG at the image's size")
-    uniq, counts = np.unique(ids, return_counts=True)
-    in_png = dict(zip(uniq.tolist(), counts.tolist()))
-    for sid in in_png:
-        if sid != VOID and sid not in seen:
+    in_png = {sid: area for sid, (area, _) in segment_stats(ids, known=seen).items()}
+    for sid in sorted(in_png):
+        if sid not in seen:
             raise InvalidInputError(f"{loc}: segment id {sid} is in the PNG but not in segments_info; "
                                     "add it to segments_info or paint its pixels 0 (void)")
     missing = [sid for sid in seen if sid not in in_png]
@@ -414,13 +446,15 @@ def validate_set(pset: PanopticSet, categories: dict[int, dict] | None = None, *
     categories = categories if categories is not None else pset.categories_by_id
     warnings: list[str] = []
     seen_images: set = set()
+    infos = pset.images_by_id
     for ann in (images if images is not None else pset.annotations):
         if ann["image_id"] in seen_images:
             raise InvalidInputError(f"{pset.json_path}: image {ann['image_id']} has two annotations; "
                                     "keep one annotation per image")
         seen_images.add(ann["image_id"])
         ids = read_id_png(pset.png_path(ann))
-        warnings += check_annotation(pset, ann, ids, categories, check_area=check_area)
+        warnings += check_annotation(pset, ann, ids, categories, check_area=check_area,
+                                     image_info=infos.get(ann["image_id"]))
     return warnings
 
 
@@ -470,8 +504,20 @@ class PanopticWriter:
             if not overwrite:
                 raise OutputExistsError(f"{self.json_path} already exists; pass {flag} to replace it "
                                         "or choose another output folder")
-            self.json_path.unlink()
+            stale = self._listed_pngs()
+            self.json_path.unlink()   # first, so an interrupted re-run leaves no JSON naming stale PNGs
+            for png in stale:
+                png.unlink(missing_ok=True)
         self.png_dir.mkdir(parents=True, exist_ok=True)
+
+    def _listed_pngs(self) -> list[Path]:
+        """The PNGs that the set being replaced names (only safe names inside the PNG folder)."""
+        try:
+            data = json.loads(self.json_path.read_text(encoding="utf-8"))
+            names = [a.get("file_name") for a in data.get("annotations", [])]
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [self.png_dir / n for n in names if isinstance(n, str) and _is_safe_relative(n)]
 
     def add(self, image: dict, ids: np.ndarray, segments_info: list[dict], file_name: str | None = None) -> dict:
         """Write one image's PNG and record its annotation. ``image`` is the COCO image record."""
@@ -482,8 +528,8 @@ class PanopticWriter:
             raise ValueError(f"unsafe PNG file name {file_name!r}")
         if file_name in self._file_names:
             raise ValueError(f"two images write the same PNG {file_name!r}")
-        stats = segment_stats(ids)
         listed = {s["id"] for s in segments_info}
+        stats = segment_stats(ids, known=listed)
         if listed != set(stats):
             raise ValueError(f"image {image['id']}: PNG ids {sorted(stats)} != segments_info ids {sorted(listed)}")
         segs = []

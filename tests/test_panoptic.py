@@ -255,3 +255,13 @@ def test_prediction_categories_are_checked_when_present(tmp_path):
         load_set(tmp_path / "p.json", need_categories=False)
     (tmp_path / "p.json").write_text(json.dumps({"annotations": [], "categories": [{"id": 3}]}))
     assert load_set(tmp_path / "p.json", need_categories=False).categories == [{"id": 3}]
+
+
+def test_overwrite_removes_the_replaced_sets_pngs(tmp_path):
+    ids, segs = scene()
+    json_path, png_dir = set_paths(tmp_path / "out")
+    write_set(json_path, png_dir, [(ids, segs), (ids, segs), (ids, segs)])
+    (png_dir / "user-notes.txt").write_text("not ours")
+    with PanopticWriter(json_path, png_dir, CATEGORIES, overwrite=True) as w:
+        w.add({"id": 1, "file_name": "000001.jpg"}, ids, segs)
+    assert sorted(p.name for p in png_dir.iterdir()) == ["000001.png", "user-notes.txt"]
