@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, fail
-from .panoptic import VOID, PanopticSet, index_ids, load_set, read_id_png
+from .panoptic import VOID, PanopticSet, index_ids, load_set, raster_runs, read_id_png
 
 GROUPS = ("All", "Things", "Stuff")
 
@@ -163,22 +163,33 @@ class _Segments:
 
 @dataclass
 class _GTImage:
-    """A decoded GT image, prepared once and evaluated against every prediction set."""
+    """A decoded GT image and its segments, prepared once and evaluated against every prediction set.
+
+    Rows of the intersection matrix: 0 = GT id 0 (void), 1..k = the GT entries with non-zero ids, k+1 = pixels
+    whose id is not in the GT JSON (not void for the reference, and never matched).
+    """
 
     annotation: dict
     png: Path
-    shape: tuple[int, int]
-    index: np.ndarray        # per pixel: 0 = id 0, 1..k = GT segments (non-zero ids), k+1 = ids not in JSON
+    ids: np.ndarray
     segs: _Segments
-    rows_of: np.ndarray      # GT entry -> bucket row (the id-0 entry, if any, uses row 0)
+    rows_of: np.ndarray      # GT entry -> row (an entry with id 0, if any, uses row 0)
     cats: np.ndarray         # category id per entry
     crowd: np.ndarray        # bool per entry
-    area_json: np.ndarray    # int64 per entry (JSON area; PNG count where the JSON has none)
-    num_rows: int
+    area_json: np.ndarray    # int64 per entry (JSON area; the pixel count where the JSON has none)
+    loc: str
     area_png: np.ndarray | None = None   # pixel count per entry, known after the first intersection
 
-    def learn_areas(self, row_area: np.ndarray, loc: str, warn: Callable[[str, str], None]) -> None:
-        """Take the GT pixel counts from the first intersection matrix's row sums (no extra pass over pixels)."""
+    @property
+    def num_rows(self) -> int:
+        return len(self.segs.ids) + 2
+
+    def learn_areas(self, row_area: np.ndarray, unknown_ids: np.ndarray, warn: Callable[[str, str], None]) -> None:
+        """Take the GT pixel counts from the first intersection matrix (no extra pass over the pixels)."""
+        if len(unknown_ids):
+            warn("gt_png_id_not_in_json",
+                 f"{self.loc} ({self.png}): PNG ids {unknown_ids[:5].tolist()}{' ...' if len(unknown_ids) > 5 else ''}"
+                 " are not in segments_info; the reference (and prn) count them as unmatched, non-void pixels")
         area_png = row_area[self.rows_of]
         area_json = self.area_json
         missing_area = area_json < 0
@@ -187,13 +198,13 @@ class _GTImage:
         if len(wrong):
             entry = self.segs.entries[wrong[0]]
             warn("gt_area_mismatch",
-                 f"{loc}: {len(wrong)} segment area field(s) disagree with the PNG, e.g. segment {entry['id']} has "
-                 f"area {area_json[wrong[0]]} but {area_png[wrong[0]]} pixels")
+                 f"{self.loc}: {len(wrong)} segment area field(s) disagree with the PNG, e.g. segment {entry['id']} "
+                 f"has area {area_json[wrong[0]]} but {area_png[wrong[0]]} pixels")
         empty = np.flatnonzero(area_png == 0)
         if len(empty):
             warn("gt_json_id_not_in_png",
-                 f"{loc}: segments {[self.segs.entries[i]['id'] for i in empty[:5]]} have no pixels in {self.png}; "
-                 "they count as false negatives")
+                 f"{self.loc}: segments {[self.segs.entries[i]['id'] for i in empty[:5]]} have no pixels in "
+                 f"{self.png}; they count as false negatives")
         self.area_png = area_png
 
 
@@ -203,21 +214,7 @@ def _prepare_gt(annotation: dict, png: Path, ctx: "_Context", warn: Callable[[st
     loc = f"{ctx.gt_json}: image {annotation['image_id']}"
     if segs.duplicates:
         _duplicate_error_or_warning(loc, segs.duplicates, ctx, warn, "ground truth")
-    k = len(segs.ids)
-    index = index_ids(ids, segs.ids)
-    zero_pixels = int(np.count_nonzero(ids == VOID))
-    unknown_pixels = int(np.count_nonzero(index == 0)) - zero_pixels
-    if unknown_pixels:
-        # Reference semantics: pixels with ids absent from the GT JSON are not void; they get a bucket of their
-        # own, which never matches anything.
-        mask = (index == 0) & (ids != VOID)
-        index[mask] = k + 1
-        unknown = np.unique(ids[mask])
-        warn("gt_png_id_not_in_json",
-             f"{loc} ({png}): PNG ids {unknown[:5].tolist()}{' ...' if len(unknown) > 5 else ''} are not in "
-             "segments_info; the reference (and prn) count them as unmatched, non-void pixels")
-    num_rows = k + 2
-    rows_of = np.arange(1, k + 1, dtype=np.int64)
+    rows_of = np.arange(1, len(segs.ids) + 1, dtype=np.int64)
     if segs.has_zero:
         rows_of = np.append(rows_of, 0)
     cats = np.array([s["category_id"] for s in segs.entries], dtype=np.int64)
@@ -233,7 +230,7 @@ def _prepare_gt(annotation: dict, png: Path, ctx: "_Context", warn: Callable[[st
             warn("gt_several_crowds",
                  f"{loc}: several crowd regions share a category; only the last one ignores predictions, as in "
                  "the reference (pass --crowd union to use all of them)")
-    return _GTImage(annotation, png, ids.shape, index, segs, rows_of, cats, crowd, area_json, num_rows)
+    return _GTImage(annotation, png, ids, segs, rows_of, cats, crowd, area_json, loc)
 
 
 def _duplicate_error_or_warning(loc: str, dups: list[int], ctx: "_Context", warn, what: str) -> None:
@@ -246,60 +243,76 @@ def _duplicate_error_or_warning(loc: str, dups: list[int], ctx: "_Context", warn
                             "reference evaluator does")
 
 
+def _intersections(gt: _GTImage, ids: np.ndarray, pred_known: np.ndarray):
+    """Intersection matrix (GT rows x prediction columns) from the runs where both maps are constant.
+
+    Prediction columns: 0 = pixels whose id is not a listed non-zero id (void, or unlisted), 1..m = entries.
+    Also returns the prediction run values and columns, for the checks of unlisted ids.
+    """
+    starts, lengths = raster_runs(gt.ids, ids)
+    g_values = gt.ids.reshape(-1)[starts]
+    p_values = ids.reshape(-1)[starts]
+    rows = index_ids(g_values, gt.segs.ids)
+    unknown_gt = (rows == 0) & (g_values != VOID)
+    if unknown_gt.any():
+        rows[unknown_gt] = gt.num_rows - 1
+    cols = index_ids(p_values, pred_known)
+    num_cols = len(pred_known) + 1
+    inter = np.bincount(rows * num_cols + cols, weights=lengths, minlength=gt.num_rows * num_cols)
+    inter = inter.astype(np.int64).reshape(gt.num_rows, num_cols)
+    unknown_gt_ids = np.unique(g_values[unknown_gt]) if gt.area_png is None and unknown_gt.any() else g_values[:0]
+    return inter, p_values, cols, lengths, unknown_gt_ids
+
+
 def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path, ctx: "_Context",
                    warn: Callable[[str, str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """TP/FP/FN per category index, and the (category index, IoU) of every match in reference order."""
+    """TP/FP/FN per category slot, and the (category slot, IoU) of every match in the reference's order."""
     ids = read_id_png(pred_png, what="prediction PNG")
     image_id = gt.annotation["image_id"]
     loc = f"{pred_json}: image {image_id} ({pred_png})"
-    if ids.shape != gt.shape:
+    if ids.shape != gt.ids.shape:
         raise InvalidInputError(
             f"{loc}: prediction PNG is {ids.shape[1]}x{ids.shape[0]} but the ground truth {gt.png} is "
-            f"{gt.shape[1]}x{gt.shape[0]}; predict at the ground-truth image size")
+            f"{gt.ids.shape[1]}x{gt.ids.shape[0]}; predict at the ground-truth image size")
     segs = _Segments.of(pred_ann)
     if segs.duplicates:
         _duplicate_error_or_warning(f"{pred_json}: image {image_id}", segs.duplicates, ctx, warn, "prediction")
-    m = len(segs.ids)
-    index = index_ids(ids, segs.ids)
-    cols_of = np.arange(1, m + 1, dtype=np.int64)
-    if segs.has_zero:
-        cols_of = np.append(cols_of, 0)   # reference quirk: an entry with id 0 makes void pixels a segment
-    num_cols = m + 1
-    inter = np.bincount((gt.index * num_cols + index).ravel(),
-                        minlength=gt.num_rows * num_cols).reshape(gt.num_rows, num_cols)
+    inter, p_values, cols, lengths, unknown_gt_ids = _intersections(gt, ids, segs.ids)
     if gt.area_png is None:
-        gt.learn_areas(inter.sum(axis=1), f"{ctx.gt_json}: image {image_id}", warn)
-    zero_pixels = int(np.count_nonzero(ids == VOID))
-    col_area = inter.sum(axis=0)
+        gt.learn_areas(inter.sum(axis=1), unknown_gt_ids, warn)
+    cols_of = np.arange(1, len(segs.ids) + 1, dtype=np.int64)
+    zero_pixels = int(lengths[p_values == VOID].sum())
     pred_cats = np.array([s["category_id"] for s in segs.entries], dtype=np.int64)
     known_cat = np.array([int(c) in ctx.cat_index for c in pred_cats], dtype=bool)
-    area = col_area[cols_of]
+    area = inter.sum(axis=0)[cols_of]
     if segs.has_zero:
-        area[-1] = zero_pixels
-    _check_prediction(ids, index, zero_pixels, segs, area, known_cat, pred_cats, image_id, loc)
+        cols_of = np.append(cols_of, 0)   # reference quirk: an entry with id 0 makes void pixels a segment
+        area = np.append(area, zero_pixels)
+    unlisted = (cols == 0) & (p_values != VOID)
+    _check_prediction(p_values[unlisted] if unlisted.any() else None, segs, area, known_cat, pred_cats, image_id,
+                      loc)
 
     # Matching: every (GT, pred) pair with pixels in common, same category, GT not crowd.
-    g_rows, p_cols = gt.rows_of, cols_of
-    sub = inter[np.ix_(g_rows, p_cols)]
+    sub = inter[np.ix_(gt.rows_of, cols_of)]
     gi, pj = np.nonzero(sub)
     keep = (~gt.crowd[gi]) & (gt.cats[gi] == pred_cats[pj])
     gi, pj = gi[keep], pj[keep]
     gt_area = gt.area_json if ctx.options.gt_area == "json" else gt.area_png
     overlap = sub[gi, pj]
-    union = area[pj] + gt_area[gi] - overlap - inter[0, p_cols[pj]]
+    union = area[pj] + gt_area[gi] - overlap - inter[0, cols_of[pj]]
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = overlap / union
     match = iou > 0.5
     gi, pj, iou = gi[match], pj[match], iou[match]
-    order = np.lexsort((segs_ids_of(segs)[pj], gt_ids_of(gt)[gi]))
+    order = np.lexsort((_entry_ids(segs)[pj], _entry_ids(gt.segs)[gi]))
     gi, pj, iou = gi[order], pj[order], iou[order]
 
-    n_cat = len(ctx.cat_index) + 1             # last slot: categories missing from the GT list
-    tp = np.zeros(n_cat, dtype=np.int64)
-    fp = np.zeros(n_cat, dtype=np.int64)
-    fn = np.zeros(n_cat, dtype=np.int64)
-    match_cat = ctx.cat_slots(gt.cats[gi])
-    np.add.at(tp, match_cat, 1)
+    n_slots = len(ctx.cat_index) + 1             # last slot: categories missing from the GT list
+    tp = np.zeros(n_slots, dtype=np.int64)
+    fp = np.zeros(n_slots, dtype=np.int64)
+    fn = np.zeros(n_slots, dtype=np.int64)
+    match_slot = ctx.cat_slots(gt.cats[gi])
+    np.add.at(tp, match_slot, 1)
 
     gt_matched = np.zeros(len(gt.cats), dtype=bool)
     gt_matched[gi] = True
@@ -311,47 +324,46 @@ def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path
 
     unmatched = np.flatnonzero(~pred_matched)
     if len(unmatched):
-        ignored = inter[0, p_cols[unmatched]].astype(np.int64)
-        crowd_idx = np.flatnonzero(gt.crowd)
-        if len(crowd_idx):
-            if ctx.options.crowd == "last":
-                # dict semantics: a later crowd region of the same category replaces the earlier one
-                last = {}
-                for i in crowd_idx:
-                    last[int(gt.cats[i])] = i
-                crowd_rows = {c: [gt.rows_of[i]] for c, i in last.items()}
-            else:
-                crowd_rows = {}
-                for i in crowd_idx:
-                    crowd_rows.setdefault(int(gt.cats[i]), []).append(gt.rows_of[i])
+        ignored = inter[0, cols_of[unmatched]].astype(np.int64)
+        crowd_rows = _crowd_rows(gt, ctx.options.crowd)
+        if crowd_rows:
             for n, j in enumerate(unmatched):
                 rows = crowd_rows.get(int(pred_cats[j]))
                 if rows:
-                    ignored[n] += int(inter[rows, p_cols[j]].sum())
+                    ignored[n] += int(inter[rows, cols_of[j]].sum())
         counted = ~(ignored / area[unmatched] > 0.5)
         np.add.at(fp, ctx.cat_slots(pred_cats[unmatched[counted]]), 1)
-    return tp, fp, fn, np.stack([match_cat.astype(np.float64), iou]) if len(iou) else np.zeros((2, 0))
+    return tp, fp, fn, np.stack([match_slot.astype(np.float64), iou]) if len(iou) else np.zeros((2, 0))
 
 
-def segs_ids_of(segs: _Segments) -> np.ndarray:
+def _crowd_rows(gt: _GTImage, mode: str) -> dict[int, list[int]]:
+    """Category -> the GT rows of its crowd regions that ignore predictions ("last": dict semantics, as in the
+    reference, where a later crowd region of a category replaces the earlier one; "union": all of them)."""
+    rows: dict[int, list[int]] = {}
+    for i in np.flatnonzero(gt.crowd).tolist():
+        cat = int(gt.cats[i])
+        if mode == "last":
+            rows[cat] = [int(gt.rows_of[i])]
+        else:
+            rows.setdefault(cat, []).append(int(gt.rows_of[i]))
+    return rows
+
+
+def _entry_ids(segs: _Segments) -> np.ndarray:
     return np.append(segs.ids, 0) if segs.has_zero else segs.ids
 
 
-def gt_ids_of(gt: _GTImage) -> np.ndarray:
-    return segs_ids_of(gt.segs)
-
-
-def _check_prediction(ids, index, zero_pixels, segs: _Segments, area, known_cat, pred_cats, image_id, loc) -> None:
-    """The reference's prediction checks, reporting the same first offending segment it would."""
-    # id 0 never enters the lookup table, so pixels indexed 0 are void plus ids missing from segments_info
-    unknown_pixels = int(np.count_nonzero(index == 0)) - zero_pixels
+def _check_prediction(unlisted_values, segs: _Segments, area, known_cat, pred_cats, image_id, loc) -> None:
+    """The reference's prediction checks, reporting the same first offending segment it would: in ascending id
+    order, an id in the PNG but not in the JSON, or a present segment of unknown category; then JSON ids with
+    no pixels."""
     offenders: list[tuple[int, str]] = []
-    if unknown_pixels:
-        for sid in np.unique(ids[(index == 0) & (ids != VOID)]).tolist():
-            offenders.append((sid, "png"))
+    if unlisted_values is not None:
+        offenders += [(sid, "png") for sid in np.unique(unlisted_values).tolist()]
     present = area > 0
-    for sid, cat in zip(segs_ids_of(segs)[present & ~known_cat].tolist(), pred_cats[present & ~known_cat].tolist()):
-        offenders.append((sid, f"cat:{cat}"))
+    bad_cat = present & ~known_cat
+    offenders += [(sid, f"cat:{cat}") for sid, cat in zip(_entry_ids(segs)[bad_cat].tolist(),
+                                                            pred_cats[bad_cat].tolist())]
     if offenders:
         sid, kind = min(offenders)
         if kind == "png":
@@ -359,7 +371,7 @@ def _check_prediction(ids, index, zero_pixels, segs: _Segments, area, known_cat,
                                     f"{image_id}); add it to segments_info or paint its pixels 0 (void)")
         raise InvalidInputError(f"{loc}: segment id {sid} has unknown category_id {kind[4:]} (image {image_id}); "
                                 "use a category id listed in the ground truth's categories")
-    absent = segs_ids_of(segs)[~present].tolist()
+    absent = _entry_ids(segs)[~present].tolist()
     if absent:
         raise InvalidInputError(f"{loc}: segment ids {absent} are in segments_info but have no pixels in the PNG "
                                 f"(image {image_id}); remove them from segments_info")
