@@ -89,3 +89,112 @@ def test_usage_error_exit_code_2():
 def test_missing_set_is_invalid_input(tmp_path):
     out = prn("eval", "--gt", tmp_path / "nope.json", "--pred", tmp_path)
     assert out.returncode == 3 and "nope.json" in out.stderr and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bad input through the command line: exit 3, one line naming the file, no traceback, nothing written
+
+
+def _pred_png(pred_json):
+    return pred_json.with_suffix("") / "000001.png"
+
+
+def _edit(pred_json, fn):
+    data = json.loads(pred_json.read_text())
+    fn(data)
+    pred_json.write_text(json.dumps(data))
+
+
+def _resave(pred_json, fn):
+    from PIL import Image
+
+    from prn_cli.panoptic import id2rgb, read_id_png
+
+    png = _pred_png(pred_json)
+    rgb = id2rgb(read_id_png(png))
+    fn(Image, rgb, png)
+
+
+BAD_INPUTS = {
+    "palette PNG": (lambda p: _resave(p, lambda I, rgb, png: I.fromarray(rgb).convert("P").save(png, "PNG")),
+                    "000001.png", "8-bit RGB"),
+    "JPEG renamed .png": (lambda p: _resave(p, lambda I, rgb, png: I.fromarray(rgb).save(png, "JPEG")),
+                          "000001.png", "lossy"),
+    "corrupt PNG": (lambda p: _pred_png(p).write_bytes(_pred_png(p).read_bytes()[:80]), "000001.png",
+                    "corrupt or truncated"),
+    "missing PNG": (lambda p: _pred_png(p).unlink(), "000001.png", "missing"),
+    "malformed JSON": (lambda p: p.write_text("{not json"), "pred.json", "malformed JSON"),
+    "file_name escapes": (lambda p: _edit(p, lambda d: d["annotations"][0].update(file_name="../gt/000001.png")),
+                          "pred.json", "escapes its folder"),
+    "unknown category": (lambda p: _edit(p, lambda d: d["annotations"][0]["segments_info"][0].update(
+        category_id=999)), "pred.json", "unknown category_id 999"),
+    "PNG id not in JSON": (lambda p: _edit(p, lambda d: d["annotations"][0]["segments_info"].pop()),
+                           "pred.json", "in the PNG but not in segments_info"),
+    "JSON id not in PNG": (lambda p: _edit(p, lambda d: d["annotations"][0]["segments_info"].append(
+        {"id": 4242, "category_id": 1})), "pred.json", "no pixels"),
+    "duplicate ids": (lambda p: _edit(p, lambda d: d["annotations"][0]["segments_info"].append(
+        dict(d["annotations"][0]["segments_info"][0]))), "pred.json", "listed twice"),
+    "no annotation for a GT image": (lambda p: _edit(p, lambda d: d["annotations"].clear()), "pred.json",
+                                     "no prediction for the image with id 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_prediction_gives_one_line_and_exit_3(case, tmp_path):
+    from conftest import scene, write_set
+
+    gt = write_set(tmp_path / "gt.json", tmp_path / "gt", [scene()])
+    pred = write_set(tmp_path / "pred.json", tmp_path / "pred", [scene()])
+    damage, names, says = BAD_INPUTS[case]
+    damage(pred)
+    out = prn("eval", "--gt", gt, "--pred", pred, "--json", tmp_path / "report.json")
+    assert out.returncode == 3, out.stderr
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert names in lines[0] and says in lines[0], lines[0]
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_size_mismatch_names_both_files(tmp_path):
+    from conftest import scene, write_set
+
+    gt = write_set(tmp_path / "gt.json", tmp_path / "gt", [scene()])
+    pred = write_set(tmp_path / "pred.json", tmp_path / "pred", [scene(h=20)])
+    out = prn("eval", "--gt", gt, "--pred", pred)
+    assert out.returncode == 3 and "pred/000001.png" in out.stderr and "gt/000001.png" in out.stderr
+
+
+def test_synth_then_eval_gt_against_itself_is_100_and_refuses_to_overwrite(tmp_path):
+    out = prn("synth", "--out", tmp_path / "d", "--n", "3", "--size", "96x64", "--seed", "5", "--split", "val")
+    assert out.returncode == 0, out.stderr
+    gt = tmp_path / "d" / "annotations" / "panoptic_val.json"
+    evaluated = prn("eval", "--gt", tmp_path / "d", "--pred", gt, "--json", "-")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["All"]["pq"] == 1.0
+    before = gt.read_bytes()
+    again = prn("synth", "--out", tmp_path / "d", "--n", "3", "--size", "96x64", "--seed", "6", "--split", "val")
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert gt.read_bytes() == before
+    bad_size = prn("synth", "--out", tmp_path / "e", "--size", "big")
+    assert bad_size.returncode == 2 and not (tmp_path / "e").exists()
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96", "--workers", "0")
+    assert out.returncode == 0, out.stderr
+    assert "PQ of base" in out.stdout
+    report = json.loads((tmp_path / "demo" / "eval.json").read_text())
+    assert 0.2 < report["All"]["pq"] < 0.99 and report["images"] == 3
+    panels = sorted((tmp_path / "demo" / "viz" / "panels").glob("*.png"))
+    assert len(panels) == 3 and (tmp_path / "demo" / "viz" / "index.html").exists()
+    assert prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96").returncode == 2
+    assert prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96", "--overwrite").returncode == 0
+
+
+def test_viz_cli_panels_of_two_sets(tmp_path):
+    case = PQ_REFERENCE / "sample_merge_split"
+    out = prn("viz", case / "pred.json", case / "gt.json", "--title", "pred", "--title", "gt", "--out",
+              tmp_path / "v", "--html", "--labels")
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "v" / "panels").glob("*.png"))) == 2
+    assert "panels/" in (tmp_path / "v" / "index.html").read_text()

@@ -226,3 +226,23 @@ def test_categories_in_gt_order_and_unknown_pred_category(make_set):
                     categories=CATEGORIES + [{"id": 7, "name": "x", "isthing": 1}])
     with pytest.raises(InvalidInputError, match="segment id 12 has unknown category_id 7"):
         _pq(gt, pred)
+
+
+def test_gt_png_ids_missing_from_gt_json_are_non_void_and_warned(make_set, tmp_path):
+    # GT pixels whose id the GT JSON does not list are not void for the reference: they stay in the union.
+    gt_ids = np.full((10, 10), 2, dtype=np.uint32)
+    gt_ids[:, :4] = 1
+    gt_ids[:, 4] = 9                      # 10 pixels of an id the JSON will not list
+    gt = make_set("gt", [(gt_ids, [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 101},
+                                   {"id": 9, "category_id": 101}])])
+    data = json.loads(gt.read_text())
+    data["annotations"][0]["segments_info"].pop()
+    gt.write_text(json.dumps(data))
+    pred_ids = np.full((10, 10), 4, dtype=np.uint32)
+    pred_ids[:, :2] = 3
+    pred_ids[0, 2] = 3                    # 21 pixels on the square
+    pred_ids[:, 4] = 3                    # + 10 on the unlisted GT id: union 31 + 40 - 21 = 50, IoU 0.42
+    pred = make_set("pred", [(pred_ids, [{"id": 3, "category_id": 1}, {"id": 4, "category_id": 101}])])
+    report = evaluate(load_set(gt), [load_set(pred)], workers=0)
+    assert report.results[0].per_class[1]["tp"] == 0
+    assert any("PNG ids [9] are not in segments_info" in w for w in report.warnings)

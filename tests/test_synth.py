@@ -246,3 +246,14 @@ def test_failure_midway_leaves_no_json(tmp_path, monkeypatch):
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         SynthConfig(**kwargs)
+
+
+def test_ground_truth_scores_pq_100_against_itself(dataset):
+    from prn_cli.evaluate import evaluate
+
+    _, summary, _ = dataset
+    gt = load_set(summary["json"])
+    assert any(s["iscrowd"] for a in gt.annotations for s in a["segments_info"])  # crowds are part of the test
+    result = evaluate(gt, [gt], workers=0).results[0]
+    for group in ("All", "Things", "Stuff"):
+        assert result.groups[group]["pq"] == 1.0 and result.groups[group]["n"] > 0
