@@ -231,6 +231,163 @@ def _unique_titles(names: list[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# train
+
+
+train_app = typer.Typer(help="Train a network (the base model; the refiner lands with PRN).", no_args_is_help=True,
+                        context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(train_app, name="train")
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Amp(str, Enum):
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Arch(str, Enum):
+    tiny = "tiny"
+    r18 = "r18"
+    r34 = "r34"
+    r50 = "r50"
+    r101 = "r101"
+
+
+@train_app.command("base", epilog=EPILOG)
+def train_base_command(
+    data: Path = typer.Option(..., "--data", help="Training set: a panoptic JSON or a prn synth root "
+                              "(images found from the JSON's images records)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics.jsonl, model_final.pt."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation set for periodic PQ."),
+    arch: Arch = typer.Option(Arch.tiny, "--arch", help="Backbone preset (tiny = ResNet-18 at 1/4 width)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of MSPanopticFPNConfig fields overriding "
+                                          "the preset, e.g. {\"loss\": {\"mask\": 2.0}}."),
+    iters: int = typer.Option(2000, "--iters", min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step (over all processes)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
+    crop: int = typer.Option(256, "--crop", min=32, help="Square training crop after scale jitter."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local torchvision ResNet "
+                                                    "state_dict (ImageNet); nothing is downloaded."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=0, help="Steps between checkpoints."),
+    val_every: int = typer.Option(0, "--val-every", min=0, help="Steps between val PQ runs (0: only at the end)."),
+    val_images: int = typer.Option(50, "--val-images", min=0, help="Val images used for PQ (0: all)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to train."),
+    amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+) -> None:
+    """Train MS-PanopticFPN (the base network). Multi-GPU or multi-process: torchrun --nproc_per_node N -m prn_cli
+    train base ...
+
+    Example: prn train base --data data/ --val data/annotations/panoptic_val.json --out runs/base --iters 3000
+    """
+    from .console import stdout
+    from .engine import TrainConfig
+    from .train import BaseTrainingOptions, train_base
+
+    train_cfg = TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup,
+                            checkpoint_every=checkpoint_every, val_every=val_every, device=device.value,
+                            amp=amp.value, num_workers=workers, seed=seed, resume=resume,
+                            channels_last=device.value != "cpu")
+    options = BaseTrainingOptions(arch=arch.value, config_file=str(config) if config else None, crop=crop,
+                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
+                                  val_images=val_images)
+    with _training_progress(iters) as update:
+        summary = train_base(data, train_cfg, options, val=val, progress=update)
+    if summary:
+        stdout.print(f"trained {summary.get('steps', iters)} steps; final weights: {summary.get('final', out)}",
+                     highlight=False)
+        if summary.get("val"):
+            stdout.print("val: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in summary["val"].items()), highlight=False)
+
+
+def _training_progress(total: int):
+    """A Rich bar with the latest loss terms, fed by the engine's ``progress(step, total, losses)``."""
+    from contextlib import contextmanager
+
+    from .console import stderr
+
+    @contextmanager
+    def bar():
+        if not stderr.is_terminal:
+            yield None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=stderr) as p:
+            task = p.add_task("train", total=total, losses="")
+
+            def update(step: int, total_steps: int, losses: dict) -> None:
+                text = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in losses.items()
+                                if isinstance(v, float))
+                p.update(task, completed=step, total=total_steps, losses=text)
+
+            yield update
+
+    return bar()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# segment
+
+
+@app.command("segment", epilog=EPILOG)
+def segment_command(
+    images: List[Path] = typer.Argument(..., help="Image files or folders of images."),
+    weights: Path = typer.Option(..., "--weights", "-w", help="Base-model checkpoint (prn train base)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output set folder (panoptic.json + panoptic/)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to run."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
+    max_size: Optional[int] = typer.Option(None, "--max-size", min=32, help="Resize so the long side is at most "
+                                           "this for the network; output stays at the image size."),
+    images_json: Optional[Path] = typer.Option(None, "--images-json", help="COCO JSON whose images records give "
+                                               "the image ids (e.g. the ground truth, for prn eval)."),
+    score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="Detection score threshold."),
+    instance_threshold: Optional[float] = typer.Option(None, "--instance-threshold",
+                                                       help="Fusion: keep instances scoring at least this."),
+    overlap_threshold: Optional[float] = typer.Option(None, "--overlap-threshold",
+                                                      help="Fusion: drop an instance more than this covered."),
+    stuff_area: Optional[int] = typer.Option(None, "--stuff-area", help="Fusion: minimum stuff area at 640x480 "
+                                             "(scaled with the image area)."),
+    nms_iou: Optional[float] = typer.Option(None, "--nms-iou", help="Class-aware NMS IoU."),
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run, skipping finished images."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set in --out."),
+) -> None:
+    """Segment images with MS-PanopticFPN into a COCO panoptic set. Unreadable images are reported and skipped;
+    the exit code is 3 if any were.
+
+    Example: prn segment data/images/val --weights models/base_tiny.pt --out base/
+    """
+    from .console import error_line, progress, stdout
+    from .segment import SegmentOptions, segment
+
+    thresholds = {"score_threshold": score_threshold, "instance_score_threshold": instance_threshold,
+                  "overlap_threshold": overlap_threshold, "stuff_area": stuff_area, "nms_iou": nms_iou}
+    options = SegmentOptions(device=device.value, batch_size=batch_size, max_size=max_size,
+                             images_json=str(images_json) if images_json else None, thresholds=thresholds)
+    with progress("segmenting") as update:
+        result = segment(images, weights, out, options=options, resume=resume, overwrite=overwrite,
+                         progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    stdout.print(f"wrote {result.written} image(s)" + (f" (+{result.adopted} from the interrupted run)"
+                                                        if result.adopted else "") + f" to {result.json_path}",
+                 highlight=False)
+    if result.failed:
+        error_line(f"{len(result.failed)} image(s) could not be read and were skipped (listed above)")
+        raise typer.Exit(EXIT_INVALID_INPUT)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # demo
 
 

@@ -524,6 +524,7 @@ class PanopticWriter:
         self.info = info
         self.images: list[dict] = []
         self.annotations: list[dict] = []
+        self.adopted_names: set[str] = set()
         self._file_names: set[str] = set()
         if self.json_path.exists():
             if not overwrite:
@@ -570,6 +571,18 @@ class PanopticWriter:
         self.images.append(dict(image))
         self.annotations.append(ann)
         return ann
+
+    def adopt(self, image: dict, annotation: dict) -> None:
+        """Record an image whose PNG an earlier, interrupted run already wrote (used to resume)."""
+        name = annotation["file_name"]
+        if not _is_safe_relative(name) or not (self.png_dir / name).is_file():
+            raise ValueError(f"cannot adopt {name!r}: no such PNG in {self.png_dir}")
+        if name in self._file_names:
+            raise ValueError(f"two images write the same PNG {name!r}")
+        self._file_names.add(name)
+        self.adopted_names.add(image["file_name"])
+        self.images.append(dict(image))
+        self.annotations.append(dict(annotation))
 
     def commit(self) -> Path:
         data: dict[str, Any] = {}

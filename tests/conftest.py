@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tiny tensors thrash with several intra-op threads on a shared 2-core machine (measured: a 4x slower suite).
+# Set before torch is imported, so it holds here and in every subprocess the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -102,8 +102,12 @@ def test_mask_loss_uses_the_label_channel_and_weight():
     logits = torch.randn(4, 3, 28, 28, requires_grad=True)
     labels = torch.tensor([0, 2, 2, 1])
     targets = (torch.rand(4, 28, 28) > 0.5).float()
-    loss = mask_loss(logits, labels, targets, LossConfig())["loss_mask"]
+    loss = mask_loss(logits, labels, targets, LossConfig(mask=1.0))["loss_mask"]
     assert loss > 0
+    from torchvision.ops import sigmoid_focal_loss as reference_focal
+    chosen = logits[torch.arange(4), labels]
+    expected = reference_focal(chosen, targets, alpha=LossConfig().mask_focal_alpha, gamma=2.0, reduction="mean")
+    assert torch.allclose(loss, expected) and LossConfig().mask_focal_alpha == 0.5
     loss.backward()
     for k, lab in enumerate(labels.tolist()):
         assert logits.grad[k, lab].abs().sum() > 0

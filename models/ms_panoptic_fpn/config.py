@@ -36,7 +36,8 @@ class LossConfig:
     centerness: float = 1.0         # BCE on positives
     semantic_dice: float = 1.0
     semantic_focal: float = 1.0
-    mask: float = 1.0               # sigmoid focal on 28x28 targets
+    mask: float = 4.0               # sigmoid focal on 28x28 targets (focal means run ~4x below BCE)
+    mask_focal_alpha: float = 0.5   # balanced: inside a box the foreground is the majority, unlike anchors
 
 
 @dataclass

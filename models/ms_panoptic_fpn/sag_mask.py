@@ -152,6 +152,9 @@ def mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor | None, targets: t
               cfg: LossConfig) -> dict[str, torch.Tensor]:
     """Sigmoid focal loss on each box's own class channel, mean over all pixels of all boxes, x ``cfg.mask``.
 
+    Its alpha is ``cfg.mask_focal_alpha`` (0.5, balanced), not the detector's 0.25: inside a box the foreground is
+    usually the majority, and 0.25 kept an undertrained head's probabilities below the 0.5 paste threshold.
+
     ``mask_logits`` (K, T, 28, 28), ``labels`` (K,) thing index, ``targets`` (K, 28, 28) 0/1. With K == 0 the loss
     is ``mask_logits.sum() * 0`` so that backward() still works.
     """
@@ -159,7 +162,7 @@ def mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor | None, targets: t
     if k == 0 or labels is None or labels.numel() == 0:
         return {"loss_mask": mask_logits.sum() * 0.0}
     chosen = mask_logits[torch.arange(k, device=mask_logits.device), labels.to(mask_logits.device).long()]
-    loss = sigmoid_focal_loss(chosen.float(), targets.to(chosen.device, torch.float32), alpha=cfg.focal_alpha,
+    loss = sigmoid_focal_loss(chosen.float(), targets.to(chosen.device, torch.float32), alpha=cfg.mask_focal_alpha,
                               gamma=cfg.focal_gamma, reduction="mean")
     return {"loss_mask": loss * cfg.mask}
 

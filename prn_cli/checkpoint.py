@@ -1,0 +1,168 @@
+"""Saving and loading prn checkpoints.
+
+A checkpoint is one ``torch.save`` file holding a dict::
+
+    {"format": "prn-checkpoint", "format_version": 1,
+     "kind": "base" | "prn",          # MS-PanopticFPN or the refinement network
+     "config": {...},                 # the network's configuration as plain types
+     "categories": [...],             # the COCO categories it was trained on
+     "state_dict": {name: tensor},
+     ...extra}                        # training state: optimizer, scaler, scheduler, step, rng, data, ...
+
+Only tensors and plain Python types are stored, so that loading can always use
+``torch.load(weights_only=True)``: a checkpoint from somewhere else is data, never code. Files are written
+through a temporary file in the same folder and an atomic rename, so an interruption never leaves a
+half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InvalidInputError, fail
+
+FORMAT = "prn-checkpoint"
+FORMAT_VERSION = 1
+KINDS = ("base", "prn")
+_KIND_NAMES = {"base": "base-model (MS-PanopticFPN, `prn train base`)",
+               "prn": "refinement-network (PRN, `prn train prn`)"}
+_REQUIRED_KEYS = ("kind", "config", "categories", "state_dict")
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """``obj`` as tensors and plain Python types that ``weights_only`` loading accepts.
+
+    Paths become strings and numpy values become Python numbers or tensors; anything else that is not plain
+    is refused here, at saving time, because it would make the checkpoint unloadable later.
+    """
+    import numpy as np
+    import torch
+
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.Size)):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, Mapping):
+        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"checkpoint key {where}[{k!r}] is a {type(k).__name__}; use str or int keys")
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise TypeError(f"checkpoint entry {where} is a {type(obj).__name__}, which weights_only loading refuses; "
+                    "store tensors and plain Python types (dict, list, str, int, float, bool, None) only")
+
+
+def save_checkpoint(path: str | os.PathLike, *, kind: str, config: dict, categories: list[dict], model_state,
+                    extra: dict | None = None) -> Path:
+    """Write a checkpoint atomically and return its path.
+
+    ``model_state`` is a state dict (or a module, whose ``state_dict()`` is taken); its tensors are stored on
+    the CPU so the file loads on any machine. ``extra`` entries are added at the top level (they may not
+    replace the fixed keys).
+    """
+    import torch
+
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    if hasattr(model_state, "state_dict"):
+        model_state = model_state.state_dict()
+    state = OrderedDict((k, v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in model_state.items())
+    content: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
+                               "config": config, "categories": list(categories), "state_dict": state}
+    for key, value in (extra or {}).items():
+        if key in content:
+            raise ValueError(f"extra checkpoint entry {key!r} would replace a fixed entry")
+        content[key] = value
+    content = _plain(content, "checkpoint")
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would (0666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(content, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None, map_location="cpu") -> dict:
+    """Load a prn checkpoint with ``torch.load(weights_only=True)`` and check that it is one.
+
+    ``kind`` ("base" or "prn"), when given, is the kind the caller needs. Every problem raises
+    :class:`InvalidInputError` with a one-line message naming the file and the fix.
+    """
+    import pickle
+
+    import torch
+
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    path = Path(path)
+    if not path.exists():
+        raise fail(path, "checkpoint file does not exist",
+                   "check the path (training writes RUN_DIR/model_final.pt and RUN_DIR/last.pt)")
+    if path.is_dir():
+        raise fail(path, "is a directory, not a checkpoint file", "name the .pt file inside it (e.g. model_final.pt)")
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it does not expect; the file is rejected or accepted anyway
+            warnings.simplefilter("ignore")
+            content = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            # The restricted unpickler met a global it does not allow: a class, a function, possibly code.
+            raise fail(path, "not a prn checkpoint or contains code; refusing to load",
+                       "use a checkpoint written by `prn train`") from None
+        raise fail(path, f"is not a PyTorch file or is corrupt ({exc})",
+                   "use a checkpoint written by `prn train`, or write it again") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch reports corrupt files as RuntimeError, EOFError, KeyError, ...
+        detail = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
+        raise fail(path, f"is not a PyTorch file or is corrupt or truncated ({detail})",
+                   "use a checkpoint written by `prn train`, or write it again") from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        what = "a plain state_dict or another tool's file" if isinstance(content, dict) else \
+            f"a {type(content).__name__}"
+        raise fail(path, f"not a prn checkpoint ({what})",
+                   "pass a checkpoint written by `prn train` (RUN_DIR/model_final.pt)")
+    version = content.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise fail(path, f"prn checkpoint has an invalid format_version {version!r}", "write it again with prn train")
+    if version > FORMAT_VERSION:
+        raise fail(path, f"checkpoint format version {version} is newer than this prn reads ({FORMAT_VERSION})",
+                   "upgrade prn")
+    missing = [k for k in _REQUIRED_KEYS if k not in content]
+    if missing:
+        raise fail(path, f"prn checkpoint lacks {', '.join(missing)}", "write it again with prn train")
+    if content["kind"] not in KINDS:
+        raise fail(path, f"prn checkpoint has unknown kind {content['kind']!r}", "write it again with prn train")
+    if kind is not None and content["kind"] != kind:
+        raise InvalidInputError(
+            f"{path}: is a {_KIND_NAMES[content['kind']]} checkpoint, but a {_KIND_NAMES[kind]} checkpoint is "
+            f"needed here; pass the model_final.pt of a `prn train {kind}` run")
+    if not isinstance(content["state_dict"], dict):
+        raise fail(path, "prn checkpoint's state_dict is not a dict of tensors", "write it again with prn train")
+    return content

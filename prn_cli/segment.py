@@ -1,0 +1,194 @@
+"""``prn segment``: run MS-PanopticFPN on images and write a COCO panoptic set (PNG + JSON).
+
+Image ids: taken from ``--images-json`` (a COCO JSON whose ``images`` records name the files, e.g. the ground
+truth, so that ``prn eval`` pairs predictions with it), else from a numeric file stem (COCO's own naming,
+``000000139.jpg`` -> 139), else sequential in sorted file order.
+
+Resume: each finished image appends its record to ``DIR/.segment-progress.jsonl`` after its PNG is written;
+``--resume`` adopts those images and does the rest. The set's JSON is written last, then the progress file
+is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError, OutputExistsError, fail
+from .panoptic import PanopticWriter, read_json, set_paths
+
+PROGRESS_NAME = ".segment-progress.jsonl"
+
+
+@dataclass
+class SegmentOptions:
+    device: str = "auto"
+    batch_size: int = 1
+    max_size: int | None = None          # resize so the long side is at most this (outputs at the original size)
+    images_json: str | None = None
+    #: overrides of the checkpoint's InferenceConfig (None keeps the trained value)
+    thresholds: dict = field(default_factory=dict)
+
+
+@dataclass
+class SegmentResult:
+    json_path: Path
+    written: int
+    adopted: int
+    failed: list[tuple[str, str]]
+
+
+def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files named by ``inputs`` (files, or folders listed non-recursively), sorted, deduplicated."""
+    from .data import IMAGE_SUFFIXES, list_image_files
+
+    files = list_image_files(list(inputs))
+    if not files:
+        raise fail(", ".join(str(i) for i in inputs), "no images found (looked for " + "/".join(IMAGE_SUFFIXES)
+                   + ")", "pass image files or a folder of images")
+    return files
+
+
+def assign_image_ids(files: Sequence[Path], images_json: str | None) -> list[dict]:
+    """COCO image records (id, file_name, width/height filled later) for ``files``."""
+    if images_json:
+        records = read_json(Path(images_json), what="images JSON").get("images") or []
+        by_name = {Path(str(r.get("file_name", ""))).name: r for r in records}
+        out = []
+        for f in files:
+            r = by_name.get(f.name)
+            if r is None:
+                raise fail(images_json, f"has no image record for {f.name}",
+                           "pass the JSON whose 'images' list these files, or leave out --images-json")
+            out.append({"id": r["id"], "file_name": f.name})
+        return out
+    if all(f.stem.isdigit() for f in files) and len({int(f.stem) for f in files}) == len(files):
+        return [{"id": int(f.stem), "file_name": f.name} for f in files]
+    return [{"id": k, "file_name": f.name} for k, f in enumerate(files, start=1)]
+
+
+def _read_progress(path: Path) -> list[dict]:
+    done = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                done.append(json.loads(line))
+            except ValueError:
+                break   # a line cut by an interruption: that image is simply done again
+    return done
+
+
+def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike, out_dir: str | os.PathLike, *,
+            options: SegmentOptions = SegmentOptions(), resume: bool = False, overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None,
+            on_failure: Callable[[str, str], None] | None = None) -> SegmentResult:
+    """Segment ``inputs`` with the base-model checkpoint ``weights`` into ``out_dir`` (panoptic.json + panoptic/)."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import load_rgb
+    from .models.ms_panoptic_fpn.config import MSPanopticFPNConfig
+    from .models.ms_panoptic_fpn.model import build_model
+
+    files = list_images(inputs)
+    records = assign_image_ids(files, options.images_json)
+    ckpt = load_checkpoint(weights, kind="base")
+    config = MSPanopticFPNConfig.from_dict(ckpt["config"])
+    for key, value in options.thresholds.items():
+        if value is not None:
+            if not hasattr(config.inference, key):
+                raise ValueError(f"unknown inference option {key}")
+            setattr(config.inference, key, value)
+    categories = ckpt["categories"]
+    device = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if options.device == "auto" else options.device))
+    model = build_model(config, categories)
+    model.load_state_dict(ckpt["state_dict"])
+    model.to(device).eval()
+
+    json_path, png_dir = set_paths(out_dir)
+    progress_path = Path(out_dir) / PROGRESS_NAME
+    done: dict = {}
+    if resume:
+        if json_path.exists() and not progress_path.exists():
+            raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
+        done = {d["image"]["file_name"]: d for d in _read_progress(progress_path)}
+    elif progress_path.exists() and not overwrite:
+        raise OutputExistsError(f"{out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
+                                "--overwrite to start again")
+    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume,
+                            info={"description": "prn segment (MS-PanopticFPN)", "weights": str(weights)})
+    if not resume and progress_path.exists():
+        progress_path.unlink()
+    for d in done.values():
+        if not (png_dir / d["annotation"]["file_name"]).exists():
+            continue
+        writer.adopt(d["image"], d["annotation"])
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(3, 1, 1)
+    div = config.size_divisibility
+    todo = [(f, r) for f, r in zip(files, records) if r["file_name"] not in writer.adopted_names]
+    failed: list[tuple[str, str]] = []
+    total = len(files)
+    finished = total - len(todo)
+    if progress:
+        progress(finished, total)
+    with open(progress_path, "a", encoding="utf-8") as log:
+        for start in range(0, len(todo), max(1, options.batch_size)):
+            batch = []
+            for f, rec in todo[start: start + max(1, options.batch_size)]:
+                try:
+                    rgb = load_rgb(f)
+                except InvalidInputError as exc:
+                    failed.append((str(f), exc.message))
+                    if on_failure:
+                        on_failure(str(f), exc.message)
+                    continue
+                batch.append((f, rec, rgb))
+            if batch:
+                _run_batch(model, batch, writer, log, mean, std, div, options.max_size, device)
+            finished += len(todo[start: start + max(1, options.batch_size)])
+            if progress:
+                progress(finished, total)
+    writer.commit()
+    progress_path.unlink(missing_ok=True)
+    return SegmentResult(json_path, total - len(failed) - len(writer.adopted_names), len(writer.adopted_names),
+                         failed)
+
+
+def _run_batch(model, batch, writer: PanopticWriter, log, mean, std, div, max_size, device) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    tensors, sizes = [], []
+    for _, _, rgb in batch:
+        t = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div_(255)
+        h, w = t.shape[-2:]
+        if max_size and max(h, w) > max_size:
+            s = max_size / max(h, w)
+            t = F.interpolate(t[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
+                              align_corners=False)[0]
+        tensors.append((t - mean) / std)
+        sizes.append(tuple(t.shape[-2:]))
+    hp = max(s[0] for s in sizes)
+    wp = max(s[1] for s in sizes)
+    hp, wp = -(-hp // div) * div, -(-wp // div) * div
+    images = torch.zeros(len(tensors), 3, hp, wp, device=device)
+    for i, t in enumerate(tensors):
+        images[i, :, : t.shape[1], : t.shape[2]] = t
+    outputs = model(images, image_sizes=sizes)
+    for (f, rec, rgb), out in zip(batch, outputs):
+        ids, segments = model.panoptic(out, out_size=rgb.shape[:2])
+        ids = ids.cpu().numpy() if hasattr(ids, "cpu") else np.asarray(ids)
+        image = {**rec, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])}
+        segments = [{k: (float(v) if k == "score" else int(v)) for k, v in s.items()} for s in segments]
+        ann = writer.add(image, ids, segments)
+        if log is not None:
+            log.write(json.dumps({"image": image, "annotation": ann}) + "\n")
+            log.flush()
+

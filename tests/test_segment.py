@@ -1,0 +1,114 @@
+"""``prn segment``: a valid COCO panoptic set from a checkpoint; bad images skipped and reported; resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from prn_cli.checkpoint import save_checkpoint
+from prn_cli.errors import InvalidInputError, OutputExistsError
+from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
+from prn_cli.models.ms_panoptic_fpn.model import build_model
+from prn_cli.panoptic import load_set, validate_set
+from prn_cli.segment import SegmentOptions, segment
+from prn_cli.synth import SynthConfig, synth_categories, write_dataset
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg")
+    torch.manual_seed(0)
+    config = MSPanopticFPNConfig.tiny()
+    config.inference.instance_score_threshold = 0.0   # untrained: keep detections so the thing path runs
+    config.inference.stuff_area = 64
+    categories = synth_categories()
+    model = build_model(config, categories)
+    weights = root / "base.pt"
+    save_checkpoint(weights, kind="base", config=config.to_dict(), categories=categories, model_state=model)
+    summary = write_dataset(root / "data", SynthConfig(n=3, width=96, height=64, seed=2, split="val"))
+    return root, weights, summary
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "prn_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_segment_writes_a_valid_set_with_the_checkpoints_categories(setup, tmp_path):
+    root, weights, summary = setup
+    result = segment([summary["images_dir"]], weights, tmp_path / "out")
+    assert result.written == 3 and not result.failed
+    pred = load_set(tmp_path / "out")
+    assert pred.categories == synth_categories()
+    assert validate_set(pred) == []
+    assert sorted(a["image_id"] for a in pred.annotations) == [1, 2, 3]     # ids from the numeric file names
+    assert {(im["width"], im["height"]) for im in pred.images} == {(96, 64)}
+    assert not (tmp_path / "out" / ".segment-progress.jsonl").exists()
+
+
+def test_unreadable_image_is_skipped_reported_and_exits_3(setup, tmp_path):
+    root, weights, summary = setup
+    images = tmp_path / "images"
+    images.mkdir()
+    for f in sorted(os.listdir(summary["images_dir"]))[:2]:
+        (images / f).write_bytes((root / "data" / "images" / "val" / f).read_bytes())
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = _run("segment", images, "--weights", weights, "--out", tmp_path / "out")
+    assert out.returncode == 3, out.stderr
+    assert "broken.jpg" in out.stderr and "Traceback" not in out.stderr
+    pred = load_set(tmp_path / "out")
+    assert len(pred.annotations) == 2 and validate_set(pred) == []
+
+
+def test_resume_adopts_finished_images(setup, tmp_path, monkeypatch):
+    root, weights, summary = setup
+    import prn_cli.segment as seg
+
+    calls = {"n": 0}
+    real = seg._run_batch
+
+    def dies_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seg, "_run_batch", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        segment([summary["images_dir"]], weights, tmp_path / "out")
+    assert not (tmp_path / "out" / "panoptic.json").exists()        # nothing half-written
+    with pytest.raises(OutputExistsError, match="--resume"):
+        segment([summary["images_dir"]], weights, tmp_path / "out")
+    monkeypatch.setattr(seg, "_run_batch", real)
+    result = segment([summary["images_dir"]], weights, tmp_path / "out", resume=True)
+    assert (result.adopted, result.written) == (1, 2)
+    pred = load_set(tmp_path / "out")
+    assert len(pred.annotations) == 3 and validate_set(pred) == []
+
+
+def test_refuses_existing_output_and_wrong_checkpoint_kind(setup, tmp_path):
+    root, weights, summary = setup
+    segment([summary["images_dir"]], weights, tmp_path / "out")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        segment([summary["images_dir"]], weights, tmp_path / "out")
+    prn_ckpt = tmp_path / "prn.pt"
+    save_checkpoint(prn_ckpt, kind="prn", config={}, categories=synth_categories(), model_state={})
+    with pytest.raises(InvalidInputError, match="prn"):
+        segment([summary["images_dir"]], prn_ckpt, tmp_path / "other")
+    assert not (tmp_path / "other").exists() or not (tmp_path / "other" / "panoptic.json").exists()
+
+
+def test_images_json_gives_ground_truth_ids(setup, tmp_path):
+    root, weights, summary = setup
+    gt = json.loads(open(summary["json"]).read())
+    for k, im in enumerate(gt["images"]):
+        im["id"] = 1000 + k
+    custom = tmp_path / "images.json"
+    custom.write_text(json.dumps(gt))
+    segment([summary["images_dir"]], weights, tmp_path / "out", options=SegmentOptions(images_json=str(custom)))
+    assert sorted(a["image_id"] for a in load_set(tmp_path / "out").annotations) == [1000, 1001, 1002]
