@@ -30,9 +30,9 @@ def test_help_and_version_do_not_import_numpy_or_torch():
     assert version.returncode == 0 and version.stdout.startswith("prn ")
 
 
-@pytest.mark.parametrize("command", ["eval", "synth", "viz", "demo"])
+@pytest.mark.parametrize("command", ["eval", "synth", "viz", "demo", "segment", "train", "train base"])
 def test_every_command_has_help(command):
-    out = prn(command, "--help")
+    out = prn(*command.split(), "--help")
     assert out.returncode == 0 and "Usage" in out.stdout and "--" in out.stdout
 
 
