@@ -18,13 +18,13 @@ half-written checkpoint under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import InvalidInputError, fail
+from .panoptic import atomic_output
 
 FORMAT = "prn-checkpoint"
 FORMAT_VERSION = 1
@@ -89,21 +89,8 @@ def save_checkpoint(path: str | os.PathLike, *, kind: str, config: dict, categor
     content = _plain(content, "checkpoint")
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would (0666 less the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(content, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path, "wb") as f:
+        torch.save(content, f)
     return path
 
 

@@ -281,7 +281,6 @@ def _resolve_device(choice: str, local_rank: int) -> torch.device:
 def _init_distributed(device: torch.device) -> _Dist:
     """Join the process group that ``torchrun`` describes in RANK/WORLD_SIZE/LOCAL_RANK (if any)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
         return _Dist()

@@ -14,15 +14,6 @@ from prn_cli.models.ms_panoptic_fpn.atss import (ATSSHead, ATSSLoss, BoxCoder, a
 from prn_cli.models.ms_panoptic_fpn.config import HeadConfig, InferenceConfig, LossConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: intra-op threads cost more than they save (badly so on a busy 2-core runner)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 STRIDES = (8, 16, 32, 64, 128)
 THING_SUPER = [0, 0, 1]  # things 0 and 1 share super-category 0; thing 2 is alone in super-category 1
 

@@ -11,15 +11,6 @@ import torchvision
 from prn_cli.models.backbone import FPN, ResNetBackbone, load_backbone_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: intra-op threads cost more than they save (badly so on a busy 2-core runner)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("depth,width", [(18, 16), (50, 16), (18, 64), (50, 64)])
 def test_backbone_and_fpn_shapes(depth, width):
     torch.manual_seed(0)

@@ -23,15 +23,6 @@ from prn_cli.errors import InvalidInputError, OutputExistsError
 CATS = [{"id": 1, "name": "dark", "isthing": 0}, {"id": 2, "name": "bright", "isthing": 0}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions are 100x slower when intra-op threads contend for busy cores; use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinySegNet(nn.Module):
     """A few convs predicting a 2-class semantic map; dropout makes its training depend on the RNG state."""
 

@@ -9,7 +9,6 @@ for other machines; a change that breaks learning (losses, assignment, targets, 
 from __future__ import annotations
 
 import pytest
-import torch
 from torchvision.ops import box_iou
 
 from prn_cli.data import EvalTransform, PanopticTrainingSet, collate

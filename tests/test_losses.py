@@ -12,15 +12,6 @@ from prn_cli.models.losses import (dice_loss, giou_loss, hierarchical_cross_entr
                                    softmax_focal_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: intra-op threads cost more than they save (badly so on a busy 2-core runner)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (-1, 0.5), (0.7, 0.0)])
 def test_sigmoid_focal_equals_torchvision(reduction, alpha, gamma):

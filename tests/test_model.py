@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from prn_cli.models.categories import CategoryMap
@@ -10,15 +9,6 @@ from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
 from prn_cli.models.ms_panoptic_fpn.model import build_model
 from prn_cli.panoptic import segment_stats
 from prn_cli.synth import synth_categories
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convolutions on a shared 2-core machine are far faster on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _targets(batch: int, size: int = 128):

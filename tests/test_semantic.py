@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from prn_cli.models.ms_panoptic_fpn.config import LossConfig
@@ -69,17 +68,7 @@ def test_all_ignore_gives_zero_loss_with_graph():
     assert logits.grad is not None
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine the thread hand-offs of a
-    few thousand small ops cost more than the ops themselves."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_tiny_overfit_drives_the_loss_down(one_thread):
+def test_tiny_overfit_drives_the_loss_down():
     torch.manual_seed(0)
     b, c, h, w, k = 2, 8, 64, 64, 4
     feats = _features(b, c, h, w)
