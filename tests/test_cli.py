@@ -198,3 +198,21 @@ def test_viz_cli_panels_of_two_sets(tmp_path):
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "v" / "panels").glob("*.png"))) == 2
     assert "panels/" in (tmp_path / "v" / "index.html").read_text()
+
+
+def test_train_base_cli_writes_a_run_and_refuses_to_clobber_it(tmp_path):
+    made = prn("synth", "--out", tmp_path / "d", "--n", "2", "--size", "64x64", "--seed", "1", "--split", "train")
+    assert made.returncode == 0, made.stderr
+    args = ["train", "base", "--data", tmp_path / "d", "--out", tmp_path / "run", "--iters", "2", "--batch-size",
+            "2", "--crop", "64", "--warmup", "1", "--workers", "0"]
+    out = prn(*args)
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"last.pt", "model_final.pt", "metrics.jsonl"}
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 2 and "loss_mask" in lines[-1]
+    again = prn(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(b"\x80\x04\x95not a checkpoint")
+    seg = prn("segment", tmp_path / "d" / "images" / "train", "--weights", evil, "--out", tmp_path / "o")
+    assert seg.returncode == 3 and "evil.pt" in seg.stderr and "Traceback" not in seg.stderr
