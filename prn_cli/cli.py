@@ -283,6 +283,8 @@ def train_base_command(
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads (default: torch's; "
+                                          "1 is often fastest on small shared CPUs)."),
 ) -> None:
     """Train MS-PanopticFPN (the base network). Multi-GPU or multi-process: torchrun --nproc_per_node N -m prn_cli
     train base ...
@@ -293,6 +295,7 @@ def train_base_command(
     from .engine import TrainConfig
     from .train import BaseTrainingOptions, train_base
 
+    _set_threads(threads)
     train_cfg = TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup,
                             checkpoint_every=checkpoint_every, val_every=val_every, device=device.value,
                             amp=amp.value, num_workers=workers, seed=seed, resume=resume,
@@ -308,6 +311,13 @@ def train_base_command(
         if summary.get("val"):
             stdout.print("val: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in summary["val"].items()), highlight=False)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _training_progress(total: int):
@@ -363,6 +373,7 @@ def segment_command(
     nms_iou: Optional[float] = typer.Option(None, "--nms-iou", help="Class-aware NMS IoU."),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run, skipping finished images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set in --out."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
 ) -> None:
     """Segment images with MS-PanopticFPN into a COCO panoptic set. Unreadable images are reported and skipped;
     the exit code is 3 if any were.
@@ -372,6 +383,7 @@ def segment_command(
     from .console import error_line, progress, stdout
     from .segment import SegmentOptions, segment
 
+    _set_threads(threads)
     thresholds = {"score_threshold": score_threshold, "instance_score_threshold": instance_threshold,
                   "overlap_threshold": overlap_threshold, "stuff_area": stuff_area, "nms_iou": nms_iou}
     options = SegmentOptions(device=device.value, batch_size=batch_size, max_size=max_size,
