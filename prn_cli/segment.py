@@ -129,8 +129,6 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike, out
         if not (png_dir / d["annotation"]["file_name"]).exists():
             continue
         writer.adopt(d["image"], d["annotation"])
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(3, 1, 1)
     div = config.size_divisibility
     todo = [(f, r) for f, r in zip(files, records) if r["file_name"] not in writer.adopted_names]
     failed: list[tuple[str, str]] = []
@@ -151,7 +149,7 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike, out
                     continue
                 batch.append((f, rec, rgb))
             if batch:
-                _run_batch(model, batch, writer, log, mean, std, div, options.max_size, device)
+                _run_batch(model, batch, writer, log, div, options.max_size, device)
             finished += len(todo[start: start + max(1, options.batch_size)])
             if progress:
                 progress(finished, total)
@@ -161,26 +159,22 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike, out
                          failed)
 
 
-def _run_batch(model, batch, writer: PanopticWriter, log, mean, std, div, max_size, device) -> None:
-    import torch
+def _run_batch(model, batch, writer: PanopticWriter, log, size_divisibility: int, max_size, device) -> None:
     import torch.nn.functional as F
 
-    tensors, sizes = [], []
+    from .data import collate, normalize
+
+    tensors = []
     for _, _, rgb in batch:
-        t = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div_(255)
+        t = normalize(rgb)
         h, w = t.shape[-2:]
         if max_size and max(h, w) > max_size:
             s = max_size / max(h, w)
             t = F.interpolate(t[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
                               align_corners=False)[0]
-        tensors.append((t - mean) / std)
-        sizes.append(tuple(t.shape[-2:]))
-    hp = max(s[0] for s in sizes)
-    wp = max(s[1] for s in sizes)
-    hp, wp = -(-hp // div) * div, -(-wp // div) * div
-    images = torch.zeros(len(tensors), 3, hp, wp, device=device)
-    for i, t in enumerate(tensors):
-        images[i, :, : t.shape[1], : t.shape[2]] = t
+        tensors.append((t, None))
+    images, _, sizes = collate(tensors, size_divisibility=size_divisibility)
+    images = images.to(device)
     outputs = model(images, image_sizes=sizes)
     for (f, rec, rgb), out in zip(batch, outputs):
         ids, segments = model.panoptic(out, out_size=rgb.shape[:2])

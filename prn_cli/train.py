@@ -59,15 +59,7 @@ def predict_panoptic(model, items, writer, device, size_divisibility: int, max_s
     from .segment import _run_batch
 
     for record, rgb in items:
-        _run_batch(model, [(None, record, rgb)], writer, None, *_norm(device), size_divisibility, max_size, device)
-
-
-def _norm(device):
-    import torch
-
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(3, 1, 1)
-    return mean, std
+        _run_batch(model, [(None, record, rgb)], writer, None, size_divisibility, max_size, device)
 
 
 def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int) -> Callable:
