@@ -2,13 +2,15 @@
 
 Contracts
 ---------
-- :class:`ResNetBackbone` ``forward(x)``: ``x`` (B, 3, H, W) float (ImageNet-normalised) -> dict
+- :class:`ResNetBackbone` ``forward(x)``: ``x`` (B, in_channels = 3, H, W) float (ImageNet-normalised RGB) -> dict
   ``{"c3": (B, C3, ceil(H/8), ceil(W/8)), "c4": (..., /16), "c5": (..., /32)}``; channel counts in
-  ``backbone.out_channels``.
+  ``backbone.out_channels``. Options: ``return_c2`` adds ``"c2"`` (layer1, stride 4); ``output_stride=16`` dilates
+  layer4 instead of striding (c5 at stride 16), ``8`` also layer3 (c4 and c5 at stride 8); ``in_channels > 3``
+  takes extra input channels after the RGB ones, their stem weights starting at zero.
 - :class:`FPN` ``forward(features)``: the dict above -> list ``[P3, P4, P5, P6, P7]``, level ``l`` of shape
   (B, out_channels, ceil(H/s), ceil(W/s)) with s = 8, 16, 32, 64, 128.
 - :func:`load_backbone_weights`: loads a torchvision-format ResNet ``state_dict`` from a local file (nothing is
-  ever downloaded).
+  ever downloaded); into a widened stem (``in_channels > 3``) it loads the RGB slice and zeroes the rest.
 """
 
 from __future__ import annotations
@@ -61,17 +63,38 @@ class ResNetBackbone(nn.Module):
     ``frozen_stages=k`` freezes the stem and the first ``k-1`` residual stages (detectron2's FREEZE_AT): their
     parameters get ``requires_grad=False`` and their norm layers stay in eval mode, so their statistics never
     drift either.
+
+    Keyword-only extensions (the defaults give exactly the plain backbone above, same keys and shapes):
+
+    - ``in_channels``: input channels; ``x[:, :3]`` is RGB. The stem is built and initialised as a 3-channel one
+      (same random draws), then ``conv1`` is widened with ZERO weights for channels ``3..in_channels-1``, so at
+      the start the stem's output does not depend on the extra channels and ImageNet RGB weights keep their
+      response. ``conv1.weight`` is then (width, in_channels, 7, 7); the key name is unchanged.
+    - ``output_stride``: 32 (plain), 16 (layer4 dilated) or 8 (layer3 and layer4 dilated), as torchvision's
+      ``replace_stride_with_dilation``: the dilated stage's first block keeps the previous dilation, its other
+      blocks use the new one (BasicBlock included, which torchvision refuses). Only stride/dilation/padding
+      attributes change, never a weight.
+    - ``return_c2``: also return ``"c2"``, the layer1 output (stride 4), and list it in ``out_channels``.
     """
 
-    def __init__(self, depth: int = 50, width: int = 64, norm: str = "bn", frozen_stages: int = 0):
+    def __init__(self, depth: int = 50, width: int = 64, norm: str = "bn", frozen_stages: int = 0, *,
+                 in_channels: int = 3, output_stride: int = 32, return_c2: bool = False):
         super().__init__()
         if depth not in _SPECS:
             raise ValueError(f"unsupported ResNet depth {depth} (expected one of {sorted(_SPECS)})")
         if not 0 <= frozen_stages <= 5:
             raise ValueError(f"frozen_stages must be in 0..5, got {frozen_stages}")
+        if in_channels < 3:
+            raise ValueError(f"in_channels must be >= 3 (RGB first), got {in_channels}")
+        if in_channels > 3 and frozen_stages >= 1:
+            raise ValueError("a frozen stem would keep the weights of the extra input channels at zero forever: "
+                             "use frozen_stages=0 with in_channels > 3")
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         block, blocks = _SPECS[depth]
         norm_layer = _norm_factory(norm)
         self.depth, self.width, self.norm, self.frozen_stages = depth, width, norm, frozen_stages
+        self.in_channels, self.output_stride, self.return_c2 = in_channels, output_stride, return_c2
 
         self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(width)
@@ -83,6 +106,8 @@ class ResNetBackbone(nn.Module):
             self.add_module(f"layer{i + 1}", layer)
         e = block.expansion
         self.out_channels = {"c3": 2 * width * e, "c4": 4 * width * e, "c5": 8 * width * e}
+        if return_c2:
+            self.out_channels = {"c2": width * e, **self.out_channels}
 
         # torchvision's initialisation, so a fresh model matches resnetXX(weights=None) in distribution.
         for m in self.modules():
@@ -91,6 +116,17 @@ class ResNetBackbone(nn.Module):
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if in_channels > 3:
+            # Widen after initialising: the RGB weights are the same draws as a 3-channel backbone's.
+            w = self.conv1.weight
+            extra = torch.zeros(w.shape[0], in_channels - 3, *w.shape[2:], dtype=w.dtype, device=w.device)
+            self.conv1.weight = nn.Parameter(torch.cat([w.detach(), extra], dim=1))
+            self.conv1.in_channels = in_channels
+        dilation = 1
+        for stage, dilate in ((self.layer3, output_stride == 8), (self.layer4, output_stride < 32)):
+            if dilate:
+                _dilate_stage(stage, dilation, dilation * 2)
+                dilation *= 2
         for stage in self._stages()[:frozen_stages]:
             for p in stage.parameters():
                 p.requires_grad_(False)
@@ -120,11 +156,30 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        c3 = self.layer2(x)
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
+        if self.return_c2:
+            return {"c2": c2, "c3": c3, "c4": c4, "c5": c5}
         return {"c3": c3, "c4": c4, "c5": c5}
+
+
+def _dilate_stage(stage: nn.Sequential, previous_dilation: int, dilation: int) -> None:
+    """Turn a stride-2 stage into a stride-1 dilated one in place, as torchvision's ``replace_stride_with_dilation``.
+
+    The first block's 3x3 conv loses its stride and keeps ``previous_dilation``; every later block's 3x3 convs get
+    ``dilation`` (padding = dilation, so sizes are kept). The downsample 1x1 conv loses its stride.
+    """
+    for i, blk in enumerate(stage):
+        d = previous_dilation if i == 0 else dilation
+        convs = [blk.conv1, blk.conv2] if isinstance(blk, BasicBlock) else [blk.conv2]  # the 3x3 convs
+        for conv in convs:
+            conv.stride = (1, 1)
+            conv.dilation = (d, d)
+            conv.padding = (d, d)
+        if blk.downsample is not None:
+            blk.downsample[0].stride = (1, 1)
 
 
 _STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -136,6 +191,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> int:
     The classifier (``fc.*``) is dropped. A checkpoint wrapping the dict under ``"state_dict"`` or ``"model"`` is
     unwrapped. Normalisation statistics that the backbone has no slot for (GroupNorm backbones, or
     ``num_batches_tracked`` with frozen BN) are skipped; every other key must match by name and shape.
+
+    A backbone whose stem takes more than 3 input channels (``in_channels > 3``) receives the file's 3-channel
+    ``conv1.weight`` in its RGB slice, and its extra input channels are set to zero: the stem then responds to RGB
+    exactly as the pretrained ResNet, whatever the extra channels hold.
 
     Returns the number of tensors loaded. Raises ``FileNotFoundError`` for a missing file and ``ValueError``
     (naming the file) when it is not a tensor ``state_dict`` or does not fit the backbone (wrong depth or width).
@@ -159,6 +218,12 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> int:
 
     expected = backbone.state_dict()
     given = {k: v for k, v in obj.items() if not k.startswith("fc.")}
+    stem = expected.get("conv1.weight")
+    rgb = given.get("conv1.weight")
+    if (stem is not None and rgb is not None and stem.dim() == rgb.dim() == 4 and rgb.shape[1] == 3
+            and stem.shape[1] > 3 and stem.shape[0] == rgb.shape[0] and stem.shape[2:] == rgb.shape[2:]):
+        extra = rgb.new_zeros(rgb.shape[0], stem.shape[1] - 3, *rgb.shape[2:])
+        given["conv1.weight"] = torch.cat([rgb, extra], dim=1)  # widened stem: RGB slice + zero extra channels
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(k for k in set(given) - set(expected) if not k.endswith(_STAT_SUFFIXES))
     bad_shape = sorted(k for k in set(given) & set(expected) if given[k].shape != expected[k].shape)

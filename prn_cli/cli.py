@@ -148,6 +148,9 @@ def synth_command(
     max_things: int = typer.Option(10, "--max-things", min=0, help="Most thing instances per image."),
     crowd_prob: float = typer.Option(0.15, "--crowd-prob", min=0.0, max=1.0,
                                      help="Probability that an image has a crowd region."),
+    class_colour: float = typer.Option(0.0, "--class-colour", min=0.0, max=1.0,
+                                       help="Probability that a thing is painted in its class's colour (0 = "
+                                       "colour independent of class, so only shape tells the class)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set of the same split."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -163,7 +166,8 @@ def synth_command(
     width, height = _parse_size(size)
     try:
         config = SynthConfig(n=n, width=width, height=height, seed=seed, split=split, difficulty=difficulty,
-                             min_things=min_things, max_things=max_things, crowd_prob=crowd_prob)
+                             min_things=min_things, max_things=max_things, crowd_prob=crowd_prob,
+                             class_colour=class_colour)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     with progress(f"synth {split}") as update:
@@ -313,6 +317,98 @@ def train_base_command(
                                              for k, v in summary["val"].items()), highlight=False)
 
 
+class PRNArch(str, Enum):
+    tiny = "tiny"
+    r18 = "r18"
+    r50 = "r50"
+
+
+class ForegroundSource(str, Enum):
+    foreground = "foreground"
+    semantic = "semantic"
+
+
+def _parse_range(text: str, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be two numbers LOW,HIGH, got {text!r}") from None
+    return lo, hi
+
+
+@train_app.command("prn", epilog=EPILOG)
+def train_prn_command(
+    data: Path = typer.Option(..., "--data", help="Training GT: a panoptic JSON or a prn synth root."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics.jsonl, model_final.pt."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base predictions on the training images (e.g. prn "
+                                        "segment output), mixed with corrupted GT by --base-mix."),
+    base_mix: float = typer.Option(0.5, "--base-mix", min=0.0, max=1.0, help="Share of samples that use --base "
+                                   "(the rest use GT corrupted the way base models fail)."),
+    strength: str = typer.Option("0.3,0.8", "--strength", help="Corruption strength range LOW,HIGH (0 = GT, "
+                                 "1 = a poor base)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation GT for periodic PQ."),
+    val_base: Optional[Path] = typer.Option(None, "--val-base", help="Base predictions on the val images "
+                                            "(default: the val GT corrupted with seed 0)."),
+    arch: PRNArch = typer.Option(PRNArch.tiny, "--arch", help="Encoder preset (tiny = ResNet-18 at 1/4 width)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of PRNConfig fields overriding the preset."),
+    foreground_head: Optional[bool] = typer.Option(None, "--foreground/--no-foreground", help="Table 1: the "
+                                                   "foreground branch (default: on)."),
+    coordconv_decoder: Optional[bool] = typer.Option(None, "--coordconv-dec/--no-coordconv-dec",
+                                                     help="Table 1: CoordConv in the decoders and heads."),
+    coordconv_encoder: Optional[bool] = typer.Option(None, "--coordconv-enc/--no-coordconv-enc",
+                                                     help="Table 1: CoordConv at the encoder input and ASPP."),
+    box_head: Optional[bool] = typer.Option(None, "--pred-bbox/--no-pred-bbox", help="Table 1: the per-pixel "
+                                            "box branch, used to group pixels (PredBbox)."),
+    iters: int = typer.Option(2000, "--iters", min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step (over all processes)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
+    crop: int = typer.Option(256, "--crop", min=32, help="Square training crop after scale jitter."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local torchvision ResNet "
+                                                    "state_dict (ImageNet); nothing is downloaded."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=0, help="Steps between checkpoints."),
+    val_every: int = typer.Option(0, "--val-every", min=0, help="Steps between val PQ runs (0: only at the end)."),
+    val_images: int = typer.Option(50, "--val-images", min=0, help="Val images used for PQ (0: all)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to train."),
+    amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order, augmentation, corruption."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
+) -> None:
+    """Train PRN (the refiner) on (image, base, GT) triplets. Multi-GPU: torchrun --nproc_per_node N -m prn_cli
+    train prn ...
+
+    Example: prn train prn --data data/ --val data/annotations/panoptic_val.json --out runs/prn --iters 2000
+    """
+    from .console import stdout
+    from .engine import TrainConfig
+    from .train import PRNTrainingOptions, train_prn
+
+    _set_threads(threads)
+    try:
+        options = PRNTrainingOptions(arch=arch.value, config_file=str(config) if config else None,
+                                     foreground_head=foreground_head, box_head=box_head,
+                                     coordconv_encoder=coordconv_encoder, coordconv_decoder=coordconv_decoder,
+                                     crop=crop, base_mix=base_mix, strength_range=_parse_range(strength, "--strength"),
+                                     backbone_weights=str(backbone_weights) if backbone_weights else None,
+                                     val_images=val_images)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    train_cfg = TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup,
+                            checkpoint_every=checkpoint_every, val_every=val_every, device=device.value,
+                            amp=amp.value, num_workers=workers, seed=seed, resume=resume,
+                            channels_last=device.value != "cpu")
+    with _training_progress(iters) as update:
+        summary = train_prn(data, train_cfg, options, base=base, val=val, val_base=val_base, progress=update)
+    if summary:
+        stdout.print(f"trained {summary.get('steps', iters)} steps; final weights: {summary.get('final', out)}",
+                     highlight=False)
+        if summary.get("val"):
+            stdout.print("val: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in summary["val"].items()), highlight=False)
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -401,6 +497,67 @@ def segment_command(
 
 # --------------------------------------------------------------------------------------------------------------
 # demo
+
+
+@app.command("refine", epilog=EPILOG)
+def refine_command(
+    base: Path = typer.Option(..., "--base", "-b", help="Base panoptic set from any model (folder with "
+                              "panoptic.json + panoptic/, or a JSON whose PNG folder is beside it)."),
+    images: List[Path] = typer.Option(..., "--images", "-i", help="The images the base was predicted on (folder "
+                                      "or files; repeatable)."),
+    weights: Path = typer.Option(..., "--weights", "-w", help="PRN checkpoint (prn train prn)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output set folder (panoptic.json + panoptic/)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to run."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
+    foreground_source: Optional[ForegroundSource] = typer.Option(None, "--foreground-source", help="Foreground "
+                                                                 "mask from the foreground branch or from semantics "
+                                                                 "(Table 1: Foreground / ForegroundSem)."),
+    pred_bbox: Optional[bool] = typer.Option(None, "--pred-bbox/--no-pred-bbox", help="Group pixels with the "
+                                             "predicted boxes (Table 1: PredBbox)."),
+    center_threshold: Optional[float] = typer.Option(None, "--center-threshold", help="Centre heatmap threshold."),
+    nms_kernel: Optional[int] = typer.Option(None, "--nms-kernel", help="Centre max-pool NMS kernel (odd)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Most centres kept per image."),
+    foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
+                                                         help="Foreground branch probability threshold."),
+    stuff_area: Optional[int] = typer.Option(None, "--stuff-area", help="Smallest stuff segment (pixels)."),
+    box_iou: Optional[float] = typer.Option(None, "--box-iou", help="PredBbox: IoU at which a pixel's box agrees "
+                                            "with a centre's."),
+    category_map: Optional[Path] = typer.Option(None, "--category-map", help="JSON {\"<base id>\": <checkpoint "
+                                                "id>} when the base's categories differ from the checkpoint's."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set in --out."),
+    json_out: bool = typer.Option(False, "--json", help="Print the change summary as JSON on stdout."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
+) -> None:
+    """Refine any base panoptic segmentation with PRN. Reports what changed; unreadable base images are reported
+    and skipped (exit code 3 if any were).
+
+    Example: prn refine --base base/ --images data/images/val --weights models/prn_tiny.pt --out refined/
+    """
+    import json
+
+    from .console import error_line, progress, stdout
+    from .refine import RefineOptions, refine
+    from .reporting import show_changes
+
+    _set_threads(threads)
+    post = {"foreground_source": foreground_source.value if foreground_source else None, "use_pred_bbox": pred_bbox,
+            "center_threshold": center_threshold, "nms_kernel": nms_kernel, "top_k": top_k,
+            "foreground_threshold": foreground_threshold, "stuff_area": stuff_area, "box_iou_threshold": box_iou}
+    options = RefineOptions(device=device.value, batch_size=batch_size, postprocess=post,
+                            category_map=str(category_map) if category_map else None)
+    with progress("refining") as update:
+        result = refine(base, images, weights, out, options=options, overwrite=overwrite, progress=update,
+                        on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    if json_out:
+        print(json.dumps({"json": str(result.json_path), "written": result.written,
+                          "failed": [{"file": f, "error": e} for f, e in result.failed], "changes": result.changes,
+                          "per_image": result.per_image}, indent=2))
+    else:
+        show_changes(result.changes, result.written)
+        stdout.print(f"wrote {result.written} image(s) to {result.json_path}", highlight=False)
+    if result.failed:
+        error_line(f"{len(result.failed)} base image(s) could not be used and were skipped (listed above)")
+        raise typer.Exit(EXIT_INVALID_INPUT)
 
 
 @app.command("demo", epilog=EPILOG)

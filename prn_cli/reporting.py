@@ -129,3 +129,27 @@ def show_report(report: EvalReport, *, per_class: bool = False, json_out: str | 
     elif json_out:
         write_json_atomic(Path(json_out), report.to_dict())
         err.print(f"wrote {json_out}", highlight=False)
+
+
+_CHANGE_ROWS = (("segments_base", "segments in the base"), ("segments_refined", "segments after refining"),
+                ("added", "added"), ("removed", "removed"), ("split", "split (one base segment -> several)"),
+                ("merged", "merged (several base segments -> one)"), ("relabelled", "relabelled (same mask, "
+                "other class)"))
+
+
+def changes_table(changes: dict, images: int) -> Table:
+    """What ``prn refine`` changed, summed over ``images`` images (keys of ``refine.CHANGE_KEYS``)."""
+    table = Table(title=f"prn refine: changes over {images} image(s)", title_justify="left")
+    table.add_column("change")
+    table.add_column("count", justify="right")
+    for key, label in _CHANGE_ROWS:
+        table.add_row(label, str(changes.get(key, 0)))
+    pixels = max(1, changes.get("pixels", 0))
+    table.add_row("pixels changed", f"{changes.get('pixels_changed', 0)} ({100 * changes.get('pixels_changed', 0) / pixels:.1f}%)")
+    return table
+
+
+def show_changes(changes: dict, images: int, out: Console | None = None) -> None:
+    from .console import stdout
+
+    (out or stdout).print(changes_table(changes, images))

@@ -135,3 +135,187 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
     (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     return train(model_factory, dataset, train_cfg, kind="base", model_config=config.to_dict(),
                  categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PRN
+
+#: PRN architecture presets; ``--config FILE`` (JSON of PRNConfig fields) overrides them.
+PRN_ARCHS = ("tiny", "r18", "r50")
+
+#: The switches of the paper's Table 1 (DESIGN.md section 5), as PRNConfig / PostProcessConfig fields.
+TABLE1_SWITCHES = ("foreground_head", "coordconv_decoder", "coordconv_encoder", "box_head")
+
+
+def prn_model_config(arch: str = "tiny", config_file: str | os.PathLike | None = None, **switches):
+    """A PRNConfig from a preset, a JSON file of overrides, then the Table 1 ``switches`` (None = keep)."""
+    import dataclasses
+
+    from .models.prn.config import PRNBackboneConfig, PRNConfig
+
+    if arch not in PRN_ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(PRN_ARCHS)}")
+    config = PRNConfig.tiny() if arch == "tiny" else PRNConfig(backbone=PRNBackboneConfig(depth=int(arch[1:])))
+    if config_file:
+        from .panoptic import read_json
+
+        overrides = read_json(Path(config_file), what="model config JSON")
+        merged = config.to_dict()
+        for key, value in overrides.items():
+            if key not in merged:
+                raise fail(config_file, f"unknown option {key!r}", f"use one of {', '.join(merged)}")
+            if isinstance(value, dict) and isinstance(merged[key], dict):
+                unknown = set(value) - set(merged[key])
+                if unknown:
+                    raise fail(config_file, f"unknown {key} option(s) {sorted(unknown)}",
+                               f"use fields of {key}: {', '.join(merged[key])}")
+                merged[key].update(value)
+            else:
+                merged[key] = value
+        config = PRNConfig.from_dict(merged)
+    changes = {k: v for k, v in switches.items() if v is not None}
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+@dataclass
+class PRNTrainingOptions:
+    arch: str = "tiny"
+    config_file: str | None = None
+    #: Table 1 switches (None keeps the preset's value)
+    foreground_head: bool | None = None
+    box_head: bool | None = None
+    coordconv_encoder: bool | None = None
+    coordconv_decoder: bool | None = None
+    crop: int = 256
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    base_mix: float = 0.5
+    strength_range: tuple[float, float] = (0.3, 0.8)
+    backbone_weights: str | None = None
+    val_images: int = 50
+    #: post-processing stored in the checkpoint (PostProcessConfig fields); defaults follow the heads present
+    postprocess: dict | None = None
+
+
+def default_postprocess(config) -> dict:
+    """The post-processing that matches the heads a PRN has: the foreground branch when there is one, PredBbox
+    when there is a box branch."""
+    return {"foreground_source": "foreground" if config.foreground_head else "semantic",
+            "use_pred_bbox": bool(config.box_head)}
+
+
+def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | None, limit: int,
+                    category_map, render_config, post_config, categories) -> Callable:
+    """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, base_pq, ...}``: refine the (first ``limit``) val base
+    predictions and evaluate them against the val GT. Without ``base_path`` the base is the val GT corrupted at
+    the default strength with seed 0 (written once to a temporary folder)."""
+    from .data import default_images_dir
+    from .evaluate import evaluate
+    from .panoptic import PanopticSet, PanopticWriter, load_set, set_paths
+    from .refine import _prepare, _refine_batch, _category_translation
+    from .refine_data import pair_with_images
+    from .segment import list_images
+
+    gt = load_set(val_path)
+    images_dir = default_images_dir(gt.json_path)
+    if images_dir is None:
+        raise fail(gt.json_path, "cannot tell where the val images are", "use a prn synth dataset root or COCO layout")
+    keep = gt.annotations[: limit or None]
+    keep_ids = {a["image_id"] for a in keep}
+    infos = gt.images_by_id
+    subset = PanopticSet(gt.json_path, gt.png_dir, gt.categories, [infos[a["image_id"]] for a in keep], keep)
+    holder = tempfile.TemporaryDirectory(prefix="prn-val-base-")
+    if base_path is None:
+        from .perturb import write_corrupted_set
+
+        write_corrupted_set(subset, holder.name, seed=0, overwrite=True)
+        base_path = holder.name
+    base = load_set(base_path, need_categories=False)
+    base = PanopticSet(base.json_path, base.png_dir, base.categories, base.images,
+                       [a for a in base.annotations if a["image_id"] in keep_ids])
+    translation = _category_translation(base, categories, None)
+    pairs = pair_with_images(base, list_images([images_dir]))
+    ckpt_cats = {int(c["id"]): c for c in categories}
+    base_result = evaluate(subset, [base], workers=0).results[0].groups
+
+    def evaluate_fn(model, step: int) -> dict:
+        _ = holder  # keep the temporary base alive as long as the function
+        device = next(model.parameters()).device
+        with tempfile.TemporaryDirectory(prefix="prn-val-") as tmp:
+            json_path, png_dir = set_paths(tmp)
+            with PanopticWriter(json_path, png_dir, categories) as writer:
+                for item in pairs:
+                    prep = _prepare(item, base, translation, ckpt_cats, category_map, render_config)
+                    (ids, segs), = _refine_batch(model, [prep], category_map, post_config, device)
+                    writer.add({**item.image, "height": int(ids.shape[0]), "width": int(ids.shape[1])}, ids, segs,
+                               file_name=item.annotation["file_name"])
+            g = evaluate(subset, [tmp], workers=0).results[0].groups
+        return {"pq": g["All"]["pq"], "sq": g["All"]["sq"], "rq": g["All"]["rq"], "pq_th": g["Things"]["pq"],
+                "pq_st": g["Stuff"]["pq"], "base_pq": base_result["All"]["pq"],
+                "base_pq_th": base_result["Things"]["pq"], "base_pq_st": base_result["Stuff"]["pq"],
+                "val_images": len(keep)}
+
+    return evaluate_fn
+
+
+def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = PRNTrainingOptions(), *,
+              base: str | os.PathLike | None = None, val: str | os.PathLike | None = None,
+              val_base: str | os.PathLike | None = None, progress=None) -> dict:
+    """Train PRN on (image, base, GT) triplets of the panoptic set ``data``; ``base`` is an optional real base
+    prediction set on the training images (mixed with corrupted GT by ``options.base_mix``)."""
+    from .engine import train
+    from .models.categories import CategoryMap
+    from .models.prn.model import build_model, load_pretrained_backbone
+    from .models.prn.postprocess import PostProcessConfig
+    from .models.prn.render import RenderConfig
+    from .panoptic import load_set
+    from .refine_data import RefineDataOptions, RefinementTrainingSet, collate_refine
+
+    config = prn_model_config(options.arch, options.config_file, foreground_head=options.foreground_head,
+                              box_head=options.box_head, coordconv_encoder=options.coordconv_encoder,
+                              coordconv_decoder=options.coordconv_decoder)
+    post = {**default_postprocess(config), **(options.postprocess or {})}
+    try:
+        post_config = PostProcessConfig(**post)
+    except (TypeError, ValueError) as exc:
+        raise fail("post-processing options", str(exc), "use PostProcessConfig's fields and values") from None
+    render_config = RenderConfig(offset_scale=config.base_offset_scale)
+    gt = load_set(data)
+    categories = gt.categories
+    category_map = CategoryMap.from_categories(categories)
+    data_options = RefineDataOptions(crop=options.crop, scale_range=tuple(options.scale_range),
+                                     base_mix=options.base_mix, strength_range=tuple(options.strength_range),
+                                     render=render_config)
+    dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
+    if base is not None and dataset.with_base == 0:
+        raise fail(base, "no base prediction shares an image_id with the training set",
+                   "predict the base on the training images (prn segment --images-json TRAIN_JSON)")
+    if options.backbone_weights and not Path(options.backbone_weights).is_file():
+        raise fail(options.backbone_weights, "backbone weights file is missing", "pass a local torchvision ResNet "
+                   "state_dict (nothing is downloaded)")
+
+    def model_factory():
+        model = build_model(config, categories)
+        if options.backbone_weights:
+            try:
+                load_pretrained_backbone(model, options.backbone_weights)
+            except ValueError as exc:
+                raise fail(options.backbone_weights, str(exc), "use torchvision's ResNet state_dict for this depth "
+                           "at width 64") from None
+        return model
+
+    evaluate_fn = None
+    if val:
+        evaluate_fn = make_prn_val_fn(val, val_base, options.val_images, category_map, render_config, post_config,
+                                      categories)
+    ckpt_config = {"model": config.to_dict(), "render": _plain_dataclass(render_config),
+                   "postprocess": _plain_dataclass(post_config)}
+    Path(train_cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(ckpt_config, indent=2))
+    return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
+                 collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress)
+
+
+def _plain_dataclass(obj) -> dict:
+    import dataclasses
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(obj).items()}

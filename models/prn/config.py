@@ -1,0 +1,90 @@
+"""Plain keyword configuration of PRN, the Panoptic Refinement Network (DESIGN.md section 4).
+
+Every width, switch and loss weight is a field. The Table-1 ablation switches (DESIGN.md section 5) are
+:attr:`PRNConfig.foreground_head`, :attr:`PRNConfig.coordconv_encoder`, :attr:`PRNConfig.coordconv_decoder`
+(network) and :attr:`PRNConfig.box_head` (needed by the post-processing's PredBbox rule); "ForegroundSem" vs
+"Foreground" and PredBbox themselves are post-processing choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class PRNBackboneConfig:
+    depth: int = 50                 # ResNet 18 / 34 / 50 / 101
+    width: int = 64                 # stem width; stage widths scale with it (64 = torchvision's, ImageNet-loadable)
+    norm: str = "bn"                # "bn" | "frozen_bn" | "gn"
+    output_stride: int = 16         # 16 = res5 dilated (Panoptic-DeepLab), 32 = plain ResNet
+
+
+@dataclass
+class PRNDecoderConfig:
+    aspp_channels: int = 256
+    aspp_rates: tuple = (6, 12, 18)         # atrous rates of the 3x3 branches ((3, 6, 9) suits output stride 32)
+    aspp_pooling: bool = True               # image-pooling branch
+    aspp_dropout: float = 0.1               # on the ASPP output, training only
+    semantic_channels: int = 256            # semantic decoder width
+    instance_channels: int = 128            # instance decoder width
+    projection_channels: tuple = (64, 32)   # 1x1 projections of res3 (stride 8) and res2 (stride 4)
+    semantic_head_channels: int = 256
+    instance_head_channels: int = 32        # center / offset / foreground / box heads
+    norm: str = "bn"                        # "bn" | "gn" (decoders, ASPP, heads)
+
+
+@dataclass
+class PRNLossConfig:
+    """Loss weights. Each weighted loss is ``sum(pixel_weight * loss) / max(sum(pixel_weight), 1)``."""
+
+    semantic: float = 1.0           # cross-entropy x semantic_weight
+    semantic_top_k: float = 1.0     # hard pixel mining: keep this fraction of the labelled pixels (1.0 = off)
+    center: float = 200.0           # MSE x center_weight
+    offset: float = 0.01            # L1 over (dy, dx) x offset_weight
+    foreground: float = 1.0         # BCE x foreground_weight
+    box: float = 0.01               # L1 over (l, t, r, b) x offset_weight
+
+
+@dataclass
+class PRNConfig:
+    backbone: PRNBackboneConfig = field(default_factory=PRNBackboneConfig)
+    decoder: PRNDecoderConfig = field(default_factory=PRNDecoderConfig)
+    loss: PRNLossConfig = field(default_factory=PRNLossConfig)
+    semantic_embedding_dim: int = 32    # base semantic class -> learned embedding; 0 = one-hot over the C classes
+    base_map_channels: int = 9          # renderer's input_maps: fg, center, offset (2), box (4), boundary
+    foreground_head: bool = True        # Table 1 "Foreground": a 1-channel foreground logit map
+    foreground_decoder: str = "instance"  # which decoder feeds the foreground head: "instance" | "semantic"
+    box_head: bool = True               # per-pixel box distances (l, t, r, b), used by PredBbox
+    coordconv_encoder: bool = True      # Table 1 "CoordConvEnc": coords at the stem input and before ASPP
+    coordconv_decoder: bool = True      # Table 1 "CoordConvDec": coords before each fuse conv and each head
+    size_divisibility: int = 32         # inputs are padded to a multiple of this
+    #: residual refinement: the base's own maps, times learnt per-map scales, are added to the heads' outputs
+    #: (semantic logits += s * one-hot(base class), centre/offset/box += s * base map, foreground logit +=
+    #: s * (2 * base fg - 1)), so a fresh PRN already reproduces its base and learns corrections from there
+    base_prior: bool = True
+    #: the renderer's offset_scale: base offsets/boxes arrive divided by it (RenderConfig.offset_scale)
+    base_offset_scale: float = 64.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "PRNConfig":
+        """Inverse of :meth:`to_dict`; also accepts its JSON form (lists where tuples were). Missing keys take
+        their defaults; an unknown key raises ``TypeError`` naming it."""
+        d = dict(d or {})
+        decoder = dict(d.pop("decoder", {}) or {})
+        for f in fields(PRNDecoderConfig):
+            if isinstance(f.default, tuple) and f.name in decoder:
+                decoder[f.name] = tuple(decoder[f.name])
+        return cls(backbone=PRNBackboneConfig(**(d.pop("backbone", {}) or {})), decoder=PRNDecoderConfig(**decoder),
+                   loss=PRNLossConfig(**(d.pop("loss", {}) or {})), **d)
+
+    @classmethod
+    def tiny(cls) -> "PRNConfig":
+        """A width-reduced configuration that trains in minutes on a CPU at 256x256 (ResNet-18 at 1/4 width)."""
+        return cls(backbone=PRNBackboneConfig(depth=18, width=16),
+                   decoder=PRNDecoderConfig(aspp_channels=64, semantic_channels=64, instance_channels=32,
+                                            projection_channels=(32, 16), semantic_head_channels=32,
+                                            instance_head_channels=32),
+                   semantic_embedding_dim=16)

@@ -1,0 +1,242 @@
+"""PRN's data: (image, base prediction, ground truth) triplets for training, and base/image pairing for refining.
+
+A training sample's base prediction is either a real one (a ``prn segment`` or any model's output on the
+training images, paired with the GT by ``image_id``) or the GT corrupted the way base models fail
+(``perturb.corrupt``), drawn per sample with probability ``base_mix`` for the real one. Corruption strength
+is drawn per sample from ``strength_range``, so PRN sees bases from nearly right to poor; this is what makes
+it model-agnostic (DESIGN.md section 4, "Training data").
+
+The GT and the base go through the same scale jitter, flip and crop (one packed id map, so they stay pixel
+aligned), then through one renderer (``models.prn.render``): the GT into training targets, the base into the
+network's input maps.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .data import TrainTransform, default_images_dir, load_rgb, normalize
+from .errors import InvalidInputError, fail
+from .panoptic import PanopticSet, load_set, read_id_png, safe_join
+
+#: GT and base ids (< 2^24 each) travel through the transform packed into one int64 map.
+_PACK = 1 << 24
+
+
+@dataclass
+class RefineDataOptions:
+    crop: int = 256
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    flip_prob: float = 0.5
+    #: probability of using the real base prediction of an image (when one is given), else corrupted GT
+    base_mix: float = 0.5
+    #: corruption strength drawn uniformly per sample
+    strength_range: tuple[float, float] = (0.3, 0.8)
+    render: Any = None            # models.prn.render.RenderConfig; None = its defaults
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.base_mix <= 1.0:
+            raise ValueError(f"base_mix must be in [0, 1], got {self.base_mix}")
+        lo, hi = self.strength_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"strength_range must satisfy 0 <= low <= high <= 1, got {self.strength_range}")
+        if self.crop < 32:
+            raise ValueError(f"crop must be at least 32 pixels, got {self.crop}")
+
+
+def render_base(ids: torch.Tensor, segments_info: Sequence[dict], category_map, render_config,
+                where: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base_semantic (H, W) long, base_maps (9, H, W) float)``: a base prediction as PRN's input."""
+    from .models.prn.render import input_maps, render_panoptic
+
+    try:
+        rendered = render_panoptic(ids, segments_info, category_map, render_config)
+    except ValueError as exc:
+        raise InvalidInputError(f"{where}: {exc}; map the base's categories with --category-map") from None
+    return rendered["semantic"], input_maps(rendered, render_config)
+
+
+_TARGET_KEYS = ("semantic", "semantic_weight", "center", "center_weight", "offset", "offset_weight", "box",
+                "foreground", "foreground_weight")
+
+
+class RefinementTrainingSet(Dataset):
+    """(inputs, targets) for PRN training; see the module docstring.
+
+    ``gt``: a panoptic set (path or :class:`PanopticSet`) with its images in ``images_dir`` (default
+    ``<root>/images/<split>``); ``base``: an optional prediction set on the same images. ``inputs`` is
+    ``{"image", "base_semantic", "base_maps"}``, ``targets`` the GT renderer maps (see models/prn/render.py).
+    """
+
+    def __init__(self, gt: str | os.PathLike | PanopticSet, images_dir: str | os.PathLike | None = None, *,
+                 base: str | os.PathLike | PanopticSet | None = None, category_map=None,
+                 options: RefineDataOptions = RefineDataOptions()):
+        from .models.categories import CategoryMap
+        from .models.prn.render import RenderConfig
+
+        gt = gt if isinstance(gt, PanopticSet) else load_set(gt)
+        if images_dir is None:
+            images_dir = default_images_dir(gt.json_path)
+            if images_dir is None:
+                raise fail(gt.json_path, "cannot tell where the images of this set are",
+                           "pass the images folder explicitly (--images DIR)")
+        images_dir = Path(images_dir)
+        if not images_dir.is_dir():
+            raise fail(images_dir, "images folder does not exist", "pass the folder that holds the set's images")
+        self.categories = list(gt.categories)
+        self.category_map = category_map if category_map is not None else CategoryMap.from_categories(gt.categories)
+        self.options = options
+        self.render_config = options.render if options.render is not None else RenderConfig()
+        self.transform = TrainTransform(crop_size=(options.crop, options.crop), scale_range=options.scale_range,
+                                        flip_prob=options.flip_prob)
+        base_set = None
+        if base is not None:
+            base_set = base if isinstance(base, PanopticSet) else load_set(base, need_categories=False)
+        base_by_image = base_set.annotations_by_image() if base_set is not None else {}
+        infos = gt.images_by_id
+        # plain tuples only: the dataset is pickled into every DataLoader worker
+        self.items: list[tuple] = []
+        for ann in gt.annotations:
+            info = infos.get(ann["image_id"])
+            if info is None or "file_name" not in info:
+                raise fail(gt.json_path, f"image {ann['image_id']} has an annotation but no record in 'images'",
+                           "add its images record (id, file_name, width, height)")
+            image_path = safe_join(images_dir, info["file_name"], gt.json_path, "image file_name")
+            base_ann = base_by_image.get(ann["image_id"])
+            base_item = None
+            if base_ann is not None:
+                base_item = (str(base_set.png_path(base_ann)), _plain_segments(base_ann["segments_info"]))
+            self.items.append((ann["image_id"], str(image_path), str(gt.png_path(ann)),
+                               _plain_segments(ann["segments_info"]), base_item))
+        self.with_base = sum(1 for it in self.items if it[4] is not None)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.sample(index, seed=index)
+
+    def sample(self, index: int, seed: int):
+        from .models.prn.render import render_panoptic
+        from .perturb import CorruptionConfig, corrupt
+
+        image_id, image_path, png_path, segments, base_item = self.items[index]
+        rgb = load_rgb(image_path)
+        gt_ids = read_id_png(png_path)
+        if rgb.shape[:2] != gt_ids.shape:
+            raise fail(png_path, f"panoptic PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} but its image {image_path} "
+                       f"is {rgb.shape[1]}x{rgb.shape[0]}", "write the PNG at the image's size")
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2 ** 63 - 1), 7]))
+        if base_item is not None and rng.random() < self.options.base_mix:
+            base_png, base_segments = base_item
+            base_ids = read_id_png(base_png)
+            if base_ids.shape != gt_ids.shape:
+                raise fail(base_png, f"base PNG is {base_ids.shape[1]}x{base_ids.shape[0]} but the GT is "
+                           f"{gt_ids.shape[1]}x{gt_ids.shape[0]}", "predict the base at the images' size")
+        else:
+            lo, hi = self.options.strength_range
+            config = CorruptionConfig(strength=float(rng.uniform(lo, hi)))
+            try:
+                base_ids, base_segments = corrupt(gt_ids, segments, self.categories, rng, config)
+            except ValueError as exc:
+                raise InvalidInputError(f"{png_path}: {exc}; fix or regenerate the ground truth") from None
+        packed = torch.from_numpy(gt_ids.astype(np.int64) * _PACK + base_ids.astype(np.int64))
+        generator = torch.Generator().manual_seed(int(seed) & (2 ** 63 - 1))
+        image, packed = self.transform(normalize(rgb), packed, generator)
+        gt_t, base_t = packed // _PACK, packed % _PACK
+        try:
+            targets = render_panoptic(gt_t, segments, self.category_map, self.render_config)
+        except ValueError as exc:
+            raise InvalidInputError(f"{png_path}: {exc}") from None
+        base_semantic, base_maps = render_base(base_t, base_segments, self.category_map, self.render_config,
+                                               where=str(base_item[0] if base_item else png_path))
+        inputs = {"image": image, "base_semantic": base_semantic, "base_maps": base_maps}
+        return inputs, {k: targets[k] for k in _TARGET_KEYS}
+
+
+def _plain_segments(segments: Sequence[dict]) -> list[dict]:
+    return [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": int(s.get("iscrowd", 0))}
+            for s in segments]
+
+
+# Padding values: void for labels, zero (and so zero loss weight) for everything else.
+_PAD = {"base_semantic": 255, "semantic": 255}
+
+
+def _pad_stack(tensors: Sequence[torch.Tensor], hp: int, wp: int, value) -> torch.Tensor:
+    first = tensors[0]
+    out = first.new_full((len(tensors), *first.shape[:-2], hp, wp), value)
+    for i, t in enumerate(tensors):
+        out[i, ..., : t.shape[-2], : t.shape[-1]] = t
+    return out
+
+
+def collate_refine(batch: Sequence[tuple[dict, dict | None]], size_divisibility: int = 32):
+    """``(inputs, targets)`` batched and padded at the bottom/right to a multiple of ``size_divisibility``;
+    ``targets`` is None when the items carry none. Padding is void in label maps and zero elsewhere, so it
+    has zero weight in every loss."""
+    if not batch:
+        raise ValueError("collate_refine needs at least one item")
+    d = max(1, int(size_divisibility))
+    hp = -(-max(int(x["image"].shape[-2]) for x, _ in batch) // d) * d
+    wp = -(-max(int(x["image"].shape[-1]) for x, _ in batch) // d) * d
+    inputs = {k: _pad_stack([x[k] for x, _ in batch], hp, wp, _PAD.get(k, 0)) for k in batch[0][0]}
+    if batch[0][1] is None:
+        return inputs, None
+    targets = {k: _pad_stack([t[k] for _, t in batch], hp, wp, _PAD.get(k, 0)) for k in batch[0][1]}
+    return inputs, targets
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pairing a base set with its images (prn refine)
+
+
+@dataclass
+class BaseItem:
+    annotation: dict
+    image: dict                  # the COCO image record written to the refined set
+    image_path: Path
+    extra: dict = field(default_factory=dict)
+
+
+def pair_with_images(base: PanopticSet, image_files: Sequence[Path]) -> list[BaseItem]:
+    """Pair each base annotation with its image file.
+
+    Through the base JSON's ``images`` record (its ``file_name``) when there is one, else by file stem
+    (``000000142238.png`` <-> ``000000142238.jpg``). An annotation with no image is an error naming it.
+    """
+    by_name = {f.name: f for f in image_files}
+    by_stem: dict[str, list[Path]] = {}
+    for f in image_files:
+        by_stem.setdefault(f.stem, []).append(f)
+    records = base.images_by_id
+    out: list[BaseItem] = []
+    for ann in base.annotations:
+        rec = records.get(ann["image_id"])
+        path = None
+        if rec is not None and rec.get("file_name"):
+            path = by_name.get(Path(str(rec["file_name"])).name)
+        if path is None:
+            stem = Path(str(ann["file_name"])).stem
+            found = by_stem.get(stem, [])
+            if len(found) > 1:
+                raise fail(base.json_path, f"base annotation {ann['file_name']} matches several images "
+                           f"({', '.join(p.name for p in found[:3])})", "keep one image per stem in the folder")
+            path = found[0] if found else None
+        if path is None:
+            looked = f"{rec['file_name']} or " if rec is not None and rec.get("file_name") else ""
+            raise fail(base.json_path, f"base annotation {ann['file_name']} (image_id {ann['image_id']}) has no "
+                       f"image (looked for {looked}{Path(str(ann['file_name'])).stem}.*)",
+                       "pass the folder of the images the base was predicted on (--images)")
+        image = {"id": ann["image_id"], "file_name": path.name}
+        if rec is not None:
+            image.update({k: v for k, v in rec.items() if k not in ("id", "file_name")})
+        out.append(BaseItem(ann, image, path))
+    return out

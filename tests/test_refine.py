@@ -1,0 +1,161 @@
+"""``prn refine`` end to end with a (random) PRN checkpoint: a valid set with the checkpoint's categories, on a
+base that prn did not produce; bad inputs are one-line errors or reported skips; nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from prn_cli.checkpoint import save_checkpoint
+from prn_cli.errors import InvalidInputError, OutputExistsError
+from prn_cli.models.prn.model import build_model
+from prn_cli.panoptic import load_set, validate_set
+from prn_cli.perturb import write_corrupted_set
+from prn_cli.refine import RefineOptions, refine
+from prn_cli.synth import SynthConfig, synth_categories, write_dataset
+from prn_cli.train import _plain_dataclass, prn_model_config
+
+
+def _checkpoint(path, **switches):
+    from prn_cli.models.prn.postprocess import PostProcessConfig
+    from prn_cli.models.prn.render import RenderConfig
+
+    torch.manual_seed(0)
+    config = prn_model_config("tiny", **switches)
+    categories = synth_categories()
+    model = build_model(config, categories)
+    post = PostProcessConfig(foreground_source="foreground" if config.foreground_head else "semantic",
+                             use_pred_bbox=config.box_head, center_threshold=0.0, top_k=20)
+    save_checkpoint(path, kind="prn", config={"model": config.to_dict(), "render": _plain_dataclass(RenderConfig()),
+                                              "postprocess": _plain_dataclass(post)},
+                    categories=categories, model_state=model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refine")
+    weights = _checkpoint(root / "prn.pt")
+    summary = write_dataset(root / "data", SynthConfig(n=3, width=96, height=64, seed=2, split="val"))
+    base = root / "base"
+    write_corrupted_set(summary["json"], base, seed=1)   # a base from "another model"
+    return root, weights, summary, base
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "prn_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_refine_writes_a_valid_set_and_reports_changes(setup, tmp_path):
+    root, weights, summary, base = setup
+    result = refine(base, summary["images_dir"], weights, tmp_path / "out")
+    assert result.written == 3 and not result.failed
+    out = load_set(tmp_path / "out")
+    assert out.categories == synth_categories()
+    assert validate_set(out) == []
+    gt = load_set(summary["json"])
+    assert sorted(a["image_id"] for a in out.annotations) == sorted(a["image_id"] for a in gt.annotations)
+    assert [a["file_name"] for a in out.annotations] == [a["file_name"] for a in load_set(base).annotations]
+    # the report adds up per image, and counts real segments
+    assert result.changes["pixels"] == 3 * 96 * 64
+    assert result.changes["segments_base"] == sum(len(a["segments_info"]) for a in load_set(base).annotations)
+    assert result.changes["segments_refined"] == sum(len(a["segments_info"]) for a in out.annotations)
+    assert sum(p["added"] for p in result.per_image) == result.changes["added"]
+
+
+def test_cli_refine_json_and_exit_codes(setup, tmp_path):
+    root, weights, summary, base = setup
+    r = _run("refine", "--base", base, "--images", summary["images_dir"], "--weights", weights, "--out",
+             tmp_path / "o", "--json", "--no-pred-bbox", "--foreground-source", "semantic")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["written"] == 3 and len(report["per_image"]) == 3
+    # a second run refuses to overwrite (exit 2) and leaves the first set intact
+    before = (tmp_path / "o" / "panoptic.json").read_bytes()
+    r = _run("refine", "--base", base, "--images", summary["images_dir"], "--weights", weights, "--out", tmp_path / "o")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "o" / "panoptic.json").read_bytes() == before
+
+
+def test_switches_change_the_output(setup, tmp_path):
+    root, weights, summary, base = setup
+    a = refine(base, summary["images_dir"], weights, tmp_path / "a",
+               options=RefineOptions(postprocess={"use_pred_bbox": False}))
+    b = refine(base, summary["images_dir"], weights, tmp_path / "b",
+               options=RefineOptions(postprocess={"use_pred_bbox": False, "foreground_source": "semantic"}))
+    ids_a = [load_set(tmp_path / "a").read_ids(x) for x in load_set(tmp_path / "a").annotations]
+    ids_b = [load_set(tmp_path / "b").read_ids(x) for x in load_set(tmp_path / "b").annotations]
+    assert a.changes != b.changes or any((x != y).any() for x, y in zip(ids_a, ids_b))
+
+
+def test_bad_base_png_is_skipped_and_reported(setup, tmp_path):
+    root, weights, summary, base = setup
+    broken = tmp_path / "base"
+    shutil.copytree(base, broken)
+    victim = sorted((broken / "panoptic").iterdir())[0]
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    r = _run("refine", "--base", broken, "--images", summary["images_dir"], "--weights", weights, "--out",
+             tmp_path / "o")
+    assert r.returncode == 3
+    assert "skipped" in r.stderr and victim.name in r.stderr and "Traceback" not in r.stderr
+    out = load_set(tmp_path / "o")
+    assert len(out.annotations) == 2 and validate_set(out) == []
+
+
+def test_unpaired_base_and_category_mismatch_are_one_line_errors(setup, tmp_path):
+    root, weights, summary, base = setup
+    images = tmp_path / "images"
+    images.mkdir()
+    first = sorted(os.listdir(summary["images_dir"]))[0]
+    shutil.copy(os.path.join(summary["images_dir"], first), images / first)
+    with pytest.raises(InvalidInputError, match="no image"):
+        refine(base, images, weights, tmp_path / "o")
+    assert not (tmp_path / "o" / "panoptic.json").exists()
+
+    other = tmp_path / "renamed"
+    shutil.copytree(base, other)
+    data = json.loads((other / "panoptic.json").read_text())
+    data["categories"][0]["name"] = "lorry"
+    (other / "panoptic.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidInputError, match="'lorry'.*--category-map"):
+        refine(other, summary["images_dir"], weights, tmp_path / "o2")
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({str(c["id"]): c["id"] for c in synth_categories()}))
+    result = refine(other, summary["images_dir"], weights, tmp_path / "o3",
+                    options=RefineOptions(category_map=str(mapping)))
+    assert result.written == 3
+
+
+def test_options_the_checkpoint_cannot_serve_are_errors(tmp_path, setup):
+    root, _, summary, base = setup
+    weights = _checkpoint(tmp_path / "nofg.pt", foreground_head=False, box_head=False)
+    with pytest.raises(InvalidInputError, match="no foreground branch"):
+        refine(base, summary["images_dir"], weights, tmp_path / "o",
+               options=RefineOptions(postprocess={"foreground_source": "foreground"}))
+    with pytest.raises(InvalidInputError, match="no box branch"):
+        refine(base, summary["images_dir"], weights, tmp_path / "o", options=RefineOptions(postprocess={
+            "use_pred_bbox": True, "foreground_source": "semantic"}))
+    out = tmp_path / "existing"
+    refine(base, summary["images_dir"], weights, out, options=RefineOptions(postprocess={"foreground_source": "semantic"}))
+    with pytest.raises(OutputExistsError):
+        refine(base, summary["images_dir"], weights, out,
+               options=RefineOptions(postprocess={"foreground_source": "semantic"}))
+
+
+def test_a_base_checkpoint_is_refused(setup, tmp_path):
+    from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
+    from prn_cli.models.ms_panoptic_fpn.model import build_model as build_base
+
+    root, _, summary, base = setup
+    config = MSPanopticFPNConfig.tiny()
+    weights = save_checkpoint(tmp_path / "base.pt", kind="base", config=config.to_dict(),
+                              categories=synth_categories(), model_state=build_base(config, synth_categories()))
+    with pytest.raises(InvalidInputError, match="base"):
+        refine(base, summary["images_dir"], weights, tmp_path / "o")
