@@ -189,7 +189,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> int:
     """Load a torchvision-format ResNet ``state_dict`` (e.g. ``resnet50-*.pth``) from the local file ``path``.
 
     The classifier (``fc.*``) is dropped. A checkpoint wrapping the dict under ``"state_dict"`` or ``"model"`` is
-    unwrapped. Normalisation statistics that the backbone has no slot for (GroupNorm backbones, or
+    unwrapped; a whole network's state_dict whose ResNet sits under ``backbone.`` (a prn base checkpoint, so
+    PRN's encoder can start from the trained base model's) contributes that part. Normalisation statistics that the backbone has no slot for (GroupNorm backbones, or
     ``num_batches_tracked`` with frozen BN) are skipped; every other key must match by name and shape.
 
     A backbone whose stem takes more than 3 input channels (``in_channels > 3``) receives the file's 3-channel
@@ -216,6 +217,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> int:
                                                          for k, v in obj.items()):
         raise ValueError(f"{path}: expected a state_dict (a dict of name -> tensor), got {type(obj).__name__}")
 
+    if not any(k.startswith("conv1.") for k in obj) and any(k.startswith("backbone.conv1.") for k in obj):
+        # a whole network's state_dict (e.g. a prn base checkpoint): take its backbone
+        obj = {k[len("backbone."):]: v for k, v in obj.items() if k.startswith("backbone.")}
     expected = backbone.state_dict()
     given = {k: v for k, v in obj.items() if not k.startswith("fc.")}
     stem = expected.get("conv1.weight")

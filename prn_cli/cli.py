@@ -560,6 +560,81 @@ def refine_command(
         raise typer.Exit(EXIT_INVALID_INPUT)
 
 
+@app.command("ablate", epilog=EPILOG)
+def ablate_command(
+    data: Path = typer.Option(..., "--data", help="Training GT: a panoptic JSON or a prn synth root."),
+    val: Path = typer.Option(..., "--val", help="Val GT the rows are evaluated on (its images found from the "
+                             "COCO / prn synth layout, or --val-images-dir)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: ablation.json, rows/<row>/ (training run, "
+                             "refined set, result.json), table.md, table.json."),
+    val_base: Optional[Path] = typer.Option(None, "--val-base", help="Base predictions on the val images (any "
+                                            "model's panoptic set); or use --base-weights."),
+    base_weights: Optional[Path] = typer.Option(None, "--base-weights", help="Base-model checkpoint (prn train "
+                                                "base) that segments the val images once into RUN/base_val."),
+    train_base: Optional[Path] = typer.Option(None, "--train-base", help="Base predictions on the training images, "
+                                              "mixed with corrupted GT by --base-mix."),
+    base_mix: float = typer.Option(0.5, "--base-mix", min=0.0, max=1.0, help="Share of training samples that use "
+                                   "--train-base."),
+    val_images_dir: Optional[Path] = typer.Option(None, "--val-images-dir", help="Folder of the val images."),
+    val_images: int = typer.Option(0, "--val-images", min=0, help="Evaluate on the first N val images (0: all)."),
+    rows: Optional[str] = typer.Option(None, "--rows", help="Comma-separated rows to run, by number (1-8) or name "
+                                       "(base, fgsem, fg, fg-ccdec, fg-ccenc, fg-ccdec-ccenc, fg-bbox, "
+                                       "fg-ccdec-ccenc-bbox); the base row always runs. Default: all."),
+    arch: PRNArch = typer.Option(PRNArch.tiny, "--arch", help="PRN encoder preset (tiny = ResNet-18 at 1/4 width)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of PRNConfig fields overriding the preset "
+                                          "(each row still sets its Table 1 switches)."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local torchvision ResNet "
+                                                    "state_dict (ImageNet); nothing is downloaded."),
+    iters: int = typer.Option(2000, "--iters", min=1, help="Optimizer steps per row."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step (over all processes)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
+    crop: int = typer.Option(256, "--crop", min=32, help="Square training crop after scale jitter."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=0, help="Steps between checkpoints (an "
+                                         "interrupted row resumes from the last one)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every row (initialisation, data order, augmentation)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to train, refine and segment."),
+    amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader and evaluation worker processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
+    refine_batch_size: int = typer.Option(1, "--refine-batch-size", min=1, help="Images per PRN forward pass when "
+                                          "refining."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again: remove an earlier ablation in --out "
+                                   "(needed when its options differ; without it a rerun resumes)."),
+    json_out: bool = typer.Option(False, "--json", help="Print table.json on stdout (the table goes to stderr)."),
+) -> None:
+    """Reproduce the paper's Table 1: train PRN for each ablation row, refine the val base, evaluate, and write
+    the table (RUN/table.md, RUN/table.json) with PQ / PQth / PQst and the gain over the base. Rerun the same
+    command to resume an interrupted ablation row by row. Multi-GPU: torchrun --nproc_per_node N -m prn_cli
+    ablate ... (training is distributed; rank 0 refines and evaluates).
+
+    Example: prn ablate --data data/ --val val/ --base-weights runs/base/model_final.pt --out runs/ablation
+    """
+    import json
+
+    from .ablate import AblationOptions, ablation_table, console_progress, run_ablation
+    from .console import stderr, stdout
+
+    options = AblationOptions(
+        data=str(data), val=str(val), val_base=str(val_base) if val_base else None,
+        base_weights=str(base_weights) if base_weights else None, train_base=str(train_base) if train_base else None,
+        val_images_dir=str(val_images_dir) if val_images_dir else None, val_images=val_images, arch=arch.value,
+        config_file=str(config) if config else None,
+        backbone_weights=str(backbone_weights) if backbone_weights else None, iters=iters, batch_size=batch_size,
+        lr=lr, warmup=warmup, crop=crop, base_mix=base_mix, seed=seed, checkpoint_every=checkpoint_every,
+        amp=amp.value, rows=tuple(r for r in rows.split(",") if r.strip()) if rows else None, device=device.value,
+        workers=workers, threads=threads, refine_batch_size=refine_batch_size)
+    with console_progress() as update:
+        result = run_ablation(out, options, update, overwrite=overwrite)
+    if not result.main:
+        return
+    (stderr if json_out else stdout).print(ablation_table(result.table))
+    if json_out:
+        print(json.dumps(result.table, indent=2, ensure_ascii=False))
+    else:
+        stdout.print(f"table: {result.table_md} and {result.table_json}", highlight=False)
+
+
 @app.command("demo", epilog=EPILOG)
 def demo_command(
     out: Path = typer.Option(Path("prn-demo"), "--out", "-o", help="Folder for everything the demo writes."),

@@ -110,3 +110,24 @@ def test_gradients_reach_all_fpn_levels():
     sum(p.square().mean() for p in pyramid).backward()
     for name, prm in fpn.named_parameters():
         assert prm.grad is not None and prm.grad.abs().sum() > 0, name
+
+
+def test_a_base_checkpoint_initialises_a_prn_encoder(tmp_path):
+    """PRN's encoder can start from the trained base model: the base checkpoint's ``backbone.*`` tensors load
+    into the widened PRN stem (RGB slice) and the rest of the ResNet."""
+    from prn_cli.checkpoint import save_checkpoint
+    from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
+    from prn_cli.models.ms_panoptic_fpn.model import build_model as build_base
+    from prn_cli.models.prn.model import build_model as build_prn, load_pretrained_backbone
+    from prn_cli.synth import synth_categories
+    from prn_cli.train import prn_model_config
+
+    torch.manual_seed(0)
+    base = build_base(MSPanopticFPNConfig.tiny(), synth_categories())
+    path = save_checkpoint(tmp_path / "base.pt", kind="base", config={}, categories=synth_categories(),
+                           model_state=base)
+    prn = build_prn(prn_model_config("tiny"), synth_categories())
+    assert load_pretrained_backbone(prn, path) == len(prn.backbone.state_dict())
+    stem = prn.backbone.conv1.weight
+    assert torch.equal(stem[:, :3], base.backbone.conv1.weight) and stem[:, 3:].abs().sum() == 0
+    assert torch.equal(prn.backbone.layer4[1].conv2.weight, base.backbone.layer4[1].conv2.weight)
