@@ -57,3 +57,33 @@ def test_tiny_base_model_learns_four_images(tmp_path):
             if same.any() and float(box_iou(box[None], out["boxes"][same]).max()) > 0.5:
                 found += 1
     assert total > 0 and found / total >= 0.75, (found, total)
+
+
+@pytest.mark.slow
+def test_prn_learns_to_improve_a_corrupted_base_on_held_out_images(tmp_path):
+    """PRN trained ~1.5 min on corrupted synthetic GT refines a base it has never seen (another model's output,
+    here held-out GT corrupted at strength 0.8) into a better one.
+
+    Measured on the project's 2-core machine (one thread, seed 0, 200 steps of batch 4 at 128x128 on 48
+    images; 8 held-out images): base PQ 46.0 (things 30.2, stuff 68.1) -> refined 47.6 (things 28.0, stuff
+    75.0). The semantic branch learns the stuff textures first, so stuff carries the gain at this budget;
+    untrained, the residual base prior reproduces the base (PQ 46.0 -> 46.2).
+    """
+    from prn_cli.perturb import CorruptionConfig, write_corrupted_set
+    from prn_cli.refine import refine
+    from prn_cli.train import PRNTrainingOptions, train_prn
+
+    size = 128
+    train = write_dataset(tmp_path / "data", SynthConfig(n=48, width=size, height=size, seed=11, split="train",
+                                                         class_colour=0.7))
+    val = write_dataset(tmp_path / "data", SynthConfig(n=8, width=size, height=size, seed=12, split="val",
+                                                       class_colour=0.7))
+    base = tmp_path / "base"
+    write_corrupted_set(val["json"], base, seed=3, config=CorruptionConfig(strength=0.8))
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), iters=200, batch_size=4, lr=0.002, warmup_iters=10,
+                      checkpoint_every=0, num_workers=0, seed=0)
+    train_prn(train["json"], cfg, PRNTrainingOptions(crop=size, strength_range=(0.6, 1.0)))
+    refine(base, val["images_dir"], tmp_path / "run" / "model_final.pt", tmp_path / "refined")
+    before, after = (r.groups for r in evaluate(val["json"], [base, tmp_path / "refined"], workers=0).results)
+    assert after["All"]["pq"] > before["All"]["pq"] + 0.005, (before, after)
+    assert after["Stuff"]["pq"] > before["Stuff"]["pq"] + 0.03, (before, after)

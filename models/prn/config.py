@@ -62,6 +62,10 @@ class PRNConfig:
     #: (semantic logits += s * one-hot(base class), centre/offset/box += s * base map, foreground logit +=
     #: s * (2 * base fg - 1)), so a fresh PRN already reproduces its base and learns corrections from there
     base_prior: bool = True
+    #: initial prior scales; any positive value keeps the base's argmax class and foreground at init, and a
+    #: small one lets the heads overrule the base as soon as they are confident
+    base_prior_init: dict = field(default_factory=lambda: {"semantic": 1.0, "foreground": 1.0, "center": 1.0,
+                                                           "offset": 1.0, "box": 1.0})
     #: the renderer's offset_scale: base offsets/boxes arrive divided by it (RenderConfig.offset_scale)
     base_offset_scale: float = 64.0
 

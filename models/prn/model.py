@@ -130,10 +130,11 @@ class PRN(nn.Module):
             heads[name] = PredictionHead(in_ch, d.instance_head_channels, HEAD_CHANNELS[name], d.norm, coords=coords)
             self._head_decoder[name] = source
         self.heads = nn.ModuleDict(heads)
-        # Initial prior scales: the base class wins the softmax with p ~ 0.8 and the base maps pass through as
-        # they are, so a fresh PRN reproduces its base; training moves these and the heads' corrections.
+        # The heads start near zero, so with the prior a fresh PRN reproduces its base (argmax class, foreground,
+        # centres, offsets, boxes); training moves these scales and the heads' corrections.
         if config.base_prior:
-            init = {"semantic": 4.0, "center": 1.0, "offset": 1.0, "foreground": 3.0, "box": 1.0}
+            init = {"semantic": 1.0, "center": 1.0, "offset": 1.0, "foreground": 1.0, "box": 1.0}
+            init.update(config.base_prior_init or {})
             self.prior_scale = nn.ParameterDict({name: nn.Parameter(torch.tensor(init[name]))
                                                  for name in heads})
         else:
