@@ -2,9 +2,10 @@
 post-processing, with the post-processing's share of the time.
 
 Inputs are real: a synthetic --size x --size image and its ground truth corrupted into a base prediction. The
-network is a trained checkpoint (--weights) or, by default, randomly initialised per --archs; an untrained
-centre head is noise, so ``--center-threshold`` defaults to 0 here and post-processing meets the worst case of
-``top_k`` centres (200).
+network is a trained checkpoint (--weights) or, by default, randomly initialised per --archs (its residual base
+prior makes it reproduce the base, so the maps look like a trained PRN's). ``--center-threshold`` defaults to 0
+for random weights, so every local maximum of the heatmap is a centre and post-processing groups pixels against
+``top_k`` (200) centres, its worst case.
 
 - CPU: images/s at batch 1 with --threads intra-op threads; split into render / network / post-processing ms;
   peak RSS of the process;

@@ -409,6 +409,18 @@ def train_prn_command(
                                              for k, v in summary["val"].items()), highlight=False)
 
 
+def _weights_or_shipped(weights: Path | None, kind: str) -> Path:
+    """``weights``, or the shipped checkpoint of ``kind`` (said on stderr)."""
+    if weights is not None:
+        return weights
+    from .console import stderr
+    from .shipped import describe, shipped_weights
+
+    path = shipped_weights(kind)
+    stderr.print(describe(kind, path), highlight=False)
+    return path
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -451,7 +463,8 @@ def _training_progress(total: int):
 @app.command("segment", epilog=EPILOG)
 def segment_command(
     images: List[Path] = typer.Argument(..., help="Image files or folders of images."),
-    weights: Path = typer.Option(..., "--weights", "-w", help="Base-model checkpoint (prn train base)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Base-model checkpoint (prn train base); "
+                                           "default: the shipped tiny model trained on synthetic data."),
     out: Path = typer.Option(..., "--out", "-o", help="Output set folder (panoptic.json + panoptic/)."),
     device: Device = typer.Option(Device.auto, "--device", help="Where to run."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
@@ -480,6 +493,7 @@ def segment_command(
     from .segment import SegmentOptions, segment
 
     _set_threads(threads)
+    weights = _weights_or_shipped(weights, "base")
     thresholds = {"score_threshold": score_threshold, "instance_score_threshold": instance_threshold,
                   "overlap_threshold": overlap_threshold, "stuff_area": stuff_area, "nms_iou": nms_iou}
     options = SegmentOptions(device=device.value, batch_size=batch_size, max_size=max_size,
@@ -505,7 +519,8 @@ def refine_command(
                               "panoptic.json + panoptic/, or a JSON whose PNG folder is beside it)."),
     images: List[Path] = typer.Option(..., "--images", "-i", help="The images the base was predicted on (folder "
                                       "or files; repeatable)."),
-    weights: Path = typer.Option(..., "--weights", "-w", help="PRN checkpoint (prn train prn)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="PRN checkpoint (prn train prn); "
+                                           "default: the shipped tiny PRN trained on synthetic data."),
     out: Path = typer.Option(..., "--out", "-o", help="Output set folder (panoptic.json + panoptic/)."),
     device: Device = typer.Option(Device.auto, "--device", help="Where to run."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
@@ -519,7 +534,8 @@ def refine_command(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Most centres kept per image."),
     foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
                                                          help="Foreground branch probability threshold."),
-    stuff_area: Optional[int] = typer.Option(None, "--stuff-area", help="Smallest stuff segment (pixels)."),
+    stuff_area: Optional[int] = typer.Option(None, "--stuff-area", help="Smallest stuff segment (pixels; at "
+                                             "640x480 and scaled with the image area for prn-trained checkpoints)."),
     box_iou: Optional[float] = typer.Option(None, "--box-iou", help="PredBbox: IoU at which a pixel's box agrees "
                                             "with a centre's."),
     category_map: Optional[Path] = typer.Option(None, "--category-map", help="JSON {\"<base id>\": <checkpoint "
@@ -540,6 +556,7 @@ def refine_command(
     from .reporting import show_changes
 
     _set_threads(threads)
+    weights = _weights_or_shipped(weights, "prn")
     post = {"foreground_source": foreground_source.value if foreground_source else None, "use_pred_bbox": pred_bbox,
             "center_threshold": center_threshold, "nms_kernel": nms_kernel, "top_k": top_k,
             "foreground_threshold": foreground_threshold, "stuff_area": stuff_area, "box_iou_threshold": box_iou}
@@ -639,12 +656,20 @@ def ablate_command(
 def demo_command(
     out: Path = typer.Option(Path("prn-demo"), "--out", "-o", help="Folder for everything the demo writes."),
     n: int = typer.Option(8, "--n", min=1, help="Number of synthetic images."),
-    size: str = typer.Option("320x240", "--size", help="Image size WxH."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    size: str = typer.Option("256x256", "--size", help="Image size WxH (the shipped models saw 256x256)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the synthetic images."),
+    base_weights: Optional[Path] = typer.Option(None, "--base-weights", help="MS-PanopticFPN checkpoint "
+                                                "(default: the shipped one)."),
+    prn_weights: Optional[Path] = typer.Option(None, "--prn-weights", help="PRN checkpoint (default: the shipped "
+                                               "one)."),
+    corrupted_base: bool = typer.Option(False, "--corrupted-base", help="Refine corrupted ground truth (a stand-in "
+                                        "for another model's output) instead of prn segment's."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to run the networks."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Evaluation worker processes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
 ) -> None:
-    """Run the whole loop on fresh synthetic data: synth -> base prediction -> eval -> viz.
+    """The whole pipeline on fresh synthetic data with the shipped models: synth -> segment -> refine -> eval
+    (base vs refined) -> viz panels (image | base | refined | ground truth).
 
     Example: prn demo --out prn-demo --overwrite
     """
@@ -654,10 +679,11 @@ def demo_command(
 
     width, height = _parse_size(size)
     result = run_demo(out, n=n, width=width, height=height, seed=seed, overwrite=overwrite, workers=workers,
-                      progress=progress)
+                      base_weights=base_weights, prn_weights=prn_weights, corrupted_base=corrupted_base,
+                      device=device.value, progress=progress)
     show_report(result.report)
-    stdout.print(f"data:   {result.gt_json}\nbase:   {result.base_json}\nreport: {result.report_json}\n"
-                 f"panels: {result.viz_dir} (open {result.gallery})", highlight=False)
+    stdout.print(f"data:    {result.gt_json}\nbase:    {result.base_json}\nrefined: {result.refined_json}\n"
+                 f"report:  {result.report_json}\npanels:  {result.viz_dir} (open {result.gallery})", highlight=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

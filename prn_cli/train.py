@@ -198,9 +198,12 @@ class PRNTrainingOptions:
 
 def default_postprocess(config) -> dict:
     """The post-processing that matches the heads a PRN has: the foreground branch when there is one, PredBbox
-    when there is a box branch."""
+    when there is a box branch; stuff area 4096 at 640x480."""
     return {"foreground_source": "foreground" if config.foreground_head else "semantic",
-            "use_pred_bbox": bool(config.box_head)}
+            "use_pred_bbox": bool(config.box_head),
+            # Panoptic-DeepLab's COCO stuff area, scaled with the image area like MS-PanopticFPN's fusion: noise
+            # specks of a class (e.g. where the base left void) must not become segments of their own
+            "stuff_area": 4096, "stuff_area_reference": (480, 640)}
 
 
 def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | None, limit: int,

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import PQ_REFERENCE
 
+from prn_cli.panoptic import load_set, validate_set
+
 CASE = PQ_REFERENCE / "synthetic_small"
 
 
@@ -30,7 +32,8 @@ def test_help_and_version_do_not_import_numpy_or_torch():
     assert version.returncode == 0 and version.stdout.startswith("prn ")
 
 
-@pytest.mark.parametrize("command", ["eval", "synth", "viz", "demo", "segment", "train", "train base"])
+@pytest.mark.parametrize("command", ["eval", "synth", "viz", "demo", "segment", "train", "train base", "train prn",
+                                     "refine", "ablate"])
 def test_every_command_has_help(command):
     out = prn(*command.split(), "--help")
     assert out.returncode == 0 and "Usage" in out.stdout and "--" in out.stdout
@@ -179,16 +182,36 @@ def test_synth_then_eval_gt_against_itself_is_100_and_refuses_to_overwrite(tmp_p
     assert bad_size.returncode == 2 and not (tmp_path / "e").exists()
 
 
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_runs_the_whole_pipeline_with_the_shipped_models(tmp_path):
     out = prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96", "--workers", "0")
     assert out.returncode == 0, out.stderr
-    assert "PQ of base" in out.stdout
+    assert "refined" in out.stdout and "panels:" in out.stdout
     report = json.loads((tmp_path / "demo" / "eval.json").read_text())
-    assert 0.2 < report["All"]["pq"] < 0.99 and report["images"] == 3
+    base, refined = report["predictions"]
+    assert base["images"] == refined["images"] == 3
+    assert 0.05 < base["All"]["pq"] < 0.99 and 0.05 < refined["All"]["pq"] < 0.99
+    for name in ("base", "refined"):
+        assert validate_set(load_set(tmp_path / "demo" / name)) == []
     panels = sorted((tmp_path / "demo" / "viz" / "panels").glob("*.png"))
     assert len(panels) == 3 and (tmp_path / "demo" / "viz" / "index.html").exists()
     assert prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96").returncode == 2
-    assert prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96", "--overwrite").returncode == 0
+    again = prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96", "--corrupted-base",
+                "--overwrite")
+    assert again.returncode == 0, again.stderr
+
+
+def test_segment_and_refine_default_to_the_shipped_models(tmp_path):
+    from prn_cli.shipped import shipped_weights
+
+    data = tmp_path / "d"
+    assert prn("synth", "--out", data, "--n", "2", "--size", "96x64", "--split", "val").returncode == 0
+    seg = prn("segment", data / "images" / "val", "--out", tmp_path / "base")
+    assert seg.returncode == 0, seg.stderr
+    assert "shipped MS-PanopticFPN" in seg.stderr and shipped_weights("base").name in seg.stderr
+    ref = prn("refine", "--base", tmp_path / "base", "--images", data / "images" / "val", "--out", tmp_path / "r",
+              "--json")
+    assert ref.returncode == 0, ref.stderr
+    assert "shipped PRN" in ref.stderr and json.loads(ref.stdout)["written"] == 2
 
 
 def test_viz_cli_panels_of_two_sets(tmp_path):

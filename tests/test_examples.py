@@ -5,6 +5,8 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -15,3 +17,16 @@ def test_compare_predictions_example(tmp_path, capsys):
     assert better["All"]["pq"] > worse["All"]["pq"]          # milder corruption scores higher
     assert report["deltas"][0]["All"]["pq"] > 0
     assert "All     PQ" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", ["segment_and_eval.sh", "refine_any_model.sh"])
+def test_shell_examples_run_with_the_shipped_models(script, tmp_path):
+    import os
+    import subprocess
+
+    root = tmp_path / "run"
+    out = subprocess.run(["bash", str(EXAMPLES / script), str(root)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "N": "3", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (root / "viz" / "index.html").exists()
+    assert "PQ" in out.stdout

@@ -61,29 +61,30 @@ def test_tiny_base_model_learns_four_images(tmp_path):
 
 @pytest.mark.slow
 def test_prn_learns_to_improve_a_corrupted_base_on_held_out_images(tmp_path):
-    """PRN trained ~1.5 min on corrupted synthetic GT refines a base it has never seen (another model's output,
+    """PRN trained ~2 min on corrupted synthetic GT refines a base it has never seen (another model's output,
     here held-out GT corrupted at strength 0.8) into a better one.
 
-    Measured on the project's 2-core machine (one thread, seed 0, 200 steps of batch 4 at 128x128 on 48
-    images; 8 held-out images): base PQ 46.0 (things 30.2, stuff 68.1) -> refined 47.6 (things 28.0, stuff
-    75.0). The semantic branch learns the stuff textures first, so stuff carries the gain at this budget;
-    untrained, the residual base prior reproduces the base (PQ 46.0 -> 46.2).
+    Measured on the project's 2-core machine (one thread, seed 0, 300 steps of batch 4 at 96x96 on 64 images;
+    12 held-out images): base PQ 41.4 (things 29.6, stuff 58.0) -> refined 44.9 (things 34.7, stuff 59.1).
+    Untrained, the residual base prior reproduces the base exactly (argmax class, centres, offsets), so the
+    gain is learnt; with prior scales that learn at the network's pace (base_prior_gain 1) the same run gave
+    only +0.5, the reason for the default of 5.
     """
     from prn_cli.perturb import CorruptionConfig, write_corrupted_set
     from prn_cli.refine import refine
     from prn_cli.train import PRNTrainingOptions, train_prn
 
-    size = 128
-    train = write_dataset(tmp_path / "data", SynthConfig(n=48, width=size, height=size, seed=11, split="train",
+    size = 96
+    train = write_dataset(tmp_path / "data", SynthConfig(n=64, width=size, height=size, seed=11, split="train",
                                                          class_colour=0.7))
-    val = write_dataset(tmp_path / "data", SynthConfig(n=8, width=size, height=size, seed=12, split="val",
+    val = write_dataset(tmp_path / "data", SynthConfig(n=12, width=size, height=size, seed=12, split="val",
                                                        class_colour=0.7))
     base = tmp_path / "base"
     write_corrupted_set(val["json"], base, seed=3, config=CorruptionConfig(strength=0.8))
-    cfg = TrainConfig(out_dir=str(tmp_path / "run"), iters=200, batch_size=4, lr=0.002, warmup_iters=10,
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), iters=300, batch_size=4, lr=0.002, warmup_iters=10,
                       checkpoint_every=0, num_workers=0, seed=0)
     train_prn(train["json"], cfg, PRNTrainingOptions(crop=size, strength_range=(0.6, 1.0)))
     refine(base, val["images_dir"], tmp_path / "run" / "model_final.pt", tmp_path / "refined")
     before, after = (r.groups for r in evaluate(val["json"], [base, tmp_path / "refined"], workers=0).results)
-    assert after["All"]["pq"] > before["All"]["pq"] + 0.005, (before, after)
-    assert after["Stuff"]["pq"] > before["Stuff"]["pq"] + 0.03, (before, after)
+    assert after["All"]["pq"] > before["All"]["pq"] + 0.015, (before, after)
+    assert after["Things"]["pq"] > before["Things"]["pq"] + 0.02, (before, after)

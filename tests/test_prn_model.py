@@ -468,6 +468,7 @@ def test_base_prior_makes_a_fresh_prn_reproduce_its_base():
     clear = (maps[:, 0:1] - 0.5).abs() > 0.1   # the random test maps are not binary
     assert ((out["foreground"] > 0) == (maps[:, 0:1] > 0.5))[clear].all()
     assert set(dict(model.named_parameters())) >= {f"prior_scale.{k}" for k in expected_heads()}
+    assert model.prior_gain("semantic").shape == (1, 3, 1, 1) and float(model.prior_gain("center").detach()) == 1.0
     raw = make_model(base_prior=False).eval()
     with torch.no_grad():
         assert not torch.allclose(raw(inputs)["center"], out["center"])

@@ -407,3 +407,12 @@ def test_config_validation():
                       ({"center_threshold": float("nan")}, "center_threshold")]:
         with pytest.raises(ValueError, match=match):
             PostProcessConfig(**kw)
+
+
+def test_stuff_area_scales_with_the_image_area_when_given_a_reference_size():
+    from prn_cli.models.prn.postprocess import effective_stuff_area
+
+    assert effective_stuff_area(PostProcessConfig(stuff_area=4096, stuff_area_reference=(480, 640)), 256, 256) == 874
+    assert effective_stuff_area(PostProcessConfig(stuff_area=4096), 256, 256) == 4096
+    with pytest.raises(ValueError, match="stuff_area_reference"):
+        PostProcessConfig(stuff_area_reference=(0, 5))

@@ -66,6 +66,10 @@ class PRNConfig:
     #: small one lets the heads overrule the base as soon as they are confident
     base_prior_init: dict = field(default_factory=lambda: {"semantic": 1.0, "foreground": 1.0, "center": 1.0,
                                                            "offset": 1.0, "box": 1.0})
+    #: how fast the prior scales learn: scale = init * exp(gain * p), so Adam moves a scale by ~gain * lr per
+    #: step (relative). High: the PRN soon trusts the base where it is reliable (a strong base keeps its good
+    #: classes); 1: the scales move at the network's pace and the heads overrule more of the base early on.
+    base_prior_gain: float = 5.0
     #: the renderer's offset_scale: base offsets/boxes arrive divided by it (RenderConfig.offset_scale)
     base_offset_scale: float = 64.0
 

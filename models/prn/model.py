@@ -131,12 +131,16 @@ class PRN(nn.Module):
             self._head_decoder[name] = source
         self.heads = nn.ModuleDict(heads)
         # The heads start near zero, so with the prior a fresh PRN reproduces its base (argmax class, foreground,
-        # centres, offsets, boxes); training moves these scales and the heads' corrections.
+        # centres, offsets, boxes); training moves these scales and the heads' corrections. The semantic scale is
+        # one per base class: a base is usually far more reliable on some classes (e.g. stuff) than on others.
+        # Scales are stored as log-gains (scale = init * exp(base_prior_gain * p)) so that Adam's ~lr-sized steps
+        # change them by about base_prior_gain * lr per step, relative: fast enough to settle within a short run.
         if config.base_prior:
             init = {"semantic": 1.0, "center": 1.0, "offset": 1.0, "foreground": 1.0, "box": 1.0}
             init.update(config.base_prior_init or {})
-            self.prior_scale = nn.ParameterDict({name: nn.Parameter(torch.tensor(init[name]))
-                                                 for name in heads})
+            self.prior_init = {name: float(init[name]) for name in heads}
+            self.prior_scale = nn.ParameterDict({
+                name: nn.Parameter(torch.zeros(num_classes if name == "semantic" else ())) for name in heads})
         else:
             self.prior_scale = None
 
@@ -180,11 +184,16 @@ class PRN(nn.Module):
             if name in ("offset", "box"):
                 y = y * COMMON_STRIDE  # predicted in stride-4 units, targets are in input pixels
             if prior:
-                y = y + self.prior_scale[name].to(y.dtype) * prior[name].to(y.dtype)
+                y = y + self.prior_gain(name).to(y.dtype) * prior[name].to(y.dtype)
                 if name == "box":
                     y = F.softplus(y)  # ~identity above a few pixels; keeps distances >= 0
             outputs[name] = y
         return outputs
+
+    def prior_gain(self, name: str) -> torch.Tensor:
+        """The scale of the base prior of head ``name``: a scalar, or (1, C, 1, 1) per class for "semantic"."""
+        scale = self.prior_init[name] * torch.exp(self.config.base_prior_gain * self.prior_scale[name])
+        return scale.view(1, -1, 1, 1) if name == "semantic" else scale
 
     def _base_prior(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The base prediction in the units of each head's output (see ``PRNConfig.base_prior``)."""

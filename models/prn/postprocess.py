@@ -66,6 +66,9 @@ class PostProcessConfig:
     top_k: int = 200                        # at most this many centres, highest heatmap first
     foreground_threshold: float = 0.5       # foreground if sigmoid(logit) > this (strict)
     stuff_area: int = 64                    # a stuff class region with fewer pixels becomes void
+    #: (h, w) at which stuff_area is given; it then scales with the image's area (as MS-PanopticFPN's fusion
+    #: does: 4096 at 640x480 is 874 px at 256x256). None: stuff_area is in pixels whatever the image size.
+    stuff_area_reference: tuple | None = None
     box_iou_threshold: float = 0.5          # PredBbox: a centre agrees with a pixel if IoU of boxes >= this
     min_instance_area: int = 0              # instances with fewer pixels (and always empty ones) are dropped
     score_with_class_prob: bool = False     # thing score x mean class probability; stuff score = mean prob
@@ -87,10 +90,23 @@ class PostProcessConfig:
             raise ValueError(f"box_iou_threshold must be in [0, 1], got {self.box_iou_threshold!r}")
         if not isinstance(self.stuff_area, int) or self.stuff_area < 0:
             raise ValueError(f"stuff_area must be an integer >= 0 (pixels), got {self.stuff_area!r}")
+        if self.stuff_area_reference is not None:
+            ref = tuple(self.stuff_area_reference)
+            if len(ref) != 2 or not all(isinstance(v, int) and v > 0 for v in ref):
+                raise ValueError(f"stuff_area_reference must be (height, width) in pixels, got {ref!r}")
+            self.stuff_area_reference = ref
         if not isinstance(self.min_instance_area, int) or self.min_instance_area < 0:
             raise ValueError(f"min_instance_area must be an integer >= 0 (pixels), got {self.min_instance_area!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
+
+
+def effective_stuff_area(cfg: PostProcessConfig, h: int, w: int) -> int:
+    """``cfg.stuff_area`` in pixels for an ``h`` x ``w`` image (scaled by area when it has a reference size)."""
+    if cfg.stuff_area_reference is None:
+        return int(cfg.stuff_area)
+    rh, rw = cfg.stuff_area_reference
+    return int(round(cfg.stuff_area * (h * w) / (rh * rw)))
 
 
 def find_centers(center: torch.Tensor, threshold: float = 0.1, nms_kernel: int = 7,
@@ -264,7 +280,7 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
     stuff_pix = (~fg & ~thing[semantic]).nonzero().squeeze(1)
     stuff_of_pix = semantic[stuff_pix]
     counts = torch.bincount(stuff_of_pix, minlength=c)
-    kept_stuff = ~thing & (counts >= max(1, cfg.stuff_area))
+    kept_stuff = ~thing & (counts >= max(1, effective_stuff_area(cfg, h, w)))
     lut = torch.zeros(c, dtype=torch.long, device=device)
     stuff_cls = kept_stuff.nonzero().squeeze(1)
     lut[stuff_cls] = torch.arange(n_things + 1, n_things + 1 + stuff_cls.numel(), device=device)
