@@ -153,3 +153,25 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None, map_loc
     if not isinstance(content["state_dict"], dict):
         raise fail(path, "prn checkpoint's state_dict is not a dict of tensors", "write it again with prn train")
     return content
+
+
+def describe_checkpoint(path: str | os.PathLike) -> dict:
+    """A summary of a prn checkpoint for people: kind, architecture, switches, parameters, training step,
+    post-processing, and the categories (id, name, thing/stuff, supercategory)."""
+    ckpt = load_checkpoint(path)
+    config = ckpt["config"] or {}
+    model = config.get("model", config)
+    backbone = model.get("backbone", {}) if isinstance(model, dict) else {}
+    state = ckpt["state_dict"]
+    info = {"path": str(path), "kind": ckpt["kind"], "format_version": ckpt["format_version"],
+            "parameters": int(sum(v.numel() for k, v in state.items() if v.is_floating_point()
+                                  and not k.endswith(("running_mean", "running_var")))),
+            "backbone": {k: backbone.get(k) for k in ("depth", "width", "norm") if k in backbone},
+            "step": ckpt.get("step"),
+            "categories": [{"id": c.get("id"), "name": c.get("name"), "isthing": int(bool(c.get("isthing", 0))),
+                            "supercategory": c.get("supercategory")} for c in ckpt["categories"]]}
+    if ckpt["kind"] == "prn":
+        info["switches"] = {k: model.get(k) for k in ("foreground_head", "coordconv_decoder", "coordconv_encoder",
+                                                     "box_head", "base_prior")}
+        info["postprocess"] = config.get("postprocess", {})
+    return info

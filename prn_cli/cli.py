@@ -652,6 +652,31 @@ def ablate_command(
         stdout.print(f"table: {result.table_md} and {result.table_json}", highlight=False)
 
 
+@app.command("info", epilog=EPILOG)
+def info_command(
+    checkpoints: Optional[List[Path]] = typer.Argument(None, help="prn checkpoints (default: the shipped ones)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summaries as JSON on stdout."),
+) -> None:
+    """Describe prn checkpoints: kind, architecture, switches, post-processing and categories.
+
+    Example: prn info runs/prn/model_final.pt
+    """
+    import json
+
+    from .checkpoint import describe_checkpoint
+    from .console import stdout
+    from .reporting import checkpoint_table
+    from .shipped import SHIPPED, shipped_weights
+
+    paths = list(checkpoints or []) or [shipped_weights(kind) for kind in SHIPPED]
+    infos = [describe_checkpoint(p) for p in paths]
+    if json_out:
+        print(json.dumps(infos, indent=2))
+        return
+    for info in infos:
+        stdout.print(checkpoint_table(info))
+
+
 @app.command("demo", epilog=EPILOG)
 def demo_command(
     out: Path = typer.Option(Path("prn-demo"), "--out", "-o", help="Folder for everything the demo writes."),

@@ -123,7 +123,7 @@ def _category_translation(base, ckpt_categories: list[dict], map_file: str | Non
         unknown_targets = sorted(v for v in set(table.values()) if v not in ckpt)
         if unknown_targets:
             raise fail(map_file, f"maps to category ids {unknown_targets[:5]} that the checkpoint does not have",
-                       "map to the checkpoint's category ids (see its categories with `prn info`)")
+                       "map to the checkpoint's category ids (`prn info CKPT` lists them)")
         missing = [c for c in used if c not in table and c not in ckpt]
         if missing:
             raise fail(map_file, f"has no entry for base category ids {missing[:5]}", "add them to the map")

@@ -153,3 +153,24 @@ def show_changes(changes: dict, images: int, out: Console | None = None) -> None
     from .console import stdout
 
     (out or stdout).print(changes_table(changes, images))
+
+
+def checkpoint_table(info: dict) -> Table:
+    """``checkpoint.describe_checkpoint``'s summary as a table: facts first, then one row per category."""
+    title = f"{info['path']} ({'MS-PanopticFPN' if info['kind'] == 'base' else 'PRN'})"
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("")
+    bb = info.get("backbone") or {}
+    table.add_row("backbone", f"ResNet-{bb.get('depth', '?')}, width {bb.get('width', '?')}, {bb.get('norm', '?')}")
+    table.add_row("parameters", f"{info['parameters'] / 1e6:.2f} M")
+    if info.get("step") is not None:
+        table.add_row("training step", str(info["step"]))
+    for key, value in (info.get("switches") or {}).items():
+        table.add_row(key, "on" if value else "off")
+    post = info.get("postprocess") or {}
+    if post:
+        table.add_row("post-processing", ", ".join(f"{k}={v}" for k, v in post.items() if k != "chunk_elements"))
+    cats = info["categories"]
+    table.add_row("categories", ", ".join(f"{c['id']} {c['name']}{'' if c['isthing'] else ' (stuff)'}" for c in cats))
+    return table

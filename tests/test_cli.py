@@ -33,7 +33,7 @@ def test_help_and_version_do_not_import_numpy_or_torch():
 
 
 @pytest.mark.parametrize("command", ["eval", "synth", "viz", "demo", "segment", "train", "train base", "train prn",
-                                     "refine", "ablate"])
+                                     "refine", "ablate", "info"])
 def test_every_command_has_help(command):
     out = prn(*command.split(), "--help")
     assert out.returncode == 0 and "Usage" in out.stdout and "--" in out.stdout
@@ -239,3 +239,16 @@ def test_train_base_cli_writes_a_run_and_refuses_to_clobber_it(tmp_path):
     evil.write_bytes(b"\x80\x04\x95not a checkpoint")
     seg = prn("segment", tmp_path / "d" / "images" / "train", "--weights", evil, "--out", tmp_path / "o")
     assert seg.returncode == 3 and "evil.pt" in seg.stderr and "Traceback" not in seg.stderr
+
+
+def test_info_describes_the_shipped_checkpoints_and_refuses_other_files(tmp_path):
+    out = prn("info", "--json")
+    assert out.returncode == 0, out.stderr
+    base, refiner = json.loads(out.stdout)
+    assert (base["kind"], refiner["kind"]) == ("base", "prn")
+    assert refiner["switches"]["box_head"] is True and 1.0e6 < refiner["parameters"] < 2.0e6
+    assert {c["id"] for c in base["categories"]} == {1, 2, 3, 4, 5, 6, 7, 101, 102, 103, 104, 105}
+    bogus = tmp_path / "x.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    bad = prn("info", bogus)
+    assert bad.returncode == 3 and len(bad.stderr.strip().splitlines()) == 1 and "x.pt" in bad.stderr
