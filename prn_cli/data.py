@@ -273,6 +273,20 @@ def default_images_dir(json_path: Path) -> Path | None:
     return None
 
 
+def resolve_images_dir(pset: PanopticSet, images_dir: str | os.PathLike | None) -> Path:
+    """``images_dir``, or the set's default (:func:`default_images_dir`); a one-line error if there is none or
+    the folder does not exist."""
+    if images_dir is None:
+        images_dir = default_images_dir(pset.json_path)
+        if images_dir is None:
+            raise fail(pset.json_path, "cannot tell where the images of this set are",
+                       "pass the images folder explicitly (--images DIR)")
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise fail(images_dir, "images folder does not exist", "pass the folder that holds the set's images")
+    return images_dir
+
+
 class PanopticTrainingSet(Dataset):
     """A COCO panoptic set as a torch Dataset of ``(image, target)`` (see :func:`build_targets`).
 
@@ -290,14 +304,7 @@ class PanopticTrainingSet(Dataset):
         from .models.categories import CategoryMap
 
         pset = source if isinstance(source, PanopticSet) else load_set(source)
-        if images_dir is None:
-            images_dir = default_images_dir(pset.json_path)
-            if images_dir is None:
-                raise fail(pset.json_path, "cannot tell where the images of this set are",
-                           "pass the images folder explicitly (--images DIR)")
-        images_dir = Path(images_dir)
-        if not images_dir.is_dir():
-            raise fail(images_dir, "images folder does not exist", "pass the folder that holds the set's images")
+        images_dir = resolve_images_dir(pset, images_dir)
         self.json_path = pset.json_path
         self.images_dir = images_dir
         self.category_map = category_map if category_map is not None else CategoryMap.from_categories(pset.categories)

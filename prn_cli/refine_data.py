@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import TrainTransform, default_images_dir, load_rgb, normalize
+from .data import TrainTransform, load_rgb, normalize, resolve_images_dir
 from .errors import InvalidInputError, fail
 from .panoptic import PanopticSet, load_set, read_id_png, safe_join
 
@@ -82,14 +82,7 @@ class RefinementTrainingSet(Dataset):
         from .models.prn.render import RenderConfig
 
         gt = gt if isinstance(gt, PanopticSet) else load_set(gt)
-        if images_dir is None:
-            images_dir = default_images_dir(gt.json_path)
-            if images_dir is None:
-                raise fail(gt.json_path, "cannot tell where the images of this set are",
-                           "pass the images folder explicitly (--images DIR)")
-        images_dir = Path(images_dir)
-        if not images_dir.is_dir():
-            raise fail(images_dir, "images folder does not exist", "pass the folder that holds the set's images")
+        images_dir = resolve_images_dir(gt, images_dir)
         self.categories = list(gt.categories)
         self.category_map = category_map if category_map is not None else CategoryMap.from_categories(gt.categories)
         self.options = options

@@ -54,6 +54,26 @@ class BaseTrainingOptions:
     val_images: int = 50        # images of --val used for the periodic PQ (0 = all)
 
 
+def _check_backbone_weights(path: str | None) -> None:
+    if path and not Path(path).is_file():
+        raise fail(path, "backbone weights file is missing", "pass a local torchvision ResNet state_dict or a prn "
+                   "base checkpoint (nothing is downloaded)")
+
+
+def _with_backbone_weights(model, path: str | None):
+    """``model`` with ``path`` (torchvision ResNet state_dict, or a checkpoint whose ResNet is under
+    ``backbone.``) loaded into ``model.backbone``; for PRN the extra stem channels stay zero."""
+    from .models.backbone import load_backbone_weights
+
+    if path:
+        try:
+            load_backbone_weights(model.backbone, path)
+        except ValueError as exc:
+            raise fail(path, str(exc), "use torchvision's ResNet state_dict for this depth at width 64, or a prn "
+                       "base checkpoint of the same architecture") from None
+    return model
+
+
 def predict_panoptic(model, items, writer, device, size_divisibility: int, max_size: int | None = None) -> None:
     """Run ``model`` on ``items`` (``(image record, RGB ndarray)``) and add each panoptic result to ``writer``."""
     from .segment import _run_batch
@@ -102,7 +122,6 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
     """Train MS-PanopticFPN on the panoptic set ``data`` (a COCO panoptic JSON, or a prn synth root)."""
     from .data import PanopticTrainingSet, TrainTransform, collate
     from .engine import train
-    from .models.backbone import load_backbone_weights
     from .models.categories import CategoryMap
     from .models.ms_panoptic_fpn.model import build_model
     from .panoptic import load_set
@@ -113,19 +132,10 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
     category_map = CategoryMap.from_categories(categories)
     transform = TrainTransform(crop_size=(options.crop, options.crop), scale_range=tuple(options.scale_range))
     dataset = PanopticTrainingSet(gt, category_map=category_map, transform=transform)
-    if options.backbone_weights and not Path(options.backbone_weights).is_file():
-        raise fail(options.backbone_weights, "backbone weights file is missing", "pass a local torchvision ResNet "
-                   "state_dict (nothing is downloaded)")
+    _check_backbone_weights(options.backbone_weights)
 
     def model_factory():
-        model = build_model(config, categories)
-        if options.backbone_weights:
-            try:
-                load_backbone_weights(model.backbone, options.backbone_weights)
-            except ValueError as exc:
-                raise fail(options.backbone_weights, str(exc), "use torchvision's ResNet state_dict for this depth "
-                           "at width 64") from None
-        return model
+        return _with_backbone_weights(build_model(config, categories), options.backbone_weights)
 
     def collate_fn(batch):
         return collate(batch, size_divisibility=config.size_divisibility)
@@ -267,7 +277,7 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     prediction set on the training images (mixed with corrupted GT by ``options.base_mix``)."""
     from .engine import train
     from .models.categories import CategoryMap
-    from .models.prn.model import build_model, load_pretrained_backbone
+    from .models.prn.model import build_model
     from .models.prn.postprocess import PostProcessConfig
     from .models.prn.render import RenderConfig
     from .panoptic import load_set
@@ -292,19 +302,10 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     if base is not None and dataset.with_base == 0:
         raise fail(base, "no base prediction shares an image_id with the training set",
                    "predict the base on the training images (prn segment --images-json TRAIN_JSON)")
-    if options.backbone_weights and not Path(options.backbone_weights).is_file():
-        raise fail(options.backbone_weights, "backbone weights file is missing", "pass a local torchvision ResNet "
-                   "state_dict (nothing is downloaded)")
+    _check_backbone_weights(options.backbone_weights)
 
     def model_factory():
-        model = build_model(config, categories)
-        if options.backbone_weights:
-            try:
-                load_pretrained_backbone(model, options.backbone_weights)
-            except ValueError as exc:
-                raise fail(options.backbone_weights, str(exc), "use torchvision's ResNet state_dict for this depth "
-                           "at width 64") from None
-        return model
+        return _with_backbone_weights(build_model(config, categories), options.backbone_weights)
 
     evaluate_fn = None
     if val:

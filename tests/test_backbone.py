@@ -131,3 +131,17 @@ def test_a_base_checkpoint_initialises_a_prn_encoder(tmp_path):
     stem = prn.backbone.conv1.weight
     assert torch.equal(stem[:, :3], base.backbone.conv1.weight) and stem[:, 3:].abs().sum() == 0
     assert torch.equal(prn.backbone.layer4[1].conv2.weight, base.backbone.layer4[1].conv2.weight)
+
+
+def test_training_backbone_weights_errors_name_the_file(tmp_path):
+    from prn_cli.errors import InvalidInputError
+    from prn_cli.models.prn.model import build_model as build_prn
+    from prn_cli.synth import synth_categories
+    from prn_cli.train import _check_backbone_weights, _with_backbone_weights, prn_model_config
+
+    with pytest.raises(InvalidInputError, match="missing.pt.*missing"):
+        _check_backbone_weights(str(tmp_path / "missing.pt"))
+    wrong = tmp_path / "r18.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, wrong)    # width 64: does not fit the tiny PRN
+    with pytest.raises(InvalidInputError, match="r18.pth.*do not fit"):
+        _with_backbone_weights(build_prn(prn_model_config("tiny"), synth_categories()), str(wrong))
