@@ -287,6 +287,23 @@ def resolve_images_dir(pset: PanopticSet, images_dir: str | os.PathLike | None) 
     return images_dir
 
 
+def annotation_image_path(pset: PanopticSet, annotation: dict, images_dir: Path, infos: dict | None = None) -> Path:
+    """The image file of ``annotation``: ``images_dir / <its images record's file_name>`` (kept inside
+    ``images_dir``); a one-line error when the record is missing. ``infos`` is ``pset.images_by_id``, passed in
+    when called in a loop."""
+    info = (infos if infos is not None else pset.images_by_id).get(annotation["image_id"])
+    if info is None or "file_name" not in info:
+        raise fail(pset.json_path, f"image {annotation['image_id']} has an annotation but no record in 'images'",
+                   "add its images record (id, file_name, width, height)")
+    return safe_join(images_dir, info["file_name"], pset.json_path, "image file_name")
+
+
+def plain_segments(segments: Sequence[dict]) -> list[dict]:
+    """``{id, category_id, iscrowd}`` of each segment, as plain ints (cheap to pickle into DataLoader workers)."""
+    return [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": int(s.get("iscrowd", 0))}
+            for s in segments]
+
+
 class PanopticTrainingSet(Dataset):
     """A COCO panoptic set as a torch Dataset of ``(image, target)`` (see :func:`build_targets`).
 
@@ -313,14 +330,9 @@ class PanopticTrainingSet(Dataset):
         # Plain tuples only: the dataset is pickled into every DataLoader worker.
         self.items: list[tuple[Any, str, str, list[dict]]] = []
         for ann in pset.annotations:
-            info = infos.get(ann["image_id"])
-            if info is None or "file_name" not in info:
-                raise fail(pset.json_path, f"image {ann['image_id']} has an annotation but no record in 'images'",
-                           "add its images record (id, file_name, width, height)")
-            image_path = safe_join(images_dir, info["file_name"], pset.json_path, "image file_name")
+            image_path = annotation_image_path(pset, ann, images_dir, infos)
             self.items.append((ann["image_id"], str(image_path), str(pset.png_path(ann)),
-                               [{"id": int(s["id"]), "category_id": int(s["category_id"]),
-                                 "iscrowd": int(s.get("iscrowd", 0))} for s in ann["segments_info"]]))
+                               plain_segments(ann["segments_info"])))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import TrainTransform, load_rgb, normalize, resolve_images_dir
+from .data import TrainTransform, annotation_image_path, load_rgb, normalize, plain_segments, resolve_images_dir
 from .errors import InvalidInputError, fail
-from .panoptic import PanopticSet, load_set, read_id_png, safe_join
+from .panoptic import PanopticSet, load_set, read_id_png
 
 #: GT and base ids (< 2^24 each) travel through the transform packed into one int64 map.
 _PACK = 1 << 24
@@ -97,17 +97,13 @@ class RefinementTrainingSet(Dataset):
         # plain tuples only: the dataset is pickled into every DataLoader worker
         self.items: list[tuple] = []
         for ann in gt.annotations:
-            info = infos.get(ann["image_id"])
-            if info is None or "file_name" not in info:
-                raise fail(gt.json_path, f"image {ann['image_id']} has an annotation but no record in 'images'",
-                           "add its images record (id, file_name, width, height)")
-            image_path = safe_join(images_dir, info["file_name"], gt.json_path, "image file_name")
+            image_path = annotation_image_path(gt, ann, images_dir, infos)
             base_ann = base_by_image.get(ann["image_id"])
             base_item = None
             if base_ann is not None:
-                base_item = (str(base_set.png_path(base_ann)), _plain_segments(base_ann["segments_info"]))
+                base_item = (str(base_set.png_path(base_ann)), plain_segments(base_ann["segments_info"]))
             self.items.append((ann["image_id"], str(image_path), str(gt.png_path(ann)),
-                               _plain_segments(ann["segments_info"]), base_item))
+                               plain_segments(ann["segments_info"]), base_item))
         self.with_base = sum(1 for it in self.items if it[4] is not None)
 
     def __len__(self) -> int:
@@ -152,11 +148,6 @@ class RefinementTrainingSet(Dataset):
                                                where=str(base_item[0] if base_item else png_path))
         inputs = {"image": image, "base_semantic": base_semantic, "base_maps": base_maps}
         return inputs, {k: targets[k] for k in _TARGET_KEYS}
-
-
-def _plain_segments(segments: Sequence[dict]) -> list[dict]:
-    return [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": int(s.get("iscrowd", 0))}
-            for s in segments]
 
 
 # Padding values: void for labels, zero (and so zero loss weight) for everything else.
