@@ -170,6 +170,18 @@ class AblationOptions:
     workers: int = 2                         #: DataLoader (and evaluation) worker processes
     threads: int | None = None               #: CPU intra-op threads
     refine_batch_size: int = 1
+    #: PostProcessConfig overrides for every PRN row (e.g. ``{"stuff_area": 16384}``); each row still sets its
+    #: Table 1 post-processing (foreground source, PredBbox). A change only re-refines: trained rows are reused.
+    postprocess: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        clash = {"foreground_source", "use_pred_bbox"} & set(self.postprocess or {})
+        if clash:
+            raise ValueError(f"post-processing override(s) {sorted(clash)} are set by each Table 1 row")
+
+    def row_postprocess(self, row: "AblationRow") -> dict:
+        """The post-processing ``row`` refines with: the overrides, then the row's own switches."""
+        return {**(self.postprocess or {}), **row.postprocess}
 
     #: options that do not change the results, so a run folder accepts new values of them
     HOW = ("rows", "device", "workers", "threads", "refine_batch_size", "checkpoint_every")
@@ -219,6 +231,21 @@ def options_record(options: AblationOptions) -> dict:
     return record
 
 
+def _only_postprocess_differs(old: dict, new: dict) -> bool:
+    return {k: v for k, v in old.items() if k != "postprocess"} == {k: v for k, v in new.items() if k != "postprocess"}
+
+
+def _forget_results(run: Path) -> None:
+    """New post-processing: every PRN row is refined and evaluated again; trained weights stay (and the base row,
+    which is not post-processed, keeps its result)."""
+    base_row = _row_dir(run, TABLE1_ROWS[0])
+    results = [p for p in (run / ROWS_DIR).glob(f"*/{RESULT_NAME}") if p.parent != base_row]
+    for path in [run / TABLE_MD, run / TABLE_JSON, *results]:
+        path.unlink(missing_ok=True)
+    for refined in (run / ROWS_DIR).glob("*/refined"):
+        shutil.rmtree(refined, ignore_errors=True)
+
+
 def _describe_difference(old: dict, new: dict) -> str:
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
@@ -242,6 +269,11 @@ def _prepare_folder(run: Path, options: AblationOptions, overwrite: bool) -> Non
         if old_options is None:
             raise OutputExistsError(f"{marker}: unreadable record of an earlier ablation; pass --overwrite to start "
                                     "again or choose another run folder")
+        old_options = {"postprocess": {}, **old_options}  # folders from before the option existed
+        if old_options != record["options"] and _only_postprocess_differs(old_options, record["options"]):
+            _forget_results(run)
+            write_json_atomic(marker, record)
+            return
         if old_options != record["options"]:
             raise OutputExistsError(f"{run} holds an ablation run with other options "
                                     f"({_describe_difference(old_options, record['options'])}); rerun with the same "
@@ -404,7 +436,8 @@ def _train_row(run: Path, row: AblationRow, options: AblationOptions, resume: bo
                           resume=resume, channels_last=options.device != "cpu")
         train_options = PRNTrainingOptions(arch=options.arch, config_file=options.config_file, crop=options.crop,
                                            base_mix=options.base_mix, backbone_weights=options.backbone_weights,
-                                           val_images=0, postprocess=row.postprocess, **row.switches)
+                                           val_images=0, postprocess=options.row_postprocess(row),
+                                           **row.switches)
     except ValueError as exc:
         raise InvalidInputError(f"ablation options: {exc}") from None
     return train_prn(options.data, cfg, train_options, base=options.train_base,
@@ -434,7 +467,7 @@ def _finish_row(run: Path, row: AblationRow, options: AblationOptions, inputs: _
         progress(f"{stage}: refine", 0, len(inputs.images))
         refined = refine(base_val, inputs.images, d / FINAL_NAME, d / "refined", overwrite=True,
                          options=RefineOptions(device=options.device, batch_size=options.refine_batch_size,
-                                               postprocess=row.postprocess),
+                                               postprocess=options.row_postprocess(row)),
                          progress=lambda done, total: progress(f"{stage}: refine", done, total))
         if refined.failed:
             path, why = refined.failed[0]
@@ -513,8 +546,13 @@ def table_markdown(table: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     o = table["options"]
     lines += ["", f"PRN {o['arch']}, {o['iters']} iterations, batch {o['batch_size']}, lr {o['lr']}, crop {o['crop']}, "
-              f"seed {o['seed']}; training data {o['data']}."]
+              f"seed {o['seed']}; training data {o['data']}"
+              + (f"; post-processing {_plain_overrides(o.get('postprocess'))}" if o.get("postprocess") else "") + "."]
     return "\n".join(lines) + "\n"
+
+
+def _plain_overrides(overrides: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(overrides.items()))
 
 
 def _write_table(run: Path, table: dict) -> tuple[Path, Path]:

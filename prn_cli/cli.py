@@ -336,6 +336,24 @@ def _parse_range(text: str, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+# PRN post-processing tuning, shared by refine, train prn (stored in the checkpoint) and ablate (every row)
+POST_CENTER_THRESHOLD = typer.Option(None, "--center-threshold", help="Centre heatmap threshold.")
+POST_NMS_KERNEL = typer.Option(None, "--nms-kernel", help="Centre max-pool NMS kernel (odd).")
+POST_TOP_K = typer.Option(None, "--top-k", help="Most centres kept per image.")
+POST_FOREGROUND_THRESHOLD = typer.Option(None, "--foreground-threshold",
+                                         help="Foreground branch probability threshold.")
+POST_STUFF_AREA = typer.Option(None, "--stuff-area", help="Smallest stuff segment (pixels; at 640x480 and scaled "
+                               "with the image area for prn-trained checkpoints).")
+POST_BOX_IOU = typer.Option(None, "--box-iou", help="PredBbox: IoU at which a pixel's box agrees with a centre's.")
+
+
+def _tuning(center_threshold, nms_kernel, top_k, foreground_threshold, stuff_area, box_iou) -> dict:
+    """The PostProcessConfig overrides given on the command line (None = keep the checkpoint's)."""
+    given = {"center_threshold": center_threshold, "nms_kernel": nms_kernel, "top_k": top_k,
+             "foreground_threshold": foreground_threshold, "stuff_area": stuff_area, "box_iou_threshold": box_iou}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @train_app.command("prn", epilog=EPILOG)
 def train_prn_command(
     data: Path = typer.Option(..., "--data", help="Training GT: a panoptic JSON or a prn synth root."),
@@ -373,6 +391,12 @@ def train_prn_command(
     amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order, augmentation, corruption."),
+    center_threshold: Optional[float] = POST_CENTER_THRESHOLD,
+    nms_kernel: Optional[int] = POST_NMS_KERNEL,
+    top_k: Optional[int] = POST_TOP_K,
+    foreground_threshold: Optional[float] = POST_FOREGROUND_THRESHOLD,
+    stuff_area: Optional[int] = POST_STUFF_AREA,
+    box_iou: Optional[float] = POST_BOX_IOU,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
 ) -> None:
@@ -392,7 +416,9 @@ def train_prn_command(
                                      coordconv_encoder=coordconv_encoder, coordconv_decoder=coordconv_decoder,
                                      crop=crop, base_mix=base_mix, strength_range=_parse_range(strength, "--strength"),
                                      backbone_weights=str(backbone_weights) if backbone_weights else None,
-                                     val_images=val_images)
+                                     val_images=val_images,
+                                     postprocess=_tuning(center_threshold, nms_kernel, top_k, foreground_threshold,
+                                                         stuff_area, box_iou) or None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     train_cfg = TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup,
@@ -529,15 +555,12 @@ def refine_command(
                                                                  "(Table 1: Foreground / ForegroundSem)."),
     pred_bbox: Optional[bool] = typer.Option(None, "--pred-bbox/--no-pred-bbox", help="Group pixels with the "
                                              "predicted boxes (Table 1: PredBbox)."),
-    center_threshold: Optional[float] = typer.Option(None, "--center-threshold", help="Centre heatmap threshold."),
-    nms_kernel: Optional[int] = typer.Option(None, "--nms-kernel", help="Centre max-pool NMS kernel (odd)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Most centres kept per image."),
-    foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
-                                                         help="Foreground branch probability threshold."),
-    stuff_area: Optional[int] = typer.Option(None, "--stuff-area", help="Smallest stuff segment (pixels; at "
-                                             "640x480 and scaled with the image area for prn-trained checkpoints)."),
-    box_iou: Optional[float] = typer.Option(None, "--box-iou", help="PredBbox: IoU at which a pixel's box agrees "
-                                            "with a centre's."),
+    center_threshold: Optional[float] = POST_CENTER_THRESHOLD,
+    nms_kernel: Optional[int] = POST_NMS_KERNEL,
+    top_k: Optional[int] = POST_TOP_K,
+    foreground_threshold: Optional[float] = POST_FOREGROUND_THRESHOLD,
+    stuff_area: Optional[int] = POST_STUFF_AREA,
+    box_iou: Optional[float] = POST_BOX_IOU,
     category_map: Optional[Path] = typer.Option(None, "--category-map", help="JSON {\"<base id>\": <checkpoint "
                                                 "id>} when the base's categories differ from the checkpoint's."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set in --out."),
@@ -558,8 +581,7 @@ def refine_command(
     _set_threads(threads)
     weights = _weights_or_shipped(weights, "prn")
     post = {"foreground_source": foreground_source.value if foreground_source else None, "use_pred_bbox": pred_bbox,
-            "center_threshold": center_threshold, "nms_kernel": nms_kernel, "top_k": top_k,
-            "foreground_threshold": foreground_threshold, "stuff_area": stuff_area, "box_iou_threshold": box_iou}
+            **_tuning(center_threshold, nms_kernel, top_k, foreground_threshold, stuff_area, box_iou)}
     options = RefineOptions(device=device.value, batch_size=batch_size, postprocess=post,
                             category_map=str(category_map) if category_map else None)
     with progress("refining") as update:
@@ -614,6 +636,12 @@ def ablate_command(
     amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader and evaluation worker processes."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
+    center_threshold: Optional[float] = POST_CENTER_THRESHOLD,
+    nms_kernel: Optional[int] = POST_NMS_KERNEL,
+    top_k: Optional[int] = POST_TOP_K,
+    foreground_threshold: Optional[float] = POST_FOREGROUND_THRESHOLD,
+    stuff_area: Optional[int] = POST_STUFF_AREA,
+    box_iou: Optional[float] = POST_BOX_IOU,
     refine_batch_size: int = typer.Option(1, "--refine-batch-size", min=1, help="Images per PRN forward pass when "
                                           "refining."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again: remove an earlier ablation in --out "
@@ -640,7 +668,8 @@ def ablate_command(
         backbone_weights=str(backbone_weights) if backbone_weights else None, iters=iters, batch_size=batch_size,
         lr=lr, warmup=warmup, crop=crop, base_mix=base_mix, seed=seed, checkpoint_every=checkpoint_every,
         amp=amp.value, rows=tuple(r for r in rows.split(",") if r.strip()) if rows else None, device=device.value,
-        workers=workers, threads=threads, refine_batch_size=refine_batch_size)
+        workers=workers, threads=threads, refine_batch_size=refine_batch_size,
+        postprocess=_tuning(center_threshold, nms_kernel, top_k, foreground_threshold, stuff_area, box_iou))
     with console_progress() as update:
         result = run_ablation(out, options, update, overwrite=overwrite)
     if not result.main:

@@ -143,6 +143,20 @@ def test_ablation_runs_reuses_resumes_and_guards_its_options(tmp_path):
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "other options" in r.stderr
 
+    # new post-processing for every row: nothing is trained again, every PRN row is refined and evaluated anew.
+    # A stuff area larger than any image removes every stuff segment, which the refined sets must show.
+    trained = _mtimes(run)
+    fifth = run_ablation(run, dataclasses.replace(options, postprocess={"stuff_area": 10 ** 9}))
+    assert not fifth.trained and not fifth.resumed and fifth.evaluated == list(EXPECTED)[1:]
+    assert _mtimes(run) == trained
+    for slug in list(EXPECTED)[1:]:
+        refined = json.loads((run / "rows" / slug / "refined" / "panoptic.json").read_text())
+        stuff = {c["id"] for c in refined["categories"] if not c["isthing"]}
+        assert not [s for a in refined["annotations"] for s in a["segments_info"] if s["category_id"] in stuff]
+    assert "post-processing stuff_area 1000000000" in (run / "table.md").read_text()
+    with pytest.raises(ValueError, match="set by each Table 1 row"):
+        AblationOptions(data="d", val="v", postprocess={"use_pred_bbox": True})
+
 
 def test_val_subset_and_input_errors(tmp_path):
     val = write_dataset(tmp_path / "val", SynthConfig(n=3, width=48, height=48, seed=2, split="val"))

@@ -159,3 +159,16 @@ def test_a_base_checkpoint_is_refused(setup, tmp_path):
                               categories=synth_categories(), model_state=build_base(config, synth_categories()))
     with pytest.raises(InvalidInputError, match="base"):
         refine(base, summary["images_dir"], weights, tmp_path / "o")
+
+
+def test_cli_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
+    """`prn train prn --stuff-area/--center-threshold` end in the checkpoint, so `prn refine` uses them."""
+    root, _, summary, _ = setup
+    r = _run("train", "prn", "--data", summary["json"], "--out", tmp_path / "run", "--iters", "1", "--batch-size",
+             "1", "--crop", "64", "--warmup", "0", "--workers", "0", "--device", "cpu", "--stuff-area", "1234",
+             "--center-threshold", "0.25", "--no-pred-bbox")
+    assert r.returncode == 0, r.stderr
+    r = _run("info", tmp_path / "run" / "model_final.pt", "--json")
+    assert r.returncode == 0, r.stderr
+    post = json.loads(r.stdout)[0]["postprocess"]
+    assert (post["stuff_area"], post["center_threshold"], post["use_pred_bbox"]) == (1234, 0.25, False)
