@@ -391,6 +391,10 @@ def train_prn_command(
     amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order, augmentation, corruption."),
+    foreground_source: Optional[ForegroundSource] = typer.Option(None, "--foreground-source", help="Stored "
+                                                                 "post-processing: foreground mask from the "
+                                                                 "foreground branch or from semantics (default: the "
+                                                                 "branch when the PRN has one)."),
     center_threshold: Optional[float] = POST_CENTER_THRESHOLD,
     nms_kernel: Optional[int] = POST_NMS_KERNEL,
     top_k: Optional[int] = POST_TOP_K,
@@ -417,8 +421,10 @@ def train_prn_command(
                                      crop=crop, base_mix=base_mix, strength_range=_parse_range(strength, "--strength"),
                                      backbone_weights=str(backbone_weights) if backbone_weights else None,
                                      val_images=val_images,
-                                     postprocess=_tuning(center_threshold, nms_kernel, top_k, foreground_threshold,
-                                                         stuff_area, box_iou) or None)
+                                     postprocess={**_tuning(center_threshold, nms_kernel, top_k,
+                                                            foreground_threshold, stuff_area, box_iou),
+                                                  **({"foreground_source": foreground_source.value}
+                                                     if foreground_source else {})} or None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     train_cfg = TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup,

@@ -162,13 +162,26 @@ def test_a_base_checkpoint_is_refused(setup, tmp_path):
 
 
 def test_cli_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
-    """`prn train prn --stuff-area/--center-threshold` end in the checkpoint, so `prn refine` uses them."""
+    """`prn train prn --stuff-area/--center-threshold/--foreground-source` end in the checkpoint, so `prn refine` uses them."""
     root, _, summary, _ = setup
     r = _run("train", "prn", "--data", summary["json"], "--out", tmp_path / "run", "--iters", "1", "--batch-size",
              "1", "--crop", "64", "--warmup", "0", "--workers", "0", "--device", "cpu", "--stuff-area", "1234",
-             "--center-threshold", "0.25", "--no-pred-bbox")
+             "--center-threshold", "0.25", "--no-pred-bbox", "--foreground-source", "semantic")
     assert r.returncode == 0, r.stderr
     r = _run("info", tmp_path / "run" / "model_final.pt", "--json")
     assert r.returncode == 0, r.stderr
     post = json.loads(r.stdout)[0]["postprocess"]
-    assert (post["stuff_area"], post["center_threshold"], post["use_pred_bbox"]) == (1234, 0.25, False)
+    assert (post["stuff_area"], post["center_threshold"], post["use_pred_bbox"], post["foreground_source"]) == \
+        (1234, 0.25, False, "semantic")
+
+
+def test_shipped_prn_post_processing_and_the_setting_for_other_models():
+    """The shipped PRN stores the post-processing chosen on training images (models/README.md); the setting
+    for bases from other models is one it can serve."""
+    from prn_cli.refine import load_refiner
+    from prn_cli.shipped import OTHER_MODEL_POSTPROCESS, shipped_weights
+
+    *_, own, _ = load_refiner(shipped_weights("prn"), "cpu")
+    assert (own.foreground_source, own.use_pred_bbox, own.stuff_area) == ("semantic", True, 16384)
+    *_, other, _ = load_refiner(shipped_weights("prn"), "cpu", OTHER_MODEL_POSTPROCESS)
+    assert (other.foreground_source, other.stuff_area) == ("foreground", 16384)
