@@ -186,6 +186,7 @@ def synth_command(
 class ColorBy(str, Enum):
     instance = "instance"
     category = "category"
+    panoptic = "panoptic"
 
 
 @app.command("viz", epilog=EPILOG)
@@ -197,7 +198,8 @@ def viz_command(
                                           "drawn on a neutral background."),
     title: List[str] = typer.Option([], "--title", help="Title of each set, in order (default: the set names)."),
     color_by: ColorBy = typer.Option(ColorBy.instance, "--color-by", help="Colour per instance (stable per "
-                                     "segment id) or per category (the categories' color)."),
+                                     "segment id), per category (the categories' color), or panoptic (stuff by "
+                                     "category, things by instance)."),
     alpha: float = typer.Option(0.55, "--alpha", min=0.0, max=1.0, help="Opacity of the segment colours."),
     boundaries: bool = typer.Option(True, "--boundaries/--no-boundaries", help="Draw segment boundaries."),
     labels: bool = typer.Option(False, "--labels", help="Write class names on segments."),

@@ -52,7 +52,7 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
     from .segment import SegmentOptions, segment
     from .shipped import OTHER_MODEL_POSTPROCESS, shipped_weights
     from .synth import SynthConfig, write_dataset
-    from .visualize import visualize
+    from .visualize import VizOptions, visualize
 
     out = Path(out_dir)
     marker = out / "eval.json"
@@ -88,7 +88,9 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
     write_json_atomic(marker, report.to_dict())
     viz_dir = out / "viz"
     with progress("drawing panels") as update:
+        # panoptic colours: a stuff class looks the same in the base, refined and GT panels
         visualize([("base", base), ("refined", refined), ("ground truth", gt)], viz_dir,
-                  images_dir=summary["images_dir"], html=True, overwrite=overwrite, progress=update)
+                  images_dir=summary["images_dir"], html=True, overwrite=overwrite, progress=update,
+                  options=VizOptions(color_by="panoptic"))
     return DemoResult(out, gt_json, set_paths(base_dir)[0], set_paths(refined_dir)[0], report, marker, viz_dir,
                       viz_dir / "index.html")

@@ -37,7 +37,7 @@ import numpy as np
 from .errors import InvalidInputError, OutputExistsError, fail
 from .panoptic import VOID, PanopticSet, read_json, safe_join, where, write_json_atomic
 
-COLOR_BY = ("instance", "category")
+COLOR_BY = ("instance", "category", "panoptic")
 #: Where there is no photo, segments are drawn on this; mid grey keeps both light and dark colours visible.
 NEUTRAL_BACKGROUND = (128, 128, 128)
 PANELS_DIRNAME = "panels"
@@ -57,7 +57,9 @@ _CROWD_STRIPE = 4  # px: width of the hatch stripes over crowd regions (a power 
 class VizOptions:
     """How overlays and panels look. The defaults suit photos and the no-photo (neutral background) case."""
 
-    #: "instance": a colour per segment id (as the paper's figures); "category": the categories' ``color``.
+    #: "instance": a colour per segment id (as the paper's figures); "category": the categories' ``color``;
+    #: "panoptic": stuff by its category's colour and things by segment id, so one stuff class has one colour
+    #: in every panel while touching instances stay apart (detectron2's convention).
     color_by: str = "instance"
     #: Opacity of segment colours over a photo (0 = photo only, 1 = colours only). Without a photo segments
     #: are always drawn opaque on the neutral background.
@@ -337,7 +339,7 @@ def render_overlay(image: np.ndarray | None, ids: np.ndarray, segments_info: Seq
     palette = np.zeros((n, 3), dtype=np.uint16)
     seg_alpha = np.zeros(n, dtype=np.uint16)
     crowd = np.zeros(n, dtype=bool)
-    need_category = options.color_by == "category" or options.labels
+    need_category = options.color_by in ("category", "panoptic") or options.labels
     for k, sid in enumerate(known.tolist()):
         if sid == VOID:
             continue
@@ -346,7 +348,9 @@ def render_overlay(image: np.ndarray | None, ids: np.ndarray, segments_info: Seq
         if cat is None and need_category:
             raise InvalidInputError(f"{prefix}segment {sid} has unknown category_id {seg['category_id']}; "
                                     "use a category id listed in the set's categories")
-        palette[k] = category_color(cat) if options.color_by == "category" else instance_color(sid)
+        by_category = options.color_by == "category" or (options.color_by == "panoptic"
+                                                          and not cat.get("isthing", 1))
+        palette[k] = category_color(cat) if by_category else instance_color(sid)
         seg_alpha[k] = alpha
         crowd[k] = bool(seg.get("iscrowd", 0))
 

@@ -92,6 +92,16 @@ def test_instance_mode_separates_instances_category_mode_uses_category_color():
     assert inst.shape == (40, 60, 3) and inst.dtype == np.uint8
 
 
+def test_panoptic_mode_colours_stuff_by_category_and_things_by_instance():
+    ids, segs = two_squares()
+    segs = [{"id": 11, "category_id": 1}, {"id": 13, "category_id": 101}, {"id": 12, "category_id": 101}]
+    out = render_overlay(None, ids, segs, CATS, VizOptions(color_by="panoptic", boundaries=False))
+    assert tuple(out[interior(ids, 11)]) == instance_color(11)                      # a thing: its segment id
+    assert tuple(out[interior(ids, 13)]) == tuple(out[interior(ids, 12)]) == (70, 130, 180)  # sky: its colour
+    with pytest.raises(InvalidInputError, match="unknown category_id 7"):
+        render_overlay(None, ids, [*segs[:2], {"id": 12, "category_id": 7}], CATS, VizOptions(color_by="panoptic"))
+
+
 def test_blending_over_a_photo_keeps_void_pixels_exact():
     ids, segs = two_squares()
     rng = np.random.default_rng(0)
