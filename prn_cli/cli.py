@@ -240,8 +240,8 @@ def _unique_titles(names: list[str]) -> list[str]:
 # train
 
 
-train_app = typer.Typer(help="Train a network (the base model; the refiner lands with PRN).", no_args_is_help=True,
-                        context_settings={"help_option_names": ["-h", "--help"]})
+train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
+                        no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(train_app, name="train")
 
 
@@ -265,6 +265,23 @@ class Arch(str, Enum):
     r101 = "r101"
 
 
+# options every training command takes
+TRAIN_ITERS = typer.Option(2000, "--iters", min=1, help="Optimizer steps.")
+TRAIN_BATCH_SIZE = typer.Option(8, "--batch-size", min=1, help="Images per step (over all processes).")
+TRAIN_LR = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW).")
+TRAIN_WARMUP = typer.Option(100, "--warmup", min=0, help="Linear warmup steps.")
+TRAIN_CROP = typer.Option(256, "--crop", min=32, help="Square training crop after scale jitter.")
+TRAIN_BACKBONE_WEIGHTS = typer.Option(None, "--backbone-weights", help="Local torchvision ResNet state_dict "
+                                      "(ImageNet); nothing is downloaded.")
+TRAIN_CHECKPOINT_EVERY = typer.Option(200, "--checkpoint-every", min=0, help="Steps between checkpoints.")
+TRAIN_VAL_EVERY = typer.Option(0, "--val-every", min=0, help="Steps between val PQ runs (0: only at the end).")
+TRAIN_VAL_IMAGES = typer.Option(50, "--val-images", min=0, help="Val images used for PQ (0: all).")
+TRAIN_DEVICE = typer.Option(Device.auto, "--device", help="Where to train.")
+TRAIN_AMP = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA.")
+TRAIN_WORKERS = typer.Option(2, "--workers", min=0, help="DataLoader worker processes.")
+TRAIN_RESUME = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped.")
+
+
 @train_app.command("base", epilog=EPILOG)
 def train_base_command(
     data: Path = typer.Option(..., "--data", help="Training set: a panoptic JSON or a prn synth root "
@@ -274,21 +291,20 @@ def train_base_command(
     arch: Arch = typer.Option(Arch.tiny, "--arch", help="Backbone preset (tiny = ResNet-18 at 1/4 width)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON of MSPanopticFPNConfig fields overriding "
                                           "the preset, e.g. {\"loss\": {\"mask\": 2.0}}."),
-    iters: int = typer.Option(2000, "--iters", min=1, help="Optimizer steps."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step (over all processes)."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
-    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
-    crop: int = typer.Option(256, "--crop", min=32, help="Square training crop after scale jitter."),
-    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local torchvision ResNet "
-                                                    "state_dict (ImageNet); nothing is downloaded."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=0, help="Steps between checkpoints."),
-    val_every: int = typer.Option(0, "--val-every", min=0, help="Steps between val PQ runs (0: only at the end)."),
-    val_images: int = typer.Option(50, "--val-images", min=0, help="Val images used for PQ (0: all)."),
-    device: Device = typer.Option(Device.auto, "--device", help="Where to train."),
-    amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
-    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
+    iters: int = TRAIN_ITERS,
+    batch_size: int = TRAIN_BATCH_SIZE,
+    lr: float = TRAIN_LR,
+    warmup: int = TRAIN_WARMUP,
+    crop: int = TRAIN_CROP,
+    backbone_weights: Optional[Path] = TRAIN_BACKBONE_WEIGHTS,
+    checkpoint_every: int = TRAIN_CHECKPOINT_EVERY,
+    val_every: int = TRAIN_VAL_EVERY,
+    val_images: int = TRAIN_VAL_IMAGES,
+    device: Device = TRAIN_DEVICE,
+    amp: Amp = TRAIN_AMP,
+    workers: int = TRAIN_WORKERS,
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    resume: bool = TRAIN_RESUME,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads (default: torch's; "
                                           "1 is often fastest on small shared CPUs)."),
 ) -> None:
@@ -379,19 +395,18 @@ def train_prn_command(
                                                      help="Table 1: CoordConv at the encoder input and ASPP."),
     box_head: Optional[bool] = typer.Option(None, "--pred-bbox/--no-pred-bbox", help="Table 1: the per-pixel "
                                             "box branch, used to group pixels (PredBbox)."),
-    iters: int = typer.Option(2000, "--iters", min=1, help="Optimizer steps."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step (over all processes)."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
-    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
-    crop: int = typer.Option(256, "--crop", min=32, help="Square training crop after scale jitter."),
-    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local torchvision ResNet "
-                                                    "state_dict (ImageNet); nothing is downloaded."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=0, help="Steps between checkpoints."),
-    val_every: int = typer.Option(0, "--val-every", min=0, help="Steps between val PQ runs (0: only at the end)."),
-    val_images: int = typer.Option(50, "--val-images", min=0, help="Val images used for PQ (0: all)."),
-    device: Device = typer.Option(Device.auto, "--device", help="Where to train."),
-    amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
-    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
+    iters: int = TRAIN_ITERS,
+    batch_size: int = TRAIN_BATCH_SIZE,
+    lr: float = TRAIN_LR,
+    warmup: int = TRAIN_WARMUP,
+    crop: int = TRAIN_CROP,
+    backbone_weights: Optional[Path] = TRAIN_BACKBONE_WEIGHTS,
+    checkpoint_every: int = TRAIN_CHECKPOINT_EVERY,
+    val_every: int = TRAIN_VAL_EVERY,
+    val_images: int = TRAIN_VAL_IMAGES,
+    device: Device = TRAIN_DEVICE,
+    amp: Amp = TRAIN_AMP,
+    workers: int = TRAIN_WORKERS,
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order, augmentation, corruption."),
     foreground_source: Optional[ForegroundSource] = typer.Option(None, "--foreground-source", help="Stored "
                                                                  "post-processing: foreground mask from the "
@@ -403,7 +418,7 @@ def train_prn_command(
     foreground_threshold: Optional[float] = POST_FOREGROUND_THRESHOLD,
     stuff_area: Optional[int] = POST_STUFF_AREA,
     box_iou: Optional[float] = POST_BOX_IOU,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    resume: bool = TRAIN_RESUME,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
 ) -> None:
     """Train PRN (the refiner) on (image, base, GT) triplets. Multi-GPU: torchrun --nproc_per_node N -m prn_cli
@@ -630,18 +645,17 @@ def ablate_command(
     arch: PRNArch = typer.Option(PRNArch.tiny, "--arch", help="PRN encoder preset (tiny = ResNet-18 at 1/4 width)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON of PRNConfig fields overriding the preset "
                                           "(each row still sets its Table 1 switches)."),
-    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local torchvision ResNet "
-                                                    "state_dict (ImageNet); nothing is downloaded."),
+    backbone_weights: Optional[Path] = TRAIN_BACKBONE_WEIGHTS,
     iters: int = typer.Option(2000, "--iters", min=1, help="Optimizer steps per row."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per step (over all processes)."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
-    warmup: int = typer.Option(100, "--warmup", min=0, help="Linear warmup steps."),
-    crop: int = typer.Option(256, "--crop", min=32, help="Square training crop after scale jitter."),
+    batch_size: int = TRAIN_BATCH_SIZE,
+    lr: float = TRAIN_LR,
+    warmup: int = TRAIN_WARMUP,
+    crop: int = TRAIN_CROP,
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=0, help="Steps between checkpoints (an "
                                          "interrupted row resumes from the last one)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every row (initialisation, data order, augmentation)."),
     device: Device = typer.Option(Device.auto, "--device", help="Where to train, refine and segment."),
-    amp: Amp = typer.Option(Amp.off, "--amp", help="Mixed precision on CUDA."),
+    amp: Amp = TRAIN_AMP,
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader and evaluation worker processes."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU intra-op threads."),
     center_threshold: Optional[float] = POST_CENTER_THRESHOLD,
