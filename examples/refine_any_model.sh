@@ -18,10 +18,7 @@ BASE="$ROOT/other_model"          # panoptic.json + panoptic/ (or e.g. panoptic_
 IMAGES="$ROOT/data/images/val"    # the images that base was predicted on (paired by images records or file stem)
 
 # If your model's category ids differ from the checkpoint's, add --category-map map.json ({"<yours>": <ours>}).
-# The shipped PRN takes the foreground from its semantic head by default, the better choice for prn's own base,
-# which misses most things; for a base that finds them, its foreground branch is better (models/README.md).
-prn refine --base "$BASE" --images "$IMAGES" --out "$ROOT/refined" --foreground-source foreground --overwrite \
-    --json > "$ROOT/changes.json"
+prn refine --base "$BASE" --images "$IMAGES" --out "$ROOT/refined" --overwrite --json > "$ROOT/changes.json"
 
 # Base and refined side by side, with the delta.
 prn eval --gt "$ROOT/data/annotations/panoptic_val.json" --pred "$BASE" --pred "$ROOT/refined"

@@ -14,14 +14,13 @@ prn segment $(ls -d "$ROOT"/data/images/train/* | head -1000) --weights "$ROOT/b
 # configs/prn_hard_pixels.json turns on hard pixel mining in the semantic loss (the hardest 20% of pixels,
 # Panoptic-DeepLab's Cityscapes setting): the pixels a base gets wrong are few; with the plain mean the same run
 # refined the val base by +0.2 PQ, with it by +1.2 (foreground branch, stuff area 16384).
-# --stuff-area 16384 (at 640x480, scaled with the image area) and --foreground-source semantic were chosen on
-# training images 901-1000 (models/README.md); they are stored in the checkpoint, so prn refine uses them.
+# --stuff-area 16384 (at 640x480, scaled with the image area) was chosen on training images 901-1000
+# (models/README.md); it is stored in the checkpoint, so prn refine uses it.
 OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.json" --base "$ROOT/base_train" \
     --base-mix 0.5 --val "$ROOT/data/annotations/panoptic_val.json" --val-base "$ROOT/base_val" --val-images 50 \
     --out "$ROOT/prn_run" --iters 900 --batch-size 4 --lr 0.002 --warmup 50 --crop 256 --workers 1 \
     --checkpoint-every 100 --val-every 450 --backbone-weights "$ROOT/base_run/model_final.pt" --seed 0 \
-    --config "$(dirname "$0")/configs/prn_hard_pixels.json" --stuff-area 16384 \
-    --foreground-source semantic
+    --config "$(dirname "$0")/configs/prn_hard_pixels.json" --stuff-area 16384
 
 prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" --weights "$ROOT/prn_run/model_final.pt" \
     --out "$ROOT/refined_val"

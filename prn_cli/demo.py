@@ -50,7 +50,7 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
     from .perturb import write_corrupted_set
     from .refine import RefineOptions, refine
     from .segment import SegmentOptions, segment
-    from .shipped import OTHER_MODEL_POSTPROCESS, shipped_weights
+    from .shipped import shipped_weights
     from .synth import SynthConfig, write_dataset
     from .visualize import VizOptions, visualize
 
@@ -76,10 +76,9 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
         with progress("segmenting (MS-PanopticFPN)") as update:
             segment([summary["images_dir"]], base_weights, base_dir, overwrite=overwrite, progress=update,
                     options=SegmentOptions(device=device, images_json=str(gt_json)))
-    post = dict(OTHER_MODEL_POSTPROCESS) if corrupted_base and Path(prn_weights) == shipped_weights("prn") else {}
     with progress("refining (PRN)") as update:
         refine(base_dir, summary["images_dir"], prn_weights, refined_dir, overwrite=overwrite, progress=update,
-               options=RefineOptions(device=device, postprocess=post))
+               options=RefineOptions(device=device))
     gt = load_set(gt_json)
     base = load_set(base_dir, need_categories=False)
     refined = load_set(refined_dir)

@@ -14,11 +14,6 @@ from .errors import fail
 SHIPPED = {"base": "base_tiny_synth.pt", "prn": "prn_tiny_synth.pt"}
 _WHAT = {"base": "MS-PanopticFPN (tiny)", "prn": "PRN (tiny)"}
 
-#: Post-processing of the shipped PRN for a base from another model. Its stored setting takes the foreground
-#: from the semantic head, chosen on training images refined from prn's own base, which misses most things
-#: (PQ 45.1 -> 46.9, against 46.3 with the foreground branch). On the same images with a corrupted-GT base,
-#: which finds most things, the foreground branch is better (67.3 -> 69.2, against 66.9): models/README.md.
-OTHER_MODEL_POSTPROCESS = {"foreground_source": "foreground"}
 
 
 def weights_dir() -> Path:

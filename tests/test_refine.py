@@ -175,13 +175,13 @@ def test_cli_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
         (1234, 0.25, False, "semantic")
 
 
-def test_shipped_prn_post_processing_and_the_setting_for_other_models():
-    """The shipped PRN stores the post-processing chosen on training images (models/README.md); the setting
-    for bases from other models is one it can serve."""
+def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
+    """models/README.md: the base's instance-score threshold 0.3; PRN's foreground branch and stuff area 16384."""
+    from prn_cli.checkpoint import load_checkpoint
     from prn_cli.refine import load_refiner
-    from prn_cli.shipped import OTHER_MODEL_POSTPROCESS, shipped_weights
+    from prn_cli.shipped import shipped_weights
 
-    *_, own, _ = load_refiner(shipped_weights("prn"), "cpu")
-    assert (own.foreground_source, own.use_pred_bbox, own.stuff_area) == ("semantic", True, 16384)
-    *_, other, _ = load_refiner(shipped_weights("prn"), "cpu", OTHER_MODEL_POSTPROCESS)
-    assert (other.foreground_source, other.stuff_area) == ("foreground", 16384)
+    *_, post, _ = load_refiner(shipped_weights("prn"), "cpu")
+    assert (post.foreground_source, post.use_pred_bbox, post.stuff_area) == ("foreground", True, 16384)
+    base = load_checkpoint(shipped_weights("base"), kind="base")
+    assert base["config"]["inference"]["instance_score_threshold"] == 0.3
