@@ -17,7 +17,8 @@ OMP_NUM_THREADS=1 prn train base --data "$ROOT/data/annotations/panoptic_train.j
 
 # The fusion keeps instances scoring at least 0.5 (Panoptic FPN's default). The shipped checkpoint stores 0.3,
 # chosen on training images 901-1000 (models/README.md): this short run scores most right detections lower.
-# Add --instance-threshold 0.3 here to reproduce it; train_prn_synthetic.sh trained PRN on the 0.5 output.
+# Add --instance-threshold 0.3 here to reproduce it (train_prn_synthetic.sh trained PRN on the 0.5 output), or
+# train with --config "$(dirname "$0")/configs/base_instance_threshold_0.3.json" to store it in the checkpoint.
 prn segment "$ROOT/data/images/val" --weights "$ROOT/base_run/model_final.pt" --out "$ROOT/base_val" \
     --images-json "$ROOT/data/annotations/panoptic_val.json"
 prn eval --gt "$ROOT/data/annotations/panoptic_val.json" --pred "$ROOT/base_val" --per-class \
