@@ -175,13 +175,13 @@ class AblationOptions:
     postprocess: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        clash = {"foreground_source", "use_pred_bbox"} & set(self.postprocess or {})
+        clash = {"foreground_source", "use_pred_bbox"} & set(self.postprocess)
         if clash:
             raise ValueError(f"post-processing override(s) {sorted(clash)} are set by each Table 1 row")
 
     def row_postprocess(self, row: "AblationRow") -> dict:
         """The post-processing ``row`` refines with: the overrides, then the row's own switches."""
-        return {**(self.postprocess or {}), **row.postprocess}
+        return {**self.postprocess, **row.postprocess}
 
     #: options that do not change the results, so a run folder accepts new values of them
     HOW = ("rows", "device", "workers", "threads", "refine_batch_size", "checkpoint_every")

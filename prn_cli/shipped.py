@@ -15,7 +15,6 @@ SHIPPED = {"base": "base_tiny_synth.pt", "prn": "prn_tiny_synth.pt"}
 _WHAT = {"base": "MS-PanopticFPN (tiny)", "prn": "PRN (tiny)"}
 
 
-
 def weights_dir() -> Path:
     spec = importlib.util.find_spec("prn_cli.models")
     return Path(list(spec.submodule_search_locations)[0]) / "weights"

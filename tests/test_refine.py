@@ -162,7 +162,8 @@ def test_a_base_checkpoint_is_refused(setup, tmp_path):
 
 
 def test_cli_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
-    """`prn train prn --stuff-area/--center-threshold/--foreground-source` end in the checkpoint, so `prn refine` uses them."""
+    """`prn train prn --stuff-area/--center-threshold/--foreground-source` end in the checkpoint, so `prn refine`
+    uses them."""
     root, _, summary, _ = setup
     r = _run("train", "prn", "--data", summary["json"], "--out", tmp_path / "run", "--iters", "1", "--batch-size",
              "1", "--crop", "64", "--warmup", "0", "--workers", "0", "--device", "cpu", "--stuff-area", "1234",
