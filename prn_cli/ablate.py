@@ -481,7 +481,7 @@ def _finish_row(run: Path, row: AblationRow, options: AblationOptions, inputs: _
     result = {"format": FORMAT_VERSION, "row": row.index, "slug": row.slug, **_scores(report.results[0].groups),
               "images": report.results[0].num_images, "prediction": str(pred),
               "warnings": report.warnings + report.results[0].warnings, "refine": refine_info,
-              "train": ({k: train_summary.get(k) for k in ("steps", "start_step", "seconds", "world_size", "device")}
+              "train": ({k: getattr(train_summary, k) for k in ("steps", "start_step", "seconds", "world_size", "device")}
                         if train_summary else None),
               "eval_seconds": time.perf_counter() - started}
     write_json_atomic(d / RESULT_NAME, result)

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import InvalidInputError, OutputExistsError, PrnError
+from .runtime import DistributedContext, barrier, check_device_name, init_distributed, resolve_device, shutdown_distributed
 
 LAST_NAME = "last.pt"
 FINAL_NAME = "model_final.pt"
@@ -46,7 +47,6 @@ METRICS_NAME = "metrics.jsonl"
 
 SCHEDULES = ("cosine", "step", "poly")
 AMP_MODES = ("off", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adamw", "sgd")
 # Keys of a metrics line that a model's loss dict may not overwrite.
 _RESERVED = {"step", "lr", "total", "grad_norm", "s_per_iter", "eta_s", "elapsed_s", "max_mem_gb", "val"}
@@ -54,6 +54,24 @@ _RESERVED = {"step", "lr", "total", "grad_norm", "s_per_iter", "eta_s", "elapsed
 
 class TrainingDivergedError(PrnError):
     """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainSummary:
+    """What a finished (or resumed-and-finished) training run returns, on every rank."""
+
+    steps: int                      # optimizer steps done in all (the run's ``iters``)
+    start_step: int                 # where this call started (0, or the resumed step)
+    seconds: float                  # wall time of this call's steps
+    losses: dict[str, float]        # averages of the last log window
+    val: dict | None                # the last validation result (rank 0), else None
+    last_checkpoint: Path           # full training state (resume from it)
+    final_checkpoint: Path          # weights, config and categories only: what segment / refine load
+    metrics: Path                   # metrics.jsonl
+    world_size: int
+    device: str
+    amp: str
+    main: bool = True               # rank 0 (the process that wrote the files)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -111,7 +129,7 @@ class TrainConfig:
         need(self.log_every >= 1, f"log_every must be at least 1, got {self.log_every}")
         need(self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}")
         need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
-        need(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
+        check_device_name(self.device)
         need(0 <= self.seed < 2 ** 62, f"seed must be a non-negative integer, got {self.seed}")
 
     def to_dict(self) -> dict:
@@ -258,51 +276,6 @@ class _SeededDataset(Dataset):
 # processes and devices
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    started_here: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _resolve_device(choice: str, local_rank: int) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise PrnError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def _init_distributed(device: torch.device) -> _Dist:
-    """Join the process group that ``torchrun`` describes in RANK/WORLD_SIZE/LOCAL_RANK (if any)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if world <= 1:
-        return _Dist()
-    started = False
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            dist.init_process_group("nccl", device_id=device)
-        else:
-            dist.init_process_group("gloo")
-        started = True
-    return _Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, started_here=started)
-
-
-def _barrier(d: _Dist, device: torch.device) -> None:
-    if d.world_size > 1:
-        if device.type == "cuda":
-            dist.barrier(device_ids=[device.index])
-        else:
-            dist.barrier()
-
-
 def _to_device(obj, device: torch.device, channels_last: bool = False):
     """Move every tensor inside nested tuples/lists/dicts to ``device``."""
     if isinstance(obj, torch.Tensor):
@@ -392,7 +365,7 @@ class _Window:
         self.bad = self.bad + (~finite).int()
         self.steps += 1
 
-    def averages(self, d: _Dist, device: torch.device) -> tuple[dict[str, float], int]:
+    def averages(self, d: DistributedContext, device: torch.device) -> tuple[dict[str, float], int]:
         """(mean of each value over the window's finite steps on all ranks, non-finite steps on all ranks)."""
         keys = sorted(self.sums)
         if d.world_size > 1:
@@ -436,8 +409,8 @@ def _comparable(obj) -> str:
 
 def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, kind: str, model_config: dict,
           categories: Sequence[dict], collate_fn: Callable, evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
-          progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Train ``model_factory()`` on ``dataset`` for ``cfg.iters`` optimizer steps; return a summary dict.
+          progress: Callable[[int, int, dict], None] | None = None) -> TrainSummary:
+    """Train ``model_factory()`` on ``dataset`` for ``cfg.iters`` optimizer steps; return a :class:`TrainSummary`.
 
     - ``dataset``: a map-style dataset; if it has ``sample(index, seed)`` its augmentation follows the seed
       the engine passes (see the module docstring), else ``dataset[index]`` is used.
@@ -464,22 +437,21 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
         raise InvalidInputError("the training set holds no images; check the dataset path")
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _resolve_device(cfg.device, local_rank)
-    d = _init_distributed(device)
+    device = resolve_device(cfg.device, local_rank)
+    d = init_distributed(device)
     try:
         run = _Run(model_factory, dataset, cfg, d, device, kind=kind, model_config=model_config,
                    categories=list(categories), collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress)
         return run.run()
     finally:
-        if d.started_here and dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown_distributed(d)
 
 
 class _Run:
     """One process's share of a training run: model, optimizer, data, and what it writes (rank 0)."""
 
-    def __init__(self, model_factory, dataset, cfg: TrainConfig, d: _Dist, device: torch.device, *, kind: str,
-                 model_config: dict, categories: list[dict], collate_fn, evaluate_fn, progress):
+    def __init__(self, model_factory, dataset, cfg: TrainConfig, d: DistributedContext, device: torch.device, *,
+                 kind: str, model_config: dict, categories: list[dict], collate_fn, evaluate_fn, progress):
         if cfg.batch_size % d.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes "
                              f"({d.world_size})")
@@ -643,12 +615,12 @@ class _Run:
                 result = self.evaluate_fn(self.raw_model, step)
             self.raw_model.train()
             self.write_metrics({"step": step, "val": result})
-        _barrier(self.d, self.device)
+        barrier(self.d, self.device)
         return result
 
     # ---- the loop
 
-    def run(self) -> dict:
+    def run(self) -> "TrainSummary":
         cfg, d = self.cfg, self.d
         every = lambda n, step: bool(n) and step % n == 0 and step != cfg.iters   # noqa: E731
         if d.main:
@@ -677,8 +649,8 @@ class _Run:
         self.save(step, lr, final=True)
         if self.evaluate_fn is not None:
             val = self.validate(step)
-        _barrier(d, self.device)
-        return {"steps": step, "start_step": self.start_step, "seconds": time.perf_counter() - started,
-                "losses": losses, "val": val, "last_checkpoint": str(self.last_path),
-                "final_checkpoint": str(self.final_path), "metrics": str(self.metrics_path),
-                "world_size": d.world_size, "device": str(self.device), "amp": self.amp}
+        barrier(d, self.device)
+        return TrainSummary(steps=step, start_step=self.start_step, seconds=time.perf_counter() - started,
+                            losses=losses, val=val, last_checkpoint=self.last_path, final_checkpoint=self.final_path,
+                            metrics=self.metrics_path, world_size=d.world_size, device=str(self.device),
+                            amp=self.amp, main=d.main)

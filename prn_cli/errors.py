@@ -38,6 +38,13 @@ class InvalidInputError(PrnError):
     exit_code = EXIT_INVALID_INPUT
 
 
+class UsageError(PrnError):
+    """A bad option value or combination that only shows once the command runs (e.g. ``--device cuda`` on a
+    machine without CUDA); exit code 2, as for the options Typer rejects while parsing."""
+
+    exit_code = EXIT_USAGE
+
+
 class OutputExistsError(PrnError):
     """An output would overwrite an earlier result; the user must ask for it with ``--overwrite``."""
 

@@ -138,7 +138,7 @@ def test_tiny_model_learns_and_logs(tmp_path):
     calls = []
     cfg = _cfg(tmp_path / "run", iters=40, lr=0.05, log_every=5, checkpoint_every=20)
     summary = _run(cfg, progress=lambda s, t, losses: calls.append((s, t, dict(losses))))
-    assert summary["steps"] == 40 and summary["start_step"] == 0 and summary["world_size"] == 1
+    assert summary.steps == 40 and summary.start_step == 0 and summary.world_size == 1
     records = _read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records] == list(range(5, 41, 5))
     for r in records:
@@ -151,9 +151,9 @@ def test_tiny_model_learns_and_logs(tmp_path):
     assert records[-1]["acc"] > 0.9
     assert [c[0] for c in calls] == list(range(0, 41))
     assert calls[-1][1] == 40 and calls[-1][2]["total"] == pytest.approx(records[-1]["total"])
-    assert summary["losses"]["loss_sem"] == pytest.approx(records[-1]["loss_sem"])
+    assert summary.losses["loss_sem"] == pytest.approx(records[-1]["loss_sem"])
 
-    final = load_checkpoint(summary["final_checkpoint"], kind="base")
+    final = load_checkpoint(summary.final_checkpoint, kind="base")
     assert final["config"] == {"width": 8} and final["categories"] == CATS and "optimizer" not in final
     last = load_checkpoint(tmp_path / "run" / "last.pt", kind="base")
     assert last["step"] == 40 and "optimizer" in last and last["scheduler"]["name"] == "cosine"
@@ -177,10 +177,10 @@ def test_exact_resume(tmp_path):
     with pytest.raises(OutputExistsError, match="--resume"):
         _run(_cfg(tmp_path / "cut"))
     resumed = _run(_cfg(tmp_path / "cut", resume=True))
-    assert resumed["start_step"] == 4 and resumed["steps"] == 8
+    assert resumed.start_step == 4 and resumed.steps == 8
 
-    a = load_checkpoint(straight["final_checkpoint"])["state_dict"]
-    b = load_checkpoint(resumed["final_checkpoint"])["state_dict"]
+    a = load_checkpoint(straight.final_checkpoint)["state_dict"]
+    b = load_checkpoint(resumed.final_checkpoint)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     la, lb = (load_checkpoint(tmp_path / d / "last.pt") for d in ("straight", "cut"))
     assert all(torch.equal(x, y) for x, y in zip(la["rng"][0]["torch"], lb["rng"][0]["torch"]))
@@ -202,7 +202,7 @@ def test_resume_checks(tmp_path):
         train(TinySegNet, ToySet(), _cfg(tmp_path / "run", iters=2, resume=True), kind="prn",
               model_config={"width": 8}, categories=CATS, collate_fn=toy_collate)
     # resuming a finished run just rewrites its final checkpoints
-    assert _run(_cfg(tmp_path / "run", iters=2, resume=True))["steps"] == 2
+    assert _run(_cfg(tmp_path / "run", iters=2, resume=True)).steps == 2
 
 
 def test_evaluate_fn_every_val_every_and_at_end(tmp_path):
@@ -214,7 +214,7 @@ def test_evaluate_fn_every_val_every_and_at_end(tmp_path):
         return {"pq": step / 10}
 
     summary = _run(_cfg(tmp_path / "run", iters=6, val_every=2, log_every=3), evaluate_fn=evaluate)
-    assert seen == [2, 4, 6] and summary["val"] == {"pq": 0.6}
+    assert seen == [2, 4, 6] and summary.val == {"pq": 0.6}
     vals = [r for r in _read_metrics(tmp_path / "run" / "metrics.jsonl") if "val" in r]
     assert [(r["step"], r["val"]["pq"]) for r in vals] == [(2, 0.2), (4, 0.4), (6, 0.6)]
 
@@ -234,7 +234,7 @@ def test_divergence_is_reported(tmp_path):
 def test_dataloader_workers_give_the_same_batches(tmp_path):
     a = _run(_cfg(tmp_path / "w0", iters=4, checkpoint_every=0))
     b = _run(_cfg(tmp_path / "w2", iters=4, checkpoint_every=0, num_workers=2))
-    sa, sb = (load_checkpoint(s["final_checkpoint"])["state_dict"] for s in (a, b))
+    sa, sb = (load_checkpoint(s.final_checkpoint)["state_dict"] for s in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -259,7 +259,7 @@ def factory():
 
 summary = train(factory, ToySet(), _cfg({out!r}, iters=6, checkpoint_every=3), kind="base",
                 model_config={{"width": 8}}, categories=CATS, collate_fn=toy_collate)
-assert summary["world_size"] == 2 and not dist.is_initialized(), summary
+assert summary.world_size == 2 and not dist.is_initialized(), summary
 torch.save(built[0].state_dict(), os.path.join({params!r}, "rank%s.pt" % os.environ["RANK"]))
 """
 

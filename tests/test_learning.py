@@ -28,7 +28,7 @@ def test_tiny_base_model_learns_four_images(tmp_path):
                                                    lr=0.003, warmup_iters=10, checkpoint_every=0, log_every=10,
                                                    num_workers=0, seed=0),
                          BaseTrainingOptions(arch="tiny", crop=128, scale_range=(0.9, 1.1)))
-    assert summary["losses"]["total"] < 2.5          # starts near 7.5
+    assert summary.losses["total"] < 2.5          # starts near 7.5
 
     weights = tmp_path / "run" / "model_final.pt"
     segment([data["images_dir"]], weights, tmp_path / "pred")
