@@ -4,7 +4,8 @@
 #   $COCO/train2017/*.jpg  $COCO/val2017/*.jpg
 #   $COCO/annotations/panoptic_train2017.json + panoptic_train2017/   (and the same for val2017)
 # and, optionally, torchvision's ImageNet ResNet-50 weights as a local file ($R50, e.g. resnet50-0676ba61.pth).
-# The figures to compare with are the paper's (DESIGN.md section 5): MS-PanopticFPN 40.6 PQ, PRN 44.4 PQ.
+# The figures to compare with are the paper's (docs/design.md, "Table 1 and prn ablate"):
+# MS-PanopticFPN 40.6 PQ, PRN 44.4 PQ.
 set -euo pipefail
 COCO=${COCO:?set COCO to the COCO folder}
 R50=${R50:-}

@@ -1,4 +1,4 @@
-"""``prn ablate``: reproduce Table 1 of the paper's supplementary (DESIGN.md section 5) on any dataset.
+"""``prn ablate``: reproduce the paper's Table 1 on any dataset (docs/design.md, "Table 1 and prn ablate").
 
 Every row of :data:`TABLE1_ROWS` is one PRN configuration (Table 1's switches: the foreground branch or the
 semantic foreground, CoordConv in the decoders, CoordConv in the encoder, the box branch with PredBbox
@@ -61,7 +61,7 @@ FORMAT_VERSION = 1
 class AblationRow:
     """One row of Table 1: the PRN switches, the post-processing, and the paper's COCO val figures (percent)."""
 
-    index: int                      # 1-based row number in DESIGN.md section 5
+    index: int                      # 1-based row number in docs/design.md, "Table 1 and prn ablate"
     slug: str                       # folder name under RUN/rows/ and the name --rows takes
     method: str                     # as in the paper's table
     prn: bool                       # False for row 1 (the base, no PRN)
@@ -99,8 +99,8 @@ def _prn(index, slug, *, fg=True, sem=False, dec=False, enc=False, bbox=False, p
                        paper_pq=paper[0], paper_pq_th=paper[1], paper_pq_st=paper[2])
 
 
-#: DESIGN.md section 5, in order. Row 1 is the base; ForegroundSem is a PRN without the foreground branch
-#: whose post-processing takes the foreground from the semantic branch.
+#: docs/design.md, "Table 1 and prn ablate", in order. Row 1 is the base; ForegroundSem is a PRN without the
+#: foreground branch, whose post-processing takes the foreground from the semantic branch.
 TABLE1_ROWS: tuple[AblationRow, ...] = (
     AblationRow(1, "base", "MS-PFPN", False, foreground_source="foreground", paper_pq=40.6, paper_pq_th=46.6,
                 paper_pq_st=31.6),
@@ -522,7 +522,7 @@ def build_table(rows: Sequence[AblationRow], results: dict[str, dict], options: 
                       "pq_st": row.paper_pq_st / 100, "delta_pq": round(row.paper_pq - base_paper.paper_pq, 1) / 100},
             "train_steps": (r.get("train") or {}).get("steps"),
         })
-    return {"format": FORMAT_VERSION, "table": "Table 1 of the PRN supplementary (DESIGN.md section 5)",
+    return {"format": FORMAT_VERSION, "table": "Table 1 of the PRN supplementary (docs/design.md)",
             "units": "PQ, SQ, RQ and deltas as fractions (0-1); the paper's figures are COCO val",
             "val": _abs(options.val), "val_images": val_images,
             "base": _abs(options.val_base) if options.val_base else {"weights": _abs(options.base_weights)},
@@ -534,7 +534,7 @@ MD_COLUMNS = ("Method", "Foreground", "ForegroundSem", "CoordConvDec", "CoordCon
 
 
 def table_markdown(table: dict) -> str:
-    lines = [f"PRN ablation (Table 1, DESIGN.md section 5) on {table['val']} ({table['val_images']} images); "
+    lines = [f"PRN ablation (Table 1, docs/design.md) on {table['val']} ({table['val_images']} images); "
              "PQ in percent, the paper's COCO val PQ (and its gain over MS-PFPN) for reference.", "",
              "| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
     for e in table["rows"]:

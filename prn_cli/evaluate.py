@@ -1,7 +1,7 @@
 """Panoptic quality (PQ / SQ / RQ), identical to the COCO reference evaluator on valid input.
 
-The reference is ``pq_compute`` of cocodataset/panopticapi (commit 7bb4655); ``PQ_SEMANTICS.md`` in the
-project's shared folder lists every rule it follows, quirks included, and this module follows each of them:
+The reference is ``pq_compute`` of cocodataset/panopticapi (commit 7bb4655); ``docs/design.md``
+("The evaluator") lists every rule it follows, quirks included, and this module follows each of them:
 GT ``area`` from the GT JSON, prediction area from the PNG, only GT id 0 is void, strict ``> 0.5`` thresholds,
 the last crowd region per category, categories with no TP/FP/FN left out of the averages.
 

@@ -1,7 +1,7 @@
 """Corrupt ground truth the way base panoptic models fail, to get (prediction, ground truth) pairs for free.
 
 The demo uses a corrupted set as a stand-in for a base model's output, the benchmark as a prediction to
-evaluate, and the refiner's training as unlimited base predictions (DESIGN.md section 4, "Training data").
+evaluate, and the refiner's training as unlimited base predictions (docs/design.md, "PRN", "Training data").
 The failure modes are those of real base models:
 
 - ``coarse_boundary``: a thing mask re-rendered through a 28x28 grid in a slightly wrong box, then upsampled

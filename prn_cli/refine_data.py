@@ -4,7 +4,7 @@ A training sample's base prediction is either a real one (a ``prn segment`` or a
 training images, paired with the GT by ``image_id``) or the GT corrupted the way base models fail
 (``perturb.corrupt``), drawn per sample with probability ``base_mix`` for the real one. Corruption strength
 is drawn per sample from ``strength_range``, so PRN sees bases from nearly right to poor; this is what makes
-it model-agnostic (DESIGN.md section 4, "Training data").
+it model-agnostic (docs/design.md, "PRN", "Training data").
 
 The GT and the base go through the same scale jitter, flip and crop (one packed id map, so they stay pixel
 aligned), then through one renderer (``models.prn.render``): the GT into training targets, the base into the

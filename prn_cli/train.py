@@ -153,7 +153,7 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
 #: PRN architecture presets; ``--config FILE`` (JSON of PRNConfig fields) overrides them.
 PRN_ARCHS = ("tiny", "r18", "r50")
 
-#: The switches of the paper's Table 1 (DESIGN.md section 5), as PRNConfig / PostProcessConfig fields.
+#: The Table 1 switches (docs/design.md, "Table 1 and prn ablate"), as PRNConfig / PostProcessConfig fields.
 TABLE1_SWITCHES = ("foreground_head", "coordconv_decoder", "coordconv_encoder", "box_head")
 
 

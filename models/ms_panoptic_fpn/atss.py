@@ -1,4 +1,5 @@
-"""ATSS detector (Zhang et al. 2020) with decoupled objectness and hierarchical classification (DESIGN.md section 3).
+"""ATSS detector (Zhang et al. 2020) with decoupled objectness and hierarchical classification
+(docs/design.md, "MS-PanopticFPN").
 
 Conventions (used by every function here)
 -----------------------------------------

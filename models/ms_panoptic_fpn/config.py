@@ -1,4 +1,7 @@
-"""Plain keyword configuration of MS-PanopticFPN (DESIGN.md section 3). Every weight and threshold is a field."""
+"""Plain keyword configuration of MS-PanopticFPN (docs/design.md, "MS-PanopticFPN").
+
+Every weight and threshold is a field.
+"""
 
 from __future__ import annotations
 

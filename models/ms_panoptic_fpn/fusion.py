@@ -1,5 +1,5 @@
 """Panoptic fusion of MS-PanopticFPN: the PanopticFPN heuristic as in detectron2's
-``combine_semantic_and_instance_outputs`` (DESIGN.md section 3), with two documented differences:
+``combine_semantic_and_instance_outputs`` (docs/design.md, "MS-PanopticFPN"), with two documented differences:
 
 - the semantic map predicts every class (stuff and thing); thing classes in it are never used to fill pixels,
   only the stuff classes are (detectron2's semantic head has a single merged "things" class that it skips);

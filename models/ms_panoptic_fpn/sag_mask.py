@@ -1,5 +1,5 @@
-"""Instance-mask branch of MS-PanopticFPN: CenterMask's SAG-Mask head (DESIGN.md section 3), its training targets
-and loss, and pasting the 28x28 masks back into the image.
+"""Instance-mask branch of MS-PanopticFPN: CenterMask's SAG-Mask head, its training targets and loss, and pasting
+the 28x28 masks back into the image (docs/design.md, "MS-PanopticFPN").
 
 Conventions
 -----------

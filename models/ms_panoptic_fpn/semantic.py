@@ -1,5 +1,5 @@
 """Semantic ("stuff") branch of MS-PanopticFPN: Realtime Panoptic's concatenation of every FPN level's
-classification-tower features, predicted at stride 4 (DESIGN.md section 3).
+classification-tower features, predicted at stride 4 (docs/design.md, "MS-PanopticFPN").
 
 Contracts
 ---------

@@ -1,6 +1,6 @@
-"""Plain keyword configuration of PRN, the Panoptic Refinement Network (DESIGN.md section 4).
+"""Plain keyword configuration of PRN, the Panoptic Refinement Network (docs/design.md, "PRN").
 
-Every width, switch and loss weight is a field. The Table-1 ablation switches (DESIGN.md section 5) are
+Every width, switch and loss weight is a field. The Table 1 switches (docs/design.md, "Table 1 and prn ablate") are
 :attr:`PRNConfig.foreground_head`, :attr:`PRNConfig.coordconv_encoder`, :attr:`PRNConfig.coordconv_decoder`
 (network) and :attr:`PRNConfig.box_head` (needed by the post-processing's PredBbox rule); "ForegroundSem" vs
 "Foreground" and PredBbox themselves are post-processing choices.

@@ -1,4 +1,4 @@
-"""Panoptic-DeepLab parts of PRN: ASPP, the dual decoders and the stride-4 prediction heads (DESIGN.md section 4).
+"""Panoptic-DeepLab parts of PRN: ASPP, the dual decoders and the stride-4 prediction heads (docs/design.md, "PRN").
 
 Contracts
 ---------

@@ -1,4 +1,4 @@
-"""PRN, the Panoptic Refinement Network: image + base prediction -> refined Panoptic-DeepLab maps (DESIGN.md §4).
+"""PRN, the Panoptic Refinement Network: image + base -> refined Panoptic-DeepLab maps (docs/design.md, "PRN").
 
 Input/output contract
 ---------------------

@@ -1,4 +1,4 @@
-"""Post-processing of PRN: turn one image's network maps into a panoptic segmentation (DESIGN.md section 4).
+"""Post-processing of PRN: turn one image's network maps into a panoptic segmentation (docs/design.md, "PRN").
 
 The steps are Panoptic-DeepLab's (detectron2 / bowenc0221 ``post_processing.py``), with PRN's two switches:
 
