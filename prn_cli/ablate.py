@@ -255,7 +255,8 @@ def _describe_difference(old: dict, new: dict) -> str:
 
 def _prepare_folder(run: Path, options: AblationOptions, overwrite: bool) -> None:
     """Check (or write) RUN/ablation.json; with ``overwrite`` remove everything an earlier ablation wrote."""
-    from .panoptic import read_json, write_json_atomic
+    from .io import write_json_atomic
+    from .panoptic import read_json
 
     record = {"format": FORMAT_VERSION, "options": options_record(options)}
     marker = run / OPTIONS_NAME
@@ -455,7 +456,7 @@ def _finish_row(run: Path, row: AblationRow, options: AblationOptions, inputs: _
     """Refine the val base with the row's PRN (the base row: nothing), evaluate, write result.json."""
     from .engine import FINAL_NAME
     from .evaluate import evaluate
-    from .panoptic import write_json_atomic
+    from .io import write_json_atomic
     from .refine import RefineOptions, refine
 
     d = _row_dir(run, row)
@@ -556,7 +557,7 @@ def _plain_overrides(overrides: dict) -> str:
 
 
 def _write_table(run: Path, table: dict) -> tuple[Path, Path]:
-    from .panoptic import atomic_output, write_json_atomic
+    from .io import atomic_output, write_json_atomic
 
     md, js = run / TABLE_MD, run / TABLE_JSON
     with atomic_output(md) as f:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import InvalidInputError, fail
-from .panoptic import atomic_output
+from .io import atomic_output
 
 FORMAT = "prn-checkpoint"
 FORMAT_VERSION = 1

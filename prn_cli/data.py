@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import InvalidInputError, fail
+from .io import read_photo
 from .panoptic import PanopticSet, load_set, read_id_png, safe_join
 
 IGNORE = 255
@@ -39,21 +40,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # images
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file; a missing or unreadable file raises InvalidInputError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))   # a writable copy: torch refuses read-only arrays
-    except FileNotFoundError:
-        raise fail(path, "image file is missing", "check the images folder and the images' file_name") from None
-    except IsADirectoryError:
-        raise fail(path, "is a directory, not an image file", "check the images' file_name") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise fail(path, f"image cannot be decoded ({exc.__class__.__name__}: {exc})",
-                   "the file is corrupt, truncated or not an image; replace or remove it") from None
+#: (H, W, 3) uint8 RGB of an image file: :func:`prn_cli.io.read_photo` (kept under this name for its importers).
+load_rgb = read_photo
 
 
 def normalize(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -343,7 +331,7 @@ class PanopticTrainingSet(Dataset):
     def sample(self, index: int, seed: int):
         """Item ``index`` with the transform's randomness drawn from a generator seeded with ``seed``."""
         image_id, image_path, png_path, segments = self.items[index]
-        rgb = load_rgb(image_path)
+        rgb = read_photo(image_path)
         ids = read_id_png(png_path)
         if rgb.shape[:2] != ids.shape:
             raise fail(png_path, f"panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its image {image_path} is "
@@ -403,7 +391,7 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int):
         path = self.files[index]
-        rgb = load_rgb(path)
+        rgb = read_photo(path)
         image = normalize(rgb)
         if self.transform is not None:
             image, _ = self.transform(image, None)

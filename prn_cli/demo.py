@@ -16,7 +16,8 @@ from typing import Callable, ContextManager
 
 from .errors import OutputExistsError
 from .evaluate import EvalReport, evaluate
-from .panoptic import load_set, set_paths, write_json_atomic
+from .io import write_json_atomic
+from .panoptic import load_set, set_paths
 
 ProgressFactory = Callable[[str], ContextManager[Callable[[int, int], None]]]
 

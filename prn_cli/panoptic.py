@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .errors import InvalidInputError, OutputExistsError, fail
+from .errors import InvalidInputError, fail
+from .io import prepare_output_dir, refuse_file_as_folder, write_json_atomic, write_png_atomic
 
 VOID = 0
 #: Largest encodable id + 1 (ids are 24-bit).
@@ -159,47 +158,7 @@ def read_id_png(path: str | os.PathLike, *, what: str = "panoptic PNG") -> np.nd
 
 def write_id_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     """Write (H, W) ids as an 8-bit RGB PNG atomically (temporary file in the same folder, then rename)."""
-    from PIL import Image
-
-    path = Path(path)
-    rgb = id2rgb(ids)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=4)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Write ``path`` through a temporary file in the same folder, renamed over ``path`` only on success.
-
-    Readers never see a partial file, and an exception leaves any earlier ``path`` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would (0666 less the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON through a temporary file in the same folder and an atomic rename."""
-    with atomic_output(path) as f:
-        json.dump(obj, f)
+    write_png_atomic(path, id2rgb(ids), compress_level=4)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -537,10 +496,9 @@ class PanopticWriter:
         self.annotations: list[dict] = []
         self.adopted_names: set[str] = set()
         self._file_names: set[str] = set()
-        if self.json_path.exists():
-            if not overwrite:
-                raise OutputExistsError(f"{self.json_path} already exists; pass {flag} to replace it "
-                                        "or choose another output folder")
+        refuse_file_as_folder(self.png_dir)
+        if prepare_output_dir(self.json_path.parent, overwrite=overwrite, marker_names=[self.json_path.name],
+                              flag=flag):
             stale = self._listed_pngs()
             self.json_path.unlink()   # first, so an interrupted re-run leaves no JSON naming stale PNGs
             for png in stale:

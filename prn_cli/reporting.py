@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .evaluate import GROUPS, EvalReport
-from .panoptic import write_json_atomic
+from .io import write_json_atomic
 
 
 def _pct(value: Any, signed: bool = False) -> str:

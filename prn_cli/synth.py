@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from .io import atomic_output, prepare_output_dir
 from .panoptic import OFFSET, PanopticWriter, category_dict
 
 # --------------------------------------------------------------------------------------------------------------
@@ -627,13 +628,8 @@ def _random_hue(rng: np.random.Generator) -> np.ndarray:
 def _save_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(rgb).save(tmp, format="JPEG", quality=int(quality))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path, "wb", fsync=False) as f:
+        Image.fromarray(rgb).save(f, format="JPEG", quality=int(quality))
 
 
 def write_dataset(out_dir: str | os.PathLike, config: SynthConfig, *, overwrite: bool = False,
@@ -647,7 +643,10 @@ def write_dataset(out_dir: str | os.PathLike, config: SynthConfig, *, overwrite:
     ``progress(done, total)`` is called after each image.
     """
     out = Path(out_dir)
-    json_path = out / "annotations" / f"panoptic_{config.split}.json"
+    json_name = f"annotations/panoptic_{config.split}.json"
+    # An --out that is a file, or an earlier set of this split without overwrite, is refused before any write.
+    prepare_output_dir(out, overwrite=overwrite, marker_names=[json_name])
+    json_path = out / json_name
     png_dir = out / "annotations" / f"panoptic_{config.split}"
     img_dir = out / "images" / config.split
     categories = synth_categories()
