@@ -34,6 +34,12 @@ _KIND_NAMES = {"base": "base-model (MS-PanopticFPN, `prn train base`)",
 _REQUIRED_KEYS = ("kind", "config", "categories", "state_dict")
 
 
+#: the files of a training run folder (``prn train --out RUN``)
+LAST_NAME = "last.pt"               # full training state, to resume from
+FINAL_NAME = "model_final.pt"       # weights, config and categories: what segment / refine / info load
+METRICS_NAME = "metrics.jsonl"
+
+
 def _plain(obj: Any, where: str) -> Any:
     """``obj`` as tensors and plain Python types that ``weights_only`` loading accepts.
 

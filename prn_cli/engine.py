@@ -37,13 +37,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import FINAL_NAME, LAST_NAME, METRICS_NAME, load_checkpoint, save_checkpoint
 from .errors import InvalidInputError, OutputExistsError, PrnError
-from .runtime import DistributedContext, barrier, check_device_name, init_distributed, resolve_device, shutdown_distributed
+from .runtime import (DistributedContext, barrier, check_device_name, init_distributed, resolve_device,
+                      shutdown_distributed)
 
-LAST_NAME = "last.pt"
-FINAL_NAME = "model_final.pt"
-METRICS_NAME = "metrics.jsonl"
 
 SCHEDULES = ("cosine", "step", "poly")
 AMP_MODES = ("off", "bf16", "fp16")
@@ -106,6 +104,7 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"              # "auto" | "cpu" | "cuda"
     resume: bool = False
+    overwrite: bool = False           # start again: rank 0 removes an earlier run's checkpoints and metrics
     find_unused_parameters: bool = True   # DDP: the networks skip branches on some batches (no positives)
 
     def __post_init__(self) -> None:
@@ -427,7 +426,10 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
     """
     out = Path(cfg.out_dir)
     last_path, final_path = out / LAST_NAME, out / FINAL_NAME
-    if not cfg.resume and (last_path.exists() or final_path.exists()):
+    if cfg.overwrite and not cfg.resume and int(os.environ.get("RANK", "0")) == 0:
+        for name in (LAST_NAME, FINAL_NAME, METRICS_NAME):
+            (out / name).unlink(missing_ok=True)
+    if not cfg.resume and not cfg.overwrite and (last_path.exists() or final_path.exists()):
         found = LAST_NAME if last_path.exists() else FINAL_NAME
         raise OutputExistsError(f"{out} already holds a training run ({found}); pass --resume to continue it or "
                                 "choose another --out")

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, fail
+from .options import PostProcessOverrides
 from .panoptic import PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
 
 CHANGE_KEYS = ("segments_base", "segments_refined", "added", "removed", "split", "merged", "relabelled",
@@ -33,8 +34,8 @@ CHANGE_KEYS = ("segments_base", "segments_refined", "added", "removed", "split",
 class RefineOptions:
     device: str = "auto"
     batch_size: int = 1
-    #: overrides of the checkpoint's post-processing config (None values keep the trained value)
-    postprocess: dict = field(default_factory=dict)
+    #: post-processing replacing the checkpoint's stored values
+    overrides: PostProcessOverrides = field(default_factory=PostProcessOverrides)
     #: JSON file mapping base category ids to the checkpoint's ({"<base id>": <checkpoint id>, ...})
     category_map: str | None = None
 
@@ -106,7 +107,7 @@ def compare_segmentations(base_ids: np.ndarray, base_cats: dict[int, int], ref_i
 # categories
 
 
-def _category_translation(base, ckpt_categories: list[dict], map_file: str | None) -> dict[int, int]:
+def category_translation(base, ckpt_categories: list[dict], map_file: str | None) -> dict[int, int]:
     """base category id -> checkpoint category id, for every id the base uses."""
     ckpt = {int(c["id"]): c for c in ckpt_categories}
     used = sorted({int(s["category_id"]) for a in base.annotations for s in a["segments_info"]})
@@ -149,114 +150,62 @@ def _category_translation(base, ckpt_categories: list[dict], map_file: str | Non
 # the command's core
 
 
-def load_refiner(weights: str | os.PathLike, device, postprocess_overrides: dict | None = None):
-    """``(model, category_map, render_config, postprocess_config, categories)`` from a PRN checkpoint."""
-    import dataclasses
-
-    from .checkpoint import load_checkpoint
-    from .models.categories import CategoryMap
-    from .models.prn.config import PRNConfig
-    from .models.prn.model import build_model
-    from .models.prn.postprocess import PostProcessConfig
-    from .models.prn.render import RenderConfig
-
-    ckpt = load_checkpoint(weights, kind="prn")
-    cfg = ckpt["config"]
-    config = PRNConfig.from_dict(cfg["model"])
-    render = RenderConfig(**cfg.get("render", {}))
-    post = dict(cfg.get("postprocess", {}))
-    for key, value in (postprocess_overrides or {}).items():
-        if value is None:
-            continue
-        if key not in {f.name for f in dataclasses.fields(PostProcessConfig)}:
-            raise ValueError(f"unknown post-processing option {key}")
-        post[key] = value
-    try:
-        postprocess = PostProcessConfig(**post)
-    except ValueError as exc:
-        raise InvalidInputError(f"post-processing options: {exc}") from None
-    if postprocess.foreground_source == "foreground" and not config.foreground_head:
-        raise InvalidInputError(f"{weights}: this PRN has no foreground branch; use --foreground-source semantic")
-    if postprocess.use_pred_bbox and not config.box_head:
-        raise InvalidInputError(f"{weights}: this PRN has no box branch; leave out --pred-bbox")
-    categories = ckpt["categories"]
-    model = build_model(config, categories)
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
-    return model, CategoryMap.from_categories(categories), render, postprocess, categories
-
-
-def resolve_device(choice: str):
-    import torch
-
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidInputError(f"--device {choice}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(choice)
-
-
 def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike,
-           weights: str | os.PathLike, out_dir: str | os.PathLike, *, options: RefineOptions = RefineOptions(),
+           weights: str | os.PathLike | None, out_dir: str | os.PathLike, *, options: RefineOptions = RefineOptions(),
            overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
            on_failure: Callable[[str, str], None] | None = None) -> RefineResult:
-    """Refine the base set ``base`` (paired with ``images``) with the PRN checkpoint ``weights`` into
-    ``out_dir`` (panoptic.json + panoptic/)."""
-    import torch
-
+    """Refine the base set ``base`` (paired with ``images``) with the PRN checkpoint ``weights`` (None: the
+    shipped one) into ``out_dir`` (panoptic.json + panoptic/)."""
+    from .predictors import Refiner
     from .refine_data import pair_with_images
     from .segment import list_images
 
-    device = resolve_device(options.device)
-    model, category_map, render_config, post_config, categories = load_refiner(weights, device, options.postprocess)
+    refiner = Refiner(weights, device=options.device, overrides=options.overrides)
     base_set = load_set(base, need_categories=False)
-    translation = _category_translation(base_set, categories, options.category_map)
+    translation = category_translation(base_set, refiner.categories, options.category_map)
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     pairs = pair_with_images(base_set, list_images(image_inputs))
     json_path, png_dir = set_paths(out_dir)
-    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite,
-                            info={"description": "prn refine (PRN)", "weights": str(weights),
+    writer = PanopticWriter(json_path, png_dir, refiner.categories, overwrite=overwrite,
+                            info={"description": "prn refine (PRN)", "weights": str(refiner.weights),
                                   "base": str(base_set.json_path)})
-    base_cat_ids = {int(c["id"]): c for c in categories}
     failed: list[tuple[str, str]] = []
     per_image: list[dict] = []
     total = len(pairs)
     if progress:
         progress(0, total)
     bs = max(1, int(options.batch_size))
-    with torch.inference_mode():
-        for start in range(0, total, bs):
-            ready = []
-            for item in pairs[start:start + bs]:
-                try:
-                    ready.append(_prepare(item, base_set, translation, base_cat_ids, category_map, render_config))
-                except InvalidInputError as exc:
-                    failed.append((str(item.image_path), exc.message))
-                    if on_failure:
-                        on_failure(str(item.image_path), exc.message)
-            if ready:
-                for prep, (ids, segs) in zip(ready, _refine_batch(model, ready, category_map, post_config, device)):
-                    item, base_ids, base_segs = prep["item"], prep["base_ids"], prep["base_segments"]
-                    image = {**item.image, "height": int(ids.shape[0]), "width": int(ids.shape[1])}
-                    writer.add(image, ids, segs, file_name=item.annotation["file_name"])
-                    change = compare_segmentations(base_ids, {s["id"]: s["category_id"] for s in base_segs}, ids,
-                                                   {s["id"]: s["category_id"] for s in segs})
-                    per_image.append({"image_id": item.annotation["image_id"],
-                                      "file_name": item.annotation["file_name"], **change})
-            if progress:
-                progress(min(start + bs, total), total)
+    for start in range(0, total, bs):
+        ready = []
+        for item in pairs[start:start + bs]:
+            try:
+                ready.append(prepare_item(refiner, item, base_set, translation))
+            except InvalidInputError as exc:
+                failed.append((str(item.image_path), exc.message))
+                if on_failure:
+                    on_failure(str(item.image_path), exc.message)
+        predictions = refiner.predict_prepared([p["inputs"] for p in ready])
+        for prep, pred in zip(ready, predictions):
+            item, base_ids, base_segs = prep["item"], prep["base_ids"], prep["base_segments"]
+            image = {**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])}
+            writer.add(image, pred.ids, pred.segments, file_name=item.annotation["file_name"])
+            change = compare_segmentations(base_ids, {s["id"]: s["category_id"] for s in base_segs}, pred.ids,
+                                           {s["id"]: s["category_id"] for s in pred.segments})
+            per_image.append({"image_id": item.annotation["image_id"], "file_name": item.annotation["file_name"],
+                              **change})
+        if progress:
+            progress(min(start + bs, total), total)
     writer.commit()
     totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
     return RefineResult(json_path, len(per_image), failed, totals, per_image)
 
 
-def _prepare(item, base_set, translation, ckpt_cats, category_map, render_config) -> dict:
-    import torch
+def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
+    """Read one paired base annotation and its photo, check them, and make PRN's inputs:
+    ``{"item", "base_ids", "base_segments" (checkpoint category ids), "inputs"}``."""
+    from .io import read_photo
 
-    from .data import load_rgb, normalize
-    from .refine_data import render_base
-
-    rgb = load_rgb(item.image_path)
+    rgb = read_photo(item.image_path)
     ann = item.annotation
     png = base_set.png_path(ann)
     ids = read_id_png(png)
@@ -266,41 +215,7 @@ def _prepare(item, base_set, translation, ckpt_cats, category_map, render_config
                                 "image's size")
     segs = [{"id": int(s["id"]), "category_id": translation.get(int(s["category_id"]), int(s["category_id"])),
              "iscrowd": 0} for s in ann["segments_info"]]
-    check_annotation(base_set, {**ann, "segments_info": segs}, ids, ckpt_cats, check_area=False,
-                     image_info={"width": rgb.shape[1], "height": rgb.shape[0]})
-    base_sem, base_maps = render_base(torch.from_numpy(ids.astype(np.int64)), segs, category_map, render_config,
-                                      where=str(png))
+    check_annotation(base_set, {**ann, "segments_info": segs}, ids, {int(c["id"]): c for c in refiner.categories},
+                     check_area=False, image_info={"width": rgb.shape[1], "height": rgb.shape[0]})
     return {"item": item, "base_ids": ids, "base_segments": segs,
-            "inputs": {"image": normalize(rgb), "base_semantic": base_sem, "base_maps": base_maps}}
-
-
-def _refine_batch(model, ready: list[dict], category_map, post_config, device) -> list[tuple[np.ndarray, list]]:
-    import torch
-
-    from .models.prn.postprocess import panoptic_from_outputs
-    from .refine_data import collate_refine
-    from .synth import random_segment_ids
-
-    inputs, _ = collate_refine([(p["inputs"], None) for p in ready], size_divisibility=32)
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    outputs = model(inputs)
-    thing = torch.zeros(category_map.num_classes, dtype=torch.bool, device=device)
-    for cid in category_map.thing_ids:
-        thing[category_map.class_index(cid)] = True
-    results = []
-    for i, prep in enumerate(ready):
-        h, w = prep["base_ids"].shape
-        one = {k: v[i, :, :h, :w] for k, v in outputs.items()}
-        seg_map, infos = panoptic_from_outputs(one, thing, post_config)
-        seg_map = seg_map.cpu().numpy()
-        # COCO-like ids (random colours), reproducible per image
-        rng = np.random.default_rng(np.random.SeedSequence([int(h), int(w), len(infos), 11]))
-        new_ids = random_segment_ids(rng, len(infos))
-        lut = np.zeros(int(seg_map.max(initial=0)) + 1, np.uint32)
-        segs = []
-        for info, sid in zip(infos, new_ids):
-            lut[info["index"]] = sid
-            segs.append({"id": int(sid), "category_id": int(category_map.class_ids[info["class_index"]]),
-                         "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
-        results.append((lut[seg_map], segs))
-    return results
+            "inputs": refiner.prepare(rgb, ids, segs, where=str(png))}

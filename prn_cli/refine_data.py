@@ -39,6 +39,9 @@ class RefineDataOptions:
     base_mix: float = 0.5
     #: corruption strength drawn uniformly per sample
     strength_range: tuple[float, float] = (0.3, 0.8)
+    #: probability of blanking the base's instance maps (centre, offsets, boxes, boundaries; the base's semantics
+    #: and foreground stay), so that the instance heads must find things in the image instead of copying the base
+    base_instance_dropout: float = 0.0
     render: Any = None            # models.prn.render.RenderConfig; None = its defaults
 
     def __post_init__(self) -> None:
@@ -47,6 +50,8 @@ class RefineDataOptions:
         lo, hi = self.strength_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"strength_range must satisfy 0 <= low <= high <= 1, got {self.strength_range}")
+        if not 0.0 <= self.base_instance_dropout <= 1.0:
+            raise ValueError(f"base_instance_dropout must be in [0, 1], got {self.base_instance_dropout}")
         if self.crop < 32:
             raise ValueError(f"crop must be at least 32 pixels, got {self.crop}")
 
@@ -61,6 +66,14 @@ def render_base(ids: torch.Tensor, segments_info: Sequence[dict], category_map, 
     except ValueError as exc:
         raise InvalidInputError(f"{where}: {exc}; map the base's categories with --category-map") from None
     return rendered["semantic"], input_maps(rendered, render_config)
+
+
+def blank_instance_maps(base_maps: torch.Tensor) -> torch.Tensor:
+    """``base_maps`` (9, H, W) with the instance channels zeroed: centre heatmap, offsets, boxes, boundary. The
+    foreground (channel 0) stays, so PRN still knows where the base saw things, not which instance is which."""
+    out = base_maps.clone()
+    out[1:] = 0
+    return out
 
 
 _TARGET_KEYS = ("semantic", "semantic_weight", "center", "center_weight", "offset", "offset_weight", "box",
@@ -146,6 +159,8 @@ class RefinementTrainingSet(Dataset):
             raise InvalidInputError(f"{png_path}: {exc}") from None
         base_semantic, base_maps = render_base(base_t, base_segments, self.category_map, self.render_config,
                                                where=str(base_item[0] if base_item else png_path))
+        if self.options.base_instance_dropout and rng.random() < self.options.base_instance_dropout:
+            base_maps = blank_instance_maps(base_maps)
         inputs = {"image": image, "base_semantic": base_semantic, "base_maps": base_maps}
         return inputs, {k: targets[k] for k in _TARGET_KEYS}
 

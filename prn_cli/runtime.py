@@ -20,10 +20,25 @@ NO_CUDA = "--device {choice}: no CUDA GPU is visible on this machine; use --devi
 
 
 def check_device_name(choice: str) -> str:
-    """``choice`` if it names a device prn understands (checked without importing torch), else a usage error."""
+    """``choice`` if it names a device prn understands (auto, cpu, cuda, cuda:N), else a usage error."""
     if not _DEVICE_PATTERN.match(str(choice)):
         raise UsageError(f"--device {choice}: not a device; use auto, cpu, cuda or cuda:N")
     return str(choice)
+
+
+def check_device(choice: str) -> str:
+    """:func:`check_device_name`, and, without importing torch, CUDA asked for on a machine with no NVIDIA
+    driver at all fails at once (commands call this before loading anything); with a driver, torch decides in
+    :func:`resolve_device`, with the same message."""
+    check_device_name(choice)
+    if str(choice).startswith("cuda") and not _nvidia_driver_present():
+        raise UsageError(NO_CUDA.format(choice=choice))
+    return str(choice)
+
+
+def _nvidia_driver_present() -> bool:
+    # the kernel driver's files; without them torch.cuda.is_available() is always False
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/nvidiactl"))
 
 
 def resolve_device(choice: str = "auto", local_rank: int | None = None):

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, OutputExistsError, fail
+from .options import SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
 
 PROGRESS_NAME = ".segment-progress.jsonl"
@@ -31,8 +32,8 @@ class SegmentOptions:
     batch_size: int = 1
     max_size: int | None = None          # resize so the long side is at most this (outputs at the original size)
     images_json: str | None = None
-    #: overrides of the checkpoint's InferenceConfig (None keeps the trained value)
-    thresholds: dict = field(default_factory=dict)
+    #: thresholds replacing the checkpoint's InferenceConfig values
+    overrides: SegmentOverrides = field(default_factory=SegmentOverrides)
 
 
 @dataclass
@@ -83,33 +84,19 @@ def _read_progress(path: Path) -> list[dict]:
     return done
 
 
-def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike, out_dir: str | os.PathLike, *,
+def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | None, out_dir: str | os.PathLike, *,
             options: SegmentOptions = SegmentOptions(), resume: bool = False, overwrite: bool = False,
             progress: Callable[[int, int], None] | None = None,
             on_failure: Callable[[str, str], None] | None = None) -> SegmentResult:
-    """Segment ``inputs`` with the base-model checkpoint ``weights`` into ``out_dir`` (panoptic.json + panoptic/)."""
-    import torch
-
-    from .checkpoint import load_checkpoint
-    from .data import load_rgb
-    from .models.ms_panoptic_fpn.config import MSPanopticFPNConfig
-    from .models.ms_panoptic_fpn.model import build_model
+    """Segment ``inputs`` with the base-model checkpoint ``weights`` (None: the shipped one) into ``out_dir``
+    (panoptic.json + panoptic/)."""
+    from .io import read_photo
+    from .predictors import Segmenter
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
-    ckpt = load_checkpoint(weights, kind="base")
-    config = MSPanopticFPNConfig.from_dict(ckpt["config"])
-    for key, value in options.thresholds.items():
-        if value is not None:
-            if not hasattr(config.inference, key):
-                raise ValueError(f"unknown inference option {key}")
-            setattr(config.inference, key, value)
-    categories = ckpt["categories"]
-    device = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if options.device == "auto" else options.device))
-    model = build_model(config, categories)
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
+    segmenter = Segmenter(weights, device=options.device, overrides=options.overrides, max_size=options.max_size)
+    categories = segmenter.categories
 
     json_path, png_dir = set_paths(out_dir)
     progress_path = Path(out_dir) / PROGRESS_NAME
@@ -122,35 +109,35 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike, out
         raise OutputExistsError(f"{out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
                                 "--overwrite to start again")
     writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume,
-                            info={"description": "prn segment (MS-PanopticFPN)", "weights": str(weights)})
+                            info={"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)})
     if not resume and progress_path.exists():
         progress_path.unlink()
     for d in done.values():
         if not (png_dir / d["annotation"]["file_name"]).exists():
             continue
         writer.adopt(d["image"], d["annotation"])
-    div = config.size_divisibility
     todo = [(f, r) for f, r in zip(files, records) if r["file_name"] not in writer.adopted_names]
     failed: list[tuple[str, str]] = []
     total = len(files)
     finished = total - len(todo)
     if progress:
         progress(finished, total)
+    step = max(1, options.batch_size)
     with open(progress_path, "a", encoding="utf-8") as log:
-        for start in range(0, len(todo), max(1, options.batch_size)):
+        for start in range(0, len(todo), step):
             batch = []
-            for f, rec in todo[start: start + max(1, options.batch_size)]:
+            for f, rec in todo[start: start + step]:
                 try:
-                    rgb = load_rgb(f)
+                    rgb = read_photo(f)
                 except InvalidInputError as exc:
                     failed.append((str(f), exc.message))
                     if on_failure:
                         on_failure(str(f), exc.message)
                     continue
-                batch.append((f, rec, rgb))
+                batch.append((rec, rgb))
             if batch:
-                _run_batch(model, batch, writer, log, div, options.max_size, device)
-            finished += len(todo[start: start + max(1, options.batch_size)])
+                write_predictions(segmenter, batch, writer, log)
+            finished += len(todo[start: start + step])
             if progress:
                 progress(finished, total)
     writer.commit()
@@ -159,30 +146,12 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike, out
                          failed)
 
 
-def _run_batch(model, batch, writer: PanopticWriter, log, size_divisibility: int, max_size, device) -> None:
-    import torch.nn.functional as F
-
-    from .data import collate, normalize
-
-    tensors = []
-    for _, _, rgb in batch:
-        t = normalize(rgb)
-        h, w = t.shape[-2:]
-        if max_size and max(h, w) > max_size:
-            s = max_size / max(h, w)
-            t = F.interpolate(t[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
-                              align_corners=False)[0]
-        tensors.append((t, None))
-    images, _, sizes = collate(tensors, size_divisibility=size_divisibility)
-    images = images.to(device)
-    outputs = model(images, image_sizes=sizes)
-    for (f, rec, rgb), out in zip(batch, outputs):
-        ids, segments = model.panoptic(out, out_size=rgb.shape[:2])
-        ids = ids.cpu().numpy() if hasattr(ids, "cpu") else np.asarray(ids)
+def write_predictions(segmenter, batch: Sequence[tuple[dict, np.ndarray]], writer: PanopticWriter, log=None) -> None:
+    """Segment ``batch`` (``(image record, RGB)``) with ``segmenter`` and add each result to ``writer``; with
+    ``log``, append one resume line per written image."""
+    for (rec, rgb), pred in zip(batch, segmenter.predict_batch([rgb for _, rgb in batch])):
         image = {**rec, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])}
-        segments = [{k: (float(v) if k == "score" else int(v)) for k, v in s.items()} for s in segments]
-        ann = writer.add(image, ids, segments)
+        ann = writer.add(image, pred.ids, pred.segments)
         if log is not None:
             log.write(json.dumps({"image": image, "annotation": ann}) + "\n")
             log.flush()
-

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import fail
+from .errors import UsageError, fail
+from .options import PostProcessOverrides, PRNSwitches
 
 #: Architecture presets; ``--config FILE`` (JSON of MSPanopticFPNConfig fields) overrides them.
 ARCHS = ("tiny", "r18", "r34", "r50", "r101")
@@ -51,16 +53,16 @@ class BaseTrainingOptions:
     crop: int = 256
     scale_range: tuple[float, float] = (0.75, 1.25)
     backbone_weights: str | None = None
-    val_images: int = 50        # images of --val used for the periodic PQ (0 = all)
+    val_limit: int = 50         # images of --val used for the periodic PQ (0 = all)
 
 
-def _check_backbone_weights(path: str | None) -> None:
+def check_backbone_weights(path: str | None) -> None:
     if path and not Path(path).is_file():
         raise fail(path, "backbone weights file is missing", "pass a local torchvision ResNet state_dict or a prn "
                    "base checkpoint (nothing is downloaded)")
 
 
-def _with_backbone_weights(model, path: str | None):
+def with_backbone_weights(model, path: str | None):
     """``model`` with ``path`` (torchvision ResNet state_dict, or a checkpoint whose ResNet is under
     ``backbone.``) loaded into ``model.backbone``; for PRN the extra stem channels stay zero."""
     from .models.backbone import load_backbone_weights
@@ -74,20 +76,30 @@ def _with_backbone_weights(model, path: str | None):
     return model
 
 
-def predict_panoptic(model, items, writer, device, size_divisibility: int, max_size: int | None = None) -> None:
-    """Run ``model`` on ``items`` (``(image record, RGB ndarray)``) and add each panoptic result to ``writer``."""
-    from .segment import _run_batch
+def check_run_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
+    """Before any heavy import: a run folder that holds a run needs --resume or --overwrite; --resume needs one."""
+    from .checkpoint import FINAL_NAME, LAST_NAME
+    from .errors import InvalidInputError, OutputExistsError
 
-    for record, rgb in items:
-        _run_batch(model, [(None, record, rgb)], writer, None, size_divisibility, max_size, device)
+    out = Path(out)
+    last, final = out / LAST_NAME, out / FINAL_NAME
+    if resume and not last.exists():
+        raise InvalidInputError(f"{last}: no checkpoint to resume from; leave out --resume to start a new run")
+    if not resume and not overwrite and (last.exists() or final.exists()):
+        found = LAST_NAME if last.exists() else FINAL_NAME
+        raise OutputExistsError(f"{out} already holds a training run ({found}); pass --resume to continue it, "
+                                "--overwrite to start again, or choose another --out")
 
 
 def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int) -> Callable:
-    """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, ...}``: segment (the first ``limit``) val images and
-    evaluate them against their ground truth with prn's evaluator."""
-    from .data import default_images_dir, load_rgb
+    """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, ...}`` (percentages): segment (the first ``limit``) val
+    images and evaluate them against their ground truth with prn's evaluator."""
+    from .data import default_images_dir
     from .evaluate import evaluate
+    from .io import read_photo
     from .panoptic import PanopticSet, PanopticWriter, load_set, safe_join, set_paths
+    from .predictors import Segmenter
+    from .segment import write_predictions
 
     gt = load_set(val_path)
     images_dir = default_images_dir(gt.json_path)
@@ -99,26 +111,32 @@ def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int)
                          annotations)
 
     def evaluate_fn(model, step: int) -> dict:
-        device = next(model.parameters()).device
+        segmenter = Segmenter.from_model(model, gt.categories, size_divisibility)
         with tempfile.TemporaryDirectory(prefix="prn-val-") as tmp:
             json_path, png_dir = set_paths(tmp)
             with PanopticWriter(json_path, png_dir, gt.categories) as writer:
-                items = []
                 for ann in annotations:
                     info = infos[ann["image_id"]]
-                    rgb = load_rgb(safe_join(images_dir, info["file_name"], gt.json_path, "image file_name"))
-                    items.append(({"id": info["id"], "file_name": info["file_name"]}, rgb))
-                predict_panoptic(model, items, writer, device, size_divisibility)
+                    rgb = read_photo(safe_join(images_dir, info["file_name"], gt.json_path, "image file_name"))
+                    write_predictions(segmenter, [({"id": info["id"], "file_name": info["file_name"]}, rgb)], writer)
             result = evaluate(subset, [tmp], workers=0).results[0]
-        g = result.groups
-        return {"pq": g["All"]["pq"], "sq": g["All"]["sq"], "rq": g["All"]["rq"], "pq_th": g["Things"]["pq"],
-                "pq_st": g["Stuff"]["pq"], "val_images": len(annotations)}
+        return {**_percentages(result.groups), "val_images": len(annotations)}
 
     return evaluate_fn
 
 
+def _percentages(groups: dict, prefix: str = "") -> dict:
+    """PQ / SQ / RQ of All, PQ of Things and Stuff, in percent (as every prn table shows them)."""
+    def pct(v):
+        return None if v is None else round(100.0 * v, 3)
+
+    return {f"{prefix}pq": pct(groups["All"]["pq"]), f"{prefix}sq": pct(groups["All"]["sq"]),
+            f"{prefix}rq": pct(groups["All"]["rq"]), f"{prefix}pq_th": pct(groups["Things"]["pq"]),
+            f"{prefix}pq_st": pct(groups["Stuff"]["pq"])}
+
+
 def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions = BaseTrainingOptions(), *,
-               val: str | os.PathLike | None = None, progress=None) -> dict:
+               val: str | os.PathLike | None = None, progress=None, overwrite: bool = False) -> "TrainSummary":
     """Train MS-PanopticFPN on the panoptic set ``data`` (a COCO panoptic JSON, or a prn synth root)."""
     from .data import PanopticTrainingSet, TrainTransform, collate
     from .engine import train
@@ -132,17 +150,19 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
     category_map = CategoryMap.from_categories(categories)
     transform = TrainTransform(crop_size=(options.crop, options.crop), scale_range=tuple(options.scale_range))
     dataset = PanopticTrainingSet(gt, category_map=category_map, transform=transform)
-    _check_backbone_weights(options.backbone_weights)
+    check_backbone_weights(options.backbone_weights)
 
     def model_factory():
-        return _with_backbone_weights(build_model(config, categories), options.backbone_weights)
+        return with_backbone_weights(build_model(config, categories), options.backbone_weights)
 
     def collate_fn(batch):
         return collate(batch, size_divisibility=config.size_divisibility)
 
-    evaluate_fn = make_val_fn(val, options.val_images, config.size_divisibility) if val else None
+    evaluate_fn = make_val_fn(val, options.val_limit, config.size_divisibility) if val else None
     Path(train_cfg.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if overwrite:
+        train_cfg = dataclasses.replace(train_cfg, overwrite=True)
     return train(model_factory, dataset, train_cfg, kind="base", model_config=config.to_dict(),
                  categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress)
 
@@ -191,19 +211,16 @@ def prn_model_config(arch: str = "tiny", config_file: str | os.PathLike | None =
 class PRNTrainingOptions:
     arch: str = "tiny"
     config_file: str | None = None
-    #: Table 1 switches (None keeps the preset's value)
-    foreground_head: bool | None = None
-    box_head: bool | None = None
-    coordconv_encoder: bool | None = None
-    coordconv_decoder: bool | None = None
+    #: Table 1 network switches (None fields keep the preset's value)
+    switches: PRNSwitches = field(default_factory=PRNSwitches)
     crop: int = 256
     scale_range: tuple[float, float] = (0.75, 1.25)
     base_mix: float = 0.5
     strength_range: tuple[float, float] = (0.3, 0.8)
     backbone_weights: str | None = None
-    val_images: int = 50
-    #: post-processing stored in the checkpoint (PostProcessConfig fields); defaults follow the heads present
-    postprocess: dict | None = None
+    val_limit: int = 50
+    #: post-processing stored in the checkpoint; fields left None follow the heads present
+    postprocess: PostProcessOverrides = field(default_factory=PostProcessOverrides)
 
 
 def default_postprocess(config) -> dict:
@@ -217,14 +234,15 @@ def default_postprocess(config) -> dict:
 
 
 def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | None, limit: int,
-                    category_map, render_config, post_config, categories) -> Callable:
-    """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, base_pq, ...}``: refine the (first ``limit``) val base
-    predictions and evaluate them against the val GT. Without ``base_path`` the base is the val GT corrupted at
-    the default strength with seed 0 (written once to a temporary folder)."""
+                    render_config, post_config, categories) -> Callable:
+    """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, base_pq, ...}`` (percentages): refine the (first
+    ``limit``) val base predictions and evaluate them against the val GT. Without ``base_path`` the base is the
+    val GT corrupted at the default strength with seed 0 (written once to a temporary folder)."""
     from .data import default_images_dir
     from .evaluate import evaluate
     from .panoptic import PanopticSet, PanopticWriter, load_set, set_paths
-    from .refine import _prepare, _refine_batch, _category_translation
+    from .predictors import Refiner
+    from .refine import category_translation, prepare_item
     from .refine_data import pair_with_images
     from .segment import list_images
 
@@ -245,52 +263,49 @@ def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | 
     base = load_set(base_path, need_categories=False)
     base = PanopticSet(base.json_path, base.png_dir, base.categories, base.images,
                        [a for a in base.annotations if a["image_id"] in keep_ids])
-    translation = _category_translation(base, categories, None)
+    translation = category_translation(base, categories, None)
     pairs = pair_with_images(base, list_images([images_dir]))
-    ckpt_cats = {int(c["id"]): c for c in categories}
-    base_result = evaluate(subset, [base], workers=0).results[0].groups
+    base_result = _percentages(evaluate(subset, [base], workers=0).results[0].groups, prefix="base_")
 
     def evaluate_fn(model, step: int) -> dict:
         _ = holder  # keep the temporary base alive as long as the function
-        device = next(model.parameters()).device
+        refiner = Refiner.from_model(model, categories, render_config, post_config)
         with tempfile.TemporaryDirectory(prefix="prn-val-") as tmp:
             json_path, png_dir = set_paths(tmp)
             with PanopticWriter(json_path, png_dir, categories) as writer:
                 for item in pairs:
-                    prep = _prepare(item, base, translation, ckpt_cats, category_map, render_config)
-                    (ids, segs), = _refine_batch(model, [prep], category_map, post_config, device)
-                    writer.add({**item.image, "height": int(ids.shape[0]), "width": int(ids.shape[1])}, ids, segs,
-                               file_name=item.annotation["file_name"])
+                    prep = prepare_item(refiner, item, base, translation)
+                    pred, = refiner.predict_prepared([prep["inputs"]])
+                    writer.add({**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])},
+                               pred.ids, pred.segments, file_name=item.annotation["file_name"])
             g = evaluate(subset, [tmp], workers=0).results[0].groups
-        return {"pq": g["All"]["pq"], "sq": g["All"]["sq"], "rq": g["All"]["rq"], "pq_th": g["Things"]["pq"],
-                "pq_st": g["Stuff"]["pq"], "base_pq": base_result["All"]["pq"],
-                "base_pq_th": base_result["Things"]["pq"], "base_pq_st": base_result["Stuff"]["pq"],
-                "val_images": len(keep)}
+        return {**_percentages(g), **base_result, "val_images": len(keep)}
 
     return evaluate_fn
 
 
 def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = PRNTrainingOptions(), *,
               base: str | os.PathLike | None = None, val: str | os.PathLike | None = None,
-              val_base: str | os.PathLike | None = None, progress=None) -> dict:
+              val_base: str | os.PathLike | None = None, progress=None, overwrite: bool = False) -> "TrainSummary":
     """Train PRN on (image, base, GT) triplets of the panoptic set ``data``; ``base`` is an optional real base
     prediction set on the training images (mixed with corrupted GT by ``options.base_mix``)."""
     from .engine import train
     from .models.categories import CategoryMap
     from .models.prn.model import build_model
-    from .models.prn.postprocess import PostProcessConfig
     from .models.prn.render import RenderConfig
     from .panoptic import load_set
     from .refine_data import RefineDataOptions, RefinementTrainingSet, collate_refine
 
-    config = prn_model_config(options.arch, options.config_file, foreground_head=options.foreground_head,
-                              box_head=options.box_head, coordconv_encoder=options.coordconv_encoder,
-                              coordconv_decoder=options.coordconv_decoder)
-    post = {**default_postprocess(config), **(options.postprocess or {})}
+    config = prn_model_config(options.arch, options.config_file, **options.switches.given())
     try:
-        post_config = PostProcessConfig(**post)
-    except (TypeError, ValueError) as exc:
-        raise fail("post-processing options", str(exc), "use PostProcessConfig's fields and values") from None
+        post_config = options.postprocess.apply(default_postprocess(config))
+    except ValueError as exc:
+        raise UsageError(f"post-processing options: {exc}") from None
+    if post_config.foreground_source == "foreground" and not config.foreground_head:
+        raise UsageError("--foreground-source foreground needs the foreground branch; leave out "
+                         "--no-foreground-head or use --foreground-source semantic")
+    if post_config.use_pred_bbox and not config.box_head:
+        raise UsageError("--use-pred-bbox needs the box branch; add --box-head")
     render_config = RenderConfig(offset_scale=config.base_offset_scale)
     gt = load_set(data)
     categories = gt.categories
@@ -302,24 +317,25 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     if base is not None and dataset.with_base == 0:
         raise fail(base, "no base prediction shares an image_id with the training set",
                    "predict the base on the training images (prn segment --images-json TRAIN_JSON)")
-    _check_backbone_weights(options.backbone_weights)
+    check_backbone_weights(options.backbone_weights)
 
     def model_factory():
-        return _with_backbone_weights(build_model(config, categories), options.backbone_weights)
+        return with_backbone_weights(build_model(config, categories), options.backbone_weights)
 
     evaluate_fn = None
     if val:
-        evaluate_fn = make_prn_val_fn(val, val_base, options.val_images, category_map, render_config, post_config,
-                                      categories)
-    ckpt_config = {"model": config.to_dict(), "render": _plain_dataclass(render_config),
-                   "postprocess": _plain_dataclass(post_config)}
+        evaluate_fn = make_prn_val_fn(val, val_base, options.val_limit, render_config, post_config, categories)
+    ckpt_config = {"model": config.to_dict(), "render": plain_dataclass(render_config),
+                   "postprocess": plain_dataclass(post_config)}
     Path(train_cfg.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(ckpt_config, indent=2))
+    if overwrite:
+        train_cfg = dataclasses.replace(train_cfg, overwrite=True)
     return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
                  collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress)
 
 
-def _plain_dataclass(obj) -> dict:
+def plain_dataclass(obj) -> dict:
     import dataclasses
 
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(obj).items()}

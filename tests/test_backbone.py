@@ -137,11 +137,11 @@ def test_training_backbone_weights_errors_name_the_file(tmp_path):
     from prn_cli.errors import InvalidInputError
     from prn_cli.models.prn.model import build_model as build_prn
     from prn_cli.synth import synth_categories
-    from prn_cli.train import _check_backbone_weights, _with_backbone_weights, prn_model_config
+    from prn_cli.train import check_backbone_weights, with_backbone_weights, prn_model_config
 
     with pytest.raises(InvalidInputError, match="missing.pt.*missing"):
-        _check_backbone_weights(str(tmp_path / "missing.pt"))
+        check_backbone_weights(str(tmp_path / "missing.pt"))
     wrong = tmp_path / "r18.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, wrong)    # width 64: does not fit the tiny PRN
     with pytest.raises(InvalidInputError, match="r18.pth.*do not fit"):
-        _with_backbone_weights(build_prn(prn_model_config("tiny"), synth_categories()), str(wrong))
+        with_backbone_weights(build_prn(prn_model_config("tiny"), synth_categories()), str(wrong))

@@ -205,11 +205,11 @@ def test_segment_and_refine_default_to_the_shipped_models(tmp_path):
 
     data = tmp_path / "d"
     assert prn("synth", "--out", data, "--n", "2", "--size", "96x64", "--split", "val").returncode == 0
-    seg = prn("segment", data / "images" / "val", "--out", tmp_path / "base")
+    seg = prn("segment", "--images", data / "images" / "val", "--out", tmp_path / "base")
     assert seg.returncode == 0, seg.stderr
     assert "shipped MS-PanopticFPN" in seg.stderr and shipped_weights("base").name in seg.stderr
     ref = prn("refine", "--base", tmp_path / "base", "--images", data / "images" / "val", "--out", tmp_path / "r",
-              "--json")
+              "--json", "-")
     assert ref.returncode == 0, ref.stderr
     assert "shipped PRN" in ref.stderr and json.loads(ref.stdout)["written"] == 2
 
@@ -227,7 +227,7 @@ def test_train_base_cli_writes_a_run_and_refuses_to_clobber_it(tmp_path):
     made = prn("synth", "--out", tmp_path / "d", "--n", "2", "--size", "64x64", "--seed", "1", "--split", "train")
     assert made.returncode == 0, made.stderr
     args = ["train", "base", "--data", tmp_path / "d", "--out", tmp_path / "run", "--iters", "2", "--batch-size",
-            "2", "--crop", "64", "--warmup", "1", "--workers", "0"]
+            "2", "--crop", "64", "--warmup-iters", "1", "--num-workers", "0"]
     out = prn(*args)
     assert out.returncode == 0, out.stderr
     assert {p.name for p in (tmp_path / "run").iterdir()} >= {"last.pt", "model_final.pt", "metrics.jsonl"}
@@ -237,12 +237,12 @@ def test_train_base_cli_writes_a_run_and_refuses_to_clobber_it(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
     evil = tmp_path / "evil.pt"
     evil.write_bytes(b"\x80\x04\x95not a checkpoint")
-    seg = prn("segment", tmp_path / "d" / "images" / "train", "--weights", evil, "--out", tmp_path / "o")
+    seg = prn("segment", "--images", tmp_path / "d" / "images" / "train", "--weights", evil, "--out", tmp_path / "o")
     assert seg.returncode == 3 and "evil.pt" in seg.stderr and "Traceback" not in seg.stderr
 
 
 def test_info_describes_the_shipped_checkpoints_and_refuses_other_files(tmp_path):
-    out = prn("info", "--json")
+    out = prn("info", "--json", "-")
     assert out.returncode == 0, out.stderr
     base, refiner = json.loads(out.stdout)
     assert (base["kind"], refiner["kind"]) == ("base", "prn")

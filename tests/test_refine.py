@@ -17,9 +17,10 @@ from prn_cli.errors import InvalidInputError, OutputExistsError
 from prn_cli.models.prn.model import build_model
 from prn_cli.panoptic import load_set, validate_set
 from prn_cli.perturb import write_corrupted_set
+from prn_cli.options import PostProcessOverrides as Post
 from prn_cli.refine import RefineOptions, refine
 from prn_cli.synth import SynthConfig, synth_categories, write_dataset
-from prn_cli.train import _plain_dataclass, prn_model_config
+from prn_cli.train import plain_dataclass, prn_model_config
 
 
 def _checkpoint(path, **switches):
@@ -32,8 +33,8 @@ def _checkpoint(path, **switches):
     model = build_model(config, categories)
     post = PostProcessConfig(foreground_source="foreground" if config.foreground_head else "semantic",
                              use_pred_bbox=config.box_head, center_threshold=0.0, top_k=20)
-    save_checkpoint(path, kind="prn", config={"model": config.to_dict(), "render": _plain_dataclass(RenderConfig()),
-                                              "postprocess": _plain_dataclass(post)},
+    save_checkpoint(path, kind="prn", config={"model": config.to_dict(), "render": plain_dataclass(RenderConfig()),
+                                              "postprocess": plain_dataclass(post)},
                     categories=categories, model_state=model)
     return path
 
@@ -73,7 +74,7 @@ def test_refine_writes_a_valid_set_and_reports_changes(setup, tmp_path):
 def test_cli_refine_json_and_exit_codes(setup, tmp_path):
     root, weights, summary, base = setup
     r = _run("refine", "--base", base, "--images", summary["images_dir"], "--weights", weights, "--out",
-             tmp_path / "o", "--json", "--no-pred-bbox", "--foreground-source", "semantic")
+             tmp_path / "o", "--json", "-", "--no-use-pred-bbox", "--foreground-source", "semantic")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["written"] == 3 and len(report["per_image"]) == 3
@@ -87,9 +88,9 @@ def test_cli_refine_json_and_exit_codes(setup, tmp_path):
 def test_switches_change_the_output(setup, tmp_path):
     root, weights, summary, base = setup
     a = refine(base, summary["images_dir"], weights, tmp_path / "a",
-               options=RefineOptions(postprocess={"use_pred_bbox": False}))
+               options=RefineOptions(overrides=Post(use_pred_bbox=False)))
     b = refine(base, summary["images_dir"], weights, tmp_path / "b",
-               options=RefineOptions(postprocess={"use_pred_bbox": False, "foreground_source": "semantic"}))
+               options=RefineOptions(overrides=Post(use_pred_bbox=False, foreground_source="semantic")))
     ids_a = [load_set(tmp_path / "a").read_ids(x) for x in load_set(tmp_path / "a").annotations]
     ids_b = [load_set(tmp_path / "b").read_ids(x) for x in load_set(tmp_path / "b").annotations]
     assert a.changes != b.changes or any((x != y).any() for x, y in zip(ids_a, ids_b))
@@ -138,15 +139,16 @@ def test_options_the_checkpoint_cannot_serve_are_errors(tmp_path, setup):
     weights = _checkpoint(tmp_path / "nofg.pt", foreground_head=False, box_head=False)
     with pytest.raises(InvalidInputError, match="no foreground branch"):
         refine(base, summary["images_dir"], weights, tmp_path / "o",
-               options=RefineOptions(postprocess={"foreground_source": "foreground"}))
+               options=RefineOptions(overrides=Post(foreground_source="foreground")))
     with pytest.raises(InvalidInputError, match="no box branch"):
-        refine(base, summary["images_dir"], weights, tmp_path / "o", options=RefineOptions(postprocess={
-            "use_pred_bbox": True, "foreground_source": "semantic"}))
+        refine(base, summary["images_dir"], weights, tmp_path / "o", options=RefineOptions(overrides=Post(
+            use_pred_bbox=True, foreground_source="semantic")))
     out = tmp_path / "existing"
-    refine(base, summary["images_dir"], weights, out, options=RefineOptions(postprocess={"foreground_source": "semantic"}))
+    refine(base, summary["images_dir"], weights, out,
+           options=RefineOptions(overrides=Post(foreground_source="semantic")))
     with pytest.raises(OutputExistsError):
         refine(base, summary["images_dir"], weights, out,
-               options=RefineOptions(postprocess={"foreground_source": "semantic"}))
+               options=RefineOptions(overrides=Post(foreground_source="semantic")))
 
 
 def test_a_base_checkpoint_is_refused(setup, tmp_path):
@@ -166,10 +168,10 @@ def test_cli_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
     uses them."""
     root, _, summary, _ = setup
     r = _run("train", "prn", "--data", summary["json"], "--out", tmp_path / "run", "--iters", "1", "--batch-size",
-             "1", "--crop", "64", "--warmup", "0", "--workers", "0", "--device", "cpu", "--stuff-area", "1234",
-             "--center-threshold", "0.25", "--no-pred-bbox", "--foreground-source", "semantic")
+             "1", "--crop", "64", "--warmup-iters", "0", "--num-workers", "0", "--device", "cpu", "--stuff-area", "1234",
+             "--center-threshold", "0.25", "--no-use-pred-bbox", "--foreground-source", "semantic")
     assert r.returncode == 0, r.stderr
-    r = _run("info", tmp_path / "run" / "model_final.pt", "--json")
+    r = _run("info", tmp_path / "run" / "model_final.pt", "--json", "-")
     assert r.returncode == 0, r.stderr
     post = json.loads(r.stdout)[0]["postprocess"]
     assert (post["stuff_area"], post["center_threshold"], post["use_pred_bbox"], post["foreground_source"]) == \
@@ -179,10 +181,10 @@ def test_cli_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
 def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     """models/README.md: the base's instance-score threshold 0.3; PRN's foreground branch and stuff area 16384."""
     from prn_cli.checkpoint import load_checkpoint
-    from prn_cli.refine import load_refiner
+    from prn_cli.predictors import Refiner
     from prn_cli.shipped import shipped_weights
 
-    *_, post, _ = load_refiner(shipped_weights("prn"), "cpu")
+    post = Refiner(device="cpu").postprocess_config
     assert (post.foreground_source, post.use_pred_bbox, post.stuff_area) == ("foreground", True, 16384)
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.3

@@ -10,7 +10,7 @@ import torch
 
 from prn_cli.errors import InvalidInputError
 from prn_cli.panoptic import PanopticSet
-from prn_cli.refine import _category_translation, compare_segmentations
+from prn_cli.refine import category_translation, compare_segmentations
 from prn_cli.refine_data import collate_refine, pair_with_images
 
 
@@ -87,18 +87,18 @@ def _base_using(tmp_path, cat_ids, categories=()):
 
 
 def test_category_checks(tmp_path):
-    assert _category_translation(_base_using(tmp_path, [1, 2]), CATS, None) == {1: 1, 2: 2}
+    assert category_translation(_base_using(tmp_path, [1, 2]), CATS, None) == {1: 1, 2: 2}
     with pytest.raises(InvalidInputError, match=r"category ids \[9\].*--category-map"):
-        _category_translation(_base_using(tmp_path, [9]), CATS, None)
+        category_translation(_base_using(tmp_path, [9]), CATS, None)
     renamed = [{"id": 1, "name": "truck", "isthing": 1}, {"id": 2, "name": "road", "isthing": 0}]
     with pytest.raises(InvalidInputError, match="'truck'.*differs"):
-        _category_translation(_base_using(tmp_path, [1], renamed), CATS, None)
+        category_translation(_base_using(tmp_path, [1], renamed), CATS, None)
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"9": 1, "8": 2}))
-    assert _category_translation(_base_using(tmp_path, [9, 8, 2]), CATS, str(mapping)) == {9: 1, 8: 2, 2: 2}
+    assert category_translation(_base_using(tmp_path, [9, 8, 2]), CATS, str(mapping)) == {9: 1, 8: 2, 2: 2}
     mapping.write_text(json.dumps({"9": 77}))
     with pytest.raises(InvalidInputError, match=r"\[77\]"):
-        _category_translation(_base_using(tmp_path, [9]), CATS, str(mapping))
+        category_translation(_base_using(tmp_path, [9]), CATS, str(mapping))
 
 
 def test_collate_pads_labels_void_and_weights_zero():

@@ -58,7 +58,7 @@ def test_unreadable_image_is_skipped_reported_and_exits_3(setup, tmp_path):
     for f in sorted(os.listdir(summary["images_dir"]))[:2]:
         (images / f).write_bytes((root / "data" / "images" / "val" / f).read_bytes())
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    out = _run("segment", images, "--weights", weights, "--out", tmp_path / "out")
+    out = _run("segment", "--images", images, "--weights", weights, "--out", tmp_path / "out")
     assert out.returncode == 3, out.stderr
     assert "broken.jpg" in out.stderr and "Traceback" not in out.stderr
     pred = load_set(tmp_path / "out")
@@ -70,7 +70,7 @@ def test_resume_adopts_finished_images(setup, tmp_path, monkeypatch):
     import prn_cli.segment as seg
 
     calls = {"n": 0}
-    real = seg._run_batch
+    real = seg.write_predictions
 
     def dies_on_second(*args, **kwargs):
         calls["n"] += 1
@@ -78,13 +78,13 @@ def test_resume_adopts_finished_images(setup, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(seg, "_run_batch", dies_on_second)
+    monkeypatch.setattr(seg, "write_predictions", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         segment([summary["images_dir"]], weights, tmp_path / "out")
     assert not (tmp_path / "out" / "panoptic.json").exists()        # nothing half-written
     with pytest.raises(OutputExistsError, match="--resume"):
         segment([summary["images_dir"]], weights, tmp_path / "out")
-    monkeypatch.setattr(seg, "_run_batch", real)
+    monkeypatch.setattr(seg, "write_predictions", real)
     result = segment([summary["images_dir"]], weights, tmp_path / "out", resume=True)
     assert (result.adopted, result.written) == (1, 2)
     pred = load_set(tmp_path / "out")

@@ -1,0 +1,207 @@
+"""What every command shares: option aliases (one name, help and metavar per concept), enums, and small
+torch-free checks that run before any heavy import."""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import typer
+
+from ..errors import PrnError
+
+EPILOG = ("Exit codes: 0 ok, 1 runtime error, 2 usage error or existing output, 3 invalid input data, "
+          "130 interrupted. Data goes to stdout; progress, warnings and errors to stderr.")
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class Interrupted(PrnError):
+    """Ctrl-C: say so on stderr (and how to continue), exit 130 as shells expect."""
+
+    exit_code = 130
+
+
+def command(app: typer.Typer, name: str, *, resume_hint: str | None = None, **kwargs) -> Callable:
+    """Register ``fn`` as command ``name`` of ``app``; Ctrl-C inside it ends as one line and exit 130."""
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except KeyboardInterrupt:
+                hint = f"; {resume_hint}" if resume_hint else ""
+                raise Interrupted(f"interrupted{hint}") from None
+
+        app.command(name, epilog=EPILOG, **kwargs)(run)
+        return fn
+
+    return register
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Amp(str, Enum):
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class BaseArch(str, Enum):
+    tiny = "tiny"
+    r18 = "r18"
+    r34 = "r34"
+    r50 = "r50"
+    r101 = "r101"
+
+
+class PRNArch(str, Enum):
+    tiny = "tiny"
+    r18 = "r18"
+    r50 = "r50"
+
+
+class ForegroundSource(str, Enum):
+    foreground = "foreground"
+    semantic = "semantic"
+
+
+def _path(*names: str, help: str, metavar: str = "PATH", **kw):
+    return typer.Option(*names, help=help, metavar=metavar, **kw)
+
+
+# --- shared option aliases ------------------------------------------------------------------------------------
+Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace an earlier result in --out.")]
+JsonOut = Annotated[Optional[str], typer.Option("--json", metavar="PATH|-", help="Also write the result as JSON "
+                                                "to PATH, or to stdout with '-' (the tables then go to stderr).")]
+DeviceOpt = Annotated[Device, typer.Option("--device", metavar="auto|cpu|cuda",
+                                           help="Where to run: CUDA when available (auto), the CPU, or CUDA.")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU intra-op threads "
+                                                "(default: torch's; 1 is often fastest on small shared CPUs).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Images per forward pass.")]
+Images = Annotated[List[Path], typer.Option("--images", "-i", metavar="PATH", help="Image files or folders of "
+                                            "images (repeatable).")]
+Weights = Annotated[Optional[Path], typer.Option("--weights", "-w", metavar="FILE", help="Checkpoint; default: "
+                                                 "the shipped tiny model trained on synthetic data.")]
+EvalWorkers = Annotated[Optional[int], typer.Option("--workers", "-j", min=0, metavar="N", help="Evaluation "
+                                                    "worker processes (default: one per core, at most 8; 0 = "
+                                                    "none).")]
+Resume = Annotated[bool, typer.Option("--resume", metavar="", help="Continue the interrupted run in --out.")]
+
+# training: names are the engine's TrainConfig fields
+Iters = Annotated[int, typer.Option("--iters", min=1, metavar="N", help="Optimizer steps.")]
+TrainBatchSize = Annotated[int, typer.Option("--batch-size", min=1, metavar="N",
+                                             help="Images per step (over all processes).")]
+Lr = Annotated[float, typer.Option("--lr", min=0.0, metavar="X", help="Peak learning rate (AdamW).")]
+WarmupIters = Annotated[int, typer.Option("--warmup-iters", min=0, metavar="N", help="Linear warmup steps.")]
+Crop = Annotated[int, typer.Option("--crop", min=32, metavar="PX", help="Square training crop after scale "
+                                   "jitter.")]
+BackboneWeights = Annotated[Optional[Path], typer.Option("--backbone-weights", metavar="FILE", help="Local "
+                                                         "torchvision ResNet state_dict (ImageNet) or a prn base "
+                                                         "checkpoint; nothing is downloaded.")]
+CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", min=0, metavar="N", help="Steps between "
+                                              "checkpoints (an interrupted run resumes from the last one).")]
+ValEvery = Annotated[int, typer.Option("--val-every", min=0, metavar="N", help="Steps between val PQ runs (0: "
+                                       "only at the end).")]
+ValLimit = Annotated[int, typer.Option("--val-limit", min=0, metavar="N", help="Evaluate on the first N val "
+                                       "images (0: all).")]
+AmpOpt = Annotated[Amp, typer.Option("--amp", metavar="off|bf16|fp16", help="Mixed precision on CUDA.")]
+NumWorkers = Annotated[int, typer.Option("--num-workers", min=0, metavar="N", help="DataLoader worker "
+                                         "processes.")]
+Seed = Annotated[int, typer.Option("--seed", metavar="N", help="Seed for initialisation, data order and "
+                                   "augmentation.")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="JSON of model config fields "
+                                                    "overriding the preset, e.g. {\"loss\": {\"mask\": 2.0}}.")]
+PRNArchOpt = Annotated[PRNArch, typer.Option("--arch", metavar="tiny|r18|r50", help="PRN encoder preset (tiny = "
+                                             "ResNet-18 at 1/4 width).")]
+BaseMix = Annotated[float, typer.Option("--base-mix", min=0.0, max=1.0, metavar="X", help="Share of training "
+                                        "samples that use --base (the rest: GT corrupted the way base models "
+                                        "fail).")]
+StrengthRange = Annotated[str, typer.Option("--strength-range", metavar="LOW,HIGH", help="Corruption strength "
+                                            "range (0 = GT, 1 = a poor base).")]
+
+# PRN post-processing: names are PostProcessConfig's fields
+ForegroundSourceOpt = Annotated[Optional[ForegroundSource], typer.Option(
+    "--foreground-source", metavar="foreground|semantic", help="Foreground mask from the foreground branch or "
+    "from semantics (Table 1: Foreground / ForegroundSem).")]
+UsePredBbox = Annotated[Optional[bool], typer.Option("--use-pred-bbox/--no-use-pred-bbox", metavar="",
+                                                     help="Group pixels with the predicted boxes (Table 1: "
+                                                     "PredBbox; needs the box branch).")]
+CenterThreshold = Annotated[Optional[float], typer.Option("--center-threshold", metavar="X",
+                                                          help="Centre heatmap threshold.")]
+NmsKernel = Annotated[Optional[int], typer.Option("--nms-kernel", metavar="N", help="Centre max-pool NMS kernel "
+                                                  "(odd).")]
+TopK = Annotated[Optional[int], typer.Option("--top-k", metavar="N", help="Most centres kept per image.")]
+ForegroundThreshold = Annotated[Optional[float], typer.Option("--foreground-threshold", metavar="X",
+                                                              help="Foreground branch probability threshold.")]
+PostStuffArea = Annotated[Optional[int], typer.Option("--stuff-area", metavar="PX", help="Smallest stuff segment "
+                                                      "(pixels at 640x480, scaled with the image area).")]
+BoxIouThreshold = Annotated[Optional[float], typer.Option("--box-iou-threshold", metavar="X", help="PredBbox: "
+                                                          "IoU at which a pixel's box agrees with a centre's.")]
+
+
+def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
+                   top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None):
+    """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
+    from ..options import PostProcessOverrides
+
+    return PostProcessOverrides(
+        foreground_source=foreground_source.value if isinstance(foreground_source, Enum) else foreground_source,
+        use_pred_bbox=use_pred_bbox, center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
+        foreground_threshold=foreground_threshold, stuff_area=stuff_area, box_iou_threshold=box_iou_threshold)
+
+
+# --- torch-free checks, run before the heavy imports -------------------------------------------------------------
+def check_file(path: Path | None, what: str, fix: str) -> None:
+    """A one-line error if ``path`` (when given) is not an existing file."""
+    from ..errors import fail
+
+    if path is None:
+        return
+    if not path.exists():
+        raise fail(path, f"{what} does not exist", fix)
+    if path.is_dir():
+        raise fail(path, f"is a folder, not a {what}", fix)
+
+
+def check_weights(path: Path | None, kind: str) -> None:
+    fix = f"pass the model_final.pt of a `prn train {kind}` run, or leave out the option for the shipped model"
+    check_file(path, "checkpoint file", fix)
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a folder (or not exist yet)."""
+    from ..errors import fail
+
+    if out.exists() and not out.is_dir():
+        raise fail(out, "exists and is a file", "choose a folder for --out")
+
+
+def check_set_output(out: Path, overwrite: bool, *, resume: bool = False) -> None:
+    """``--out`` would receive a panoptic set: refuse early (before torch loads) when one is already there."""
+    from ..errors import OutputExistsError
+    from ..panoptic import set_paths
+
+    check_out_dir(out)
+    json_path, _ = set_paths(out)
+    if json_path.exists() and not overwrite and not resume:
+        raise OutputExistsError(f"{out} already holds a panoptic set ({json_path.name}); pass --overwrite to "
+                                "replace it or choose another --out")
+
+
+def shipped_or(weights: Path | None, kind: str) -> Path:
+    """``weights``, or the shipped checkpoint of ``kind`` (said on stderr)."""
+    if weights is not None:
+        return weights
+    from ..console import info
+    from ..shipped import describe, shipped_weights
+
+    path = shipped_weights(kind)
+    info(describe(kind, path))
+    return path

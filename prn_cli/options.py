@@ -1,0 +1,166 @@
+"""Typed overrides of a checkpoint's stored settings: one name per concept, from the flag to the config.
+
+Each override class has exactly the field names of the config it changes (``--instance-score-threshold`` is
+``InferenceConfig.instance_score_threshold``, ``--box-iou-threshold`` is ``PostProcessConfig.box_iou_threshold``),
+``None`` means "keep the checkpoint's value", and values are checked when the object is built, i.e. while the
+command line is parsed: a bad value is a :class:`~prn_cli.errors.UsageError` (exit 2) naming the option.
+
+This module imports no torch; ``apply`` imports the config class it fills.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+from .errors import UsageError
+
+FOREGROUND_SOURCES = ("foreground", "semantic")
+
+
+def flag(name: str) -> str:
+    """The command-line option of a config field: ``box_iou_threshold`` -> ``--box-iou-threshold``."""
+    return "--" + name.replace("_", "-")
+
+
+def _fraction(v) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+def _positive(v) -> bool:
+    return v >= 1
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _odd(v) -> bool:
+    return v >= 1 and v % 2 == 1
+
+
+#: rule name -> (test, what a good value is)
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "fraction": (_fraction, "a number from 0 to 1"),
+    "positive": (_positive, "an integer of at least 1"),
+    "non_negative": (_non_negative, "a number of at least 0"),
+    "odd": (_odd, "an odd integer of at least 1"),
+    "foreground_source": (lambda v: v in FOREGROUND_SOURCES, "one of " + ", ".join(FOREGROUND_SOURCES)),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check(obj) -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        rule = f.metadata.get("rule")
+        if value is None or rule is None:
+            continue
+        test, good = _RULES[rule]
+        kind = f.metadata.get("kind")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"{flag(f.name)} {value}: must be {good}")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UsageError(f"{flag(f.name)} {value}: must be {good}")
+        if not test(value):
+            raise UsageError(f"{flag(f.name)} {value}: must be {good}")
+
+
+def _field(rule: str, kind: type | None = None):
+    return dataclasses.field(default=None, metadata={"rule": rule, "kind": kind})
+
+
+class _Overrides:
+    """Shared behaviour: validation on construction, the given values, application to a config."""
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    def given(self) -> dict:
+        """The fields that were set (not None)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, values: dict | None, where: str = "options"):
+        """Build from a plain dict (e.g. an ablation record), naming unknown keys."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"{where}: unknown option(s) {unknown}; use {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def merged_into(self, stored: dict) -> dict:
+        """``stored`` (a config as a dict) with these overrides on top."""
+        return {**stored, **self.given()}
+
+
+@dataclass(frozen=True)
+class SegmentOverrides(_Overrides):
+    """Overrides of MS-PanopticFPN's ``InferenceConfig`` (detection and panoptic fusion thresholds)."""
+
+    score_threshold: float | None = _field("fraction", float)
+    nms_iou: float | None = _field("fraction", float)
+    instance_score_threshold: float | None = _field("fraction", float)
+    overlap_threshold: float | None = _field("fraction", float)
+    stuff_area: int | None = _field("non_negative", int)
+
+    def apply(self, inference_config):
+        """A copy of ``inference_config`` (an ``InferenceConfig``) with the given values."""
+        return dataclasses.replace(inference_config, **self.given())
+
+
+@dataclass(frozen=True)
+class PostProcessOverrides(_Overrides):
+    """Overrides of PRN's ``PostProcessConfig`` (the Table 1 switches of post-processing and its thresholds)."""
+
+    foreground_source: str | None = _field("foreground_source")
+    use_pred_bbox: bool | None = _field("bool")
+    center_threshold: float | None = _field("fraction", float)
+    nms_kernel: int | None = _field("odd", int)
+    top_k: int | None = _field("positive", int)
+    foreground_threshold: float | None = _field("fraction", float)
+    stuff_area: int | None = _field("non_negative", int)
+    box_iou_threshold: float | None = _field("fraction", float)
+
+    def apply(self, stored: dict):
+        """A ``PostProcessConfig`` from a checkpoint's stored post-processing dict with these values on top."""
+        from .models.prn.postprocess import PostProcessConfig
+
+        values = self.merged_into(stored)
+        if "stuff_area_reference" in values and isinstance(values["stuff_area_reference"], list):
+            values["stuff_area_reference"] = tuple(values["stuff_area_reference"])
+        return PostProcessConfig(**values)
+
+
+@dataclass(frozen=True)
+class PRNSwitches(_Overrides):
+    """The network switches of the paper's Table 1, as ``PRNConfig`` fields (None keeps the preset's)."""
+
+    foreground_head: bool | None = _field("bool")
+    coordconv_decoder: bool | None = _field("bool")
+    coordconv_encoder: bool | None = _field("bool")
+    box_head: bool | None = _field("bool")
+
+
+def parse_range(text: str, option: str, *, low: float = 0.0, high: float = 1.0) -> tuple[float, float]:
+    """``"0.3,0.8"`` -> (0.3, 0.8), with ``low <= a <= b <= high``; a usage error naming ``option`` otherwise."""
+    try:
+        a, b = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise UsageError(f"{option} {text}: must be two numbers LOW,HIGH, e.g. 0.3,0.8") from None
+    if not low <= a <= b <= high:
+        raise UsageError(f"{option} {text}: must satisfy {low:g} <= LOW <= HIGH <= {high:g}")
+    return a, b
+
+
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """``"320x240"`` -> (320, 240)."""
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise UsageError(f"{option} {text}: must be a size like 320x240") from None
+    if w <= 0 or h <= 0:
+        raise UsageError(f"{option} {text}: width and height must be positive")
+    return w, h

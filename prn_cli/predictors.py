@@ -1,0 +1,261 @@
+"""Predictors: a checkpoint made ready to run on images in memory, as detectron2's ``DefaultPredictor`` does.
+
+- :class:`Segmenter` runs MS-PanopticFPN: an RGB image -> a panoptic segmentation.
+- :class:`Refiner` runs PRN: an RGB image plus any base panoptic segmentation of it -> the refined one.
+
+Both are built from a checkpoint (``None`` = the shipped one), a device (``"auto"``, ``"cpu"``, ``"cuda"``,
+``"cuda:N"``) and typed overrides of the thresholds stored in the checkpoint, or from a model already in memory
+(validation during training). Each has ``__call__`` for one image and ``predict_batch`` for several; results
+are :class:`PanopticPrediction` (an id map whose ids are listed in ``segments``, COCO panoptic style).
+
+Example::
+
+    from prn_cli.predictors import Segmenter, Refiner
+    from prn_cli.io import read_photo
+
+    rgb = read_photo("data/images/val/000001.jpg")
+    base = Segmenter(device="cpu")(rgb)
+    refined = Refiner(device="cpu")(rgb, base.ids, base.segments)
+    print(len(base.segments), "->", len(refined.segments))
+
+Commands (``prn segment``, ``prn refine``, ``prn demo``, ``prn ablate``) and validation during training use
+these classes; the set-level work (pairing, writing, resuming, reporting) stays in ``segment.py`` and
+``refine.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .options import PostProcessOverrides, SegmentOverrides
+
+
+@dataclass
+class PanopticPrediction:
+    """One image's panoptic segmentation: ``ids`` (H, W) uint32, 0 = void; ``segments`` lists every other id as
+    ``{"id", "category_id", "iscrowd", "score"}`` (COCO panoptic ``segments_info`` without area and bbox, which
+    the writer computes)."""
+
+    ids: np.ndarray
+    segments: list[dict] = field(default_factory=list)
+
+
+def _resolve_weights(weights: str | os.PathLike | None, kind: str) -> Path:
+    if weights is not None:
+        return Path(weights)
+    from .shipped import shipped_weights
+
+    return shipped_weights(kind)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MS-PanopticFPN
+
+
+class Segmenter:
+    """MS-PanopticFPN (``prn train base`` checkpoints) as a predictor.
+
+    Args:
+        weights: checkpoint path; ``None`` = the shipped base model.
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
+        overrides: thresholds replacing the checkpoint's ``InferenceConfig`` values (None fields keep them).
+        max_size: resize so the long side is at most this for the network; outputs stay at the image size.
+    """
+
+    def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "auto",
+                 overrides: SegmentOverrides | None = None, max_size: int | None = None):
+        from .checkpoint import load_checkpoint
+        from .models.ms_panoptic_fpn.config import MSPanopticFPNConfig
+        from .models.ms_panoptic_fpn.model import build_model
+        from .runtime import resolve_device
+
+        self.weights = _resolve_weights(weights, "base")
+        self.device = resolve_device(device)
+        ckpt = load_checkpoint(self.weights, kind="base")
+        config = MSPanopticFPNConfig.from_dict(ckpt["config"])
+        config.inference = (overrides or SegmentOverrides()).apply(config.inference)
+        model = build_model(config, ckpt["categories"])
+        model.load_state_dict(ckpt["state_dict"])
+        self._setup(model, ckpt["categories"], config.size_divisibility, max_size)
+
+    @classmethod
+    def from_model(cls, model, categories: Sequence[dict], size_divisibility: int,
+                   max_size: int | None = None) -> "Segmenter":
+        """A predictor around a model in memory (e.g. during training), on the model's device."""
+        self = cls.__new__(cls)
+        self.weights = None
+        self.device = next(model.parameters()).device
+        self._setup(model, list(categories), size_divisibility, max_size)
+        return self
+
+    def _setup(self, model, categories, size_divisibility: int, max_size: int | None) -> None:
+        self.model = model.to(self.device).eval()
+        self.categories = list(categories)
+        self.size_divisibility = int(size_divisibility)
+        self.max_size = max_size
+
+    @property
+    def inference_config(self):
+        return self.model.config.inference
+
+    def __call__(self, rgb: np.ndarray) -> PanopticPrediction:
+        """Segment one (H, W, 3) uint8 RGB image."""
+        return self.predict_batch([rgb])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[PanopticPrediction]:
+        """Segment several RGB images in one forward pass (sizes may differ; they are padded)."""
+        import torch
+        import torch.nn.functional as F
+
+        from .data import collate, normalize
+
+        if not images:
+            return []
+        tensors = []
+        for rgb in images:
+            t = normalize(rgb)
+            h, w = t.shape[-2:]
+            if self.max_size and max(h, w) > self.max_size:
+                s = self.max_size / max(h, w)
+                t = F.interpolate(t[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
+                                  align_corners=False)[0]
+            tensors.append((t, None))
+        batch, _, sizes = collate(tensors, size_divisibility=self.size_divisibility)
+        with torch.inference_mode():
+            outputs = self.model(batch.to(self.device), image_sizes=sizes)
+            results = []
+            for rgb, out in zip(images, outputs):
+                ids, segments = self.model.panoptic(out, out_size=rgb.shape[:2])
+                ids = ids.cpu().numpy() if hasattr(ids, "cpu") else np.asarray(ids)
+                segments = [{k: (float(v) if k == "score" else int(v)) for k, v in s.items()} for s in segments]
+                results.append(PanopticPrediction(ids.astype(np.uint32, copy=False), segments))
+        return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PRN
+
+
+class Refiner:
+    """PRN (``prn train prn`` checkpoints) as a predictor of refined panoptic segmentations.
+
+    Args:
+        weights: checkpoint path; ``None`` = the shipped PRN.
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
+        overrides: post-processing replacing the checkpoint's stored ``PostProcessConfig`` values.
+
+    A base is given as its id map (H, W) and its ``segments_info`` (``id`` and ``category_id`` of the
+    checkpoint's categories; map other ids first, see ``refine.category_translation``).
+    """
+
+    def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "auto",
+                 overrides: PostProcessOverrides | None = None):
+        from .checkpoint import load_checkpoint
+        from .models.prn.config import PRNConfig
+        from .models.prn.model import build_model
+        from .models.prn.render import RenderConfig
+        from .runtime import resolve_device
+
+        self.weights = _resolve_weights(weights, "prn")
+        self.device = resolve_device(device)
+        ckpt = load_checkpoint(self.weights, kind="prn")
+        stored = ckpt["config"]
+        config = PRNConfig.from_dict(stored["model"])
+        try:
+            post = (overrides or PostProcessOverrides()).apply(dict(stored.get("postprocess", {})))
+        except ValueError as exc:
+            raise InvalidInputError(f"{self.weights}: post-processing options: {exc}") from None
+        if post.foreground_source == "foreground" and not config.foreground_head:
+            raise InvalidInputError(f"{self.weights}: this PRN has no foreground branch; use --foreground-source "
+                                    "semantic")
+        if post.use_pred_bbox and not config.box_head:
+            raise InvalidInputError(f"{self.weights}: this PRN has no box branch; leave out --use-pred-bbox")
+        model = build_model(config, ckpt["categories"])
+        model.load_state_dict(ckpt["state_dict"])
+        self._setup(model, ckpt["categories"], RenderConfig(**stored.get("render", {})), post)
+
+    @classmethod
+    def from_model(cls, model, categories: Sequence[dict], render_config, postprocess_config) -> "Refiner":
+        """A predictor around a model in memory (e.g. during training), on the model's device."""
+        self = cls.__new__(cls)
+        self.weights = None
+        self.device = next(model.parameters()).device
+        self._setup(model, list(categories), render_config, postprocess_config)
+        return self
+
+    def _setup(self, model, categories, render_config, postprocess_config) -> None:
+        import torch
+
+        from .models.categories import CategoryMap
+
+        self.model = model.to(self.device).eval()
+        self.categories = list(categories)
+        self.category_map = CategoryMap.from_categories(self.categories)
+        self.render_config = render_config
+        self.postprocess_config = postprocess_config
+        self._thing = torch.zeros(self.category_map.num_classes, dtype=torch.bool, device=self.device)
+        for cid in self.category_map.thing_ids:
+            self._thing[self.category_map.class_index(cid)] = True
+
+    def __call__(self, rgb: np.ndarray, base_ids: np.ndarray, base_segments: Sequence[dict]) -> PanopticPrediction:
+        """Refine one base segmentation of the (H, W, 3) uint8 RGB image ``rgb``."""
+        return self.predict_batch([(rgb, base_ids, base_segments)])[0]
+
+    def prepare(self, rgb: np.ndarray, base_ids: np.ndarray, base_segments: Sequence[dict], *,
+                where: str = "") -> dict:
+        """PRN's input maps for one image (the base rendered by the training-target renderer)."""
+        import torch
+
+        from .data import normalize
+        from .refine_data import render_base
+
+        if base_ids.shape != rgb.shape[:2]:
+            raise InvalidInputError(f"{where or 'base'}: base map is {base_ids.shape[1]}x{base_ids.shape[0]} but "
+                                    f"the image is {rgb.shape[1]}x{rgb.shape[0]}; predict the base at the image's "
+                                    "size")
+        segs = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0} for s in base_segments]
+        base_sem, base_maps = render_base(torch.from_numpy(np.asarray(base_ids).astype(np.int64)), segs,
+                                          self.category_map, self.render_config, where=where)
+        return {"image": normalize(rgb), "base_semantic": base_sem, "base_maps": base_maps}
+
+    def predict_batch(self, items: Sequence[tuple[np.ndarray, np.ndarray, Sequence[dict]]]) -> list[PanopticPrediction]:
+        """Refine several ``(rgb, base_ids, base_segments)`` in one forward pass."""
+        return self.predict_prepared([self.prepare(*item) for item in items])
+
+    def predict_prepared(self, prepared: Sequence[dict]) -> list[PanopticPrediction]:
+        """Refine inputs made by :meth:`prepare`."""
+        import torch
+
+        from .models.prn.postprocess import panoptic_from_outputs
+        from .refine_data import collate_refine
+        from .synth import random_segment_ids
+
+        if not prepared:
+            return []
+        inputs, _ = collate_refine([(p, None) for p in prepared], size_divisibility=32)
+        with torch.inference_mode():
+            outputs = self.model({k: v.to(self.device) for k, v in inputs.items()})
+            results = []
+            for i, p in enumerate(prepared):
+                h, w = p["base_semantic"].shape[-2:]
+                one = {k: v[i, :, :h, :w] for k, v in outputs.items()}
+                seg_map, infos = panoptic_from_outputs(one, self._thing, self.postprocess_config)
+                seg_map = seg_map.cpu().numpy()
+                # COCO-like ids (random colours), reproducible per image
+                rng = np.random.default_rng(np.random.SeedSequence([int(h), int(w), len(infos), 11]))
+                new_ids = random_segment_ids(rng, len(infos))
+                lut = np.zeros(int(seg_map.max(initial=0)) + 1, np.uint32)
+                segs = []
+                for info, sid in zip(infos, new_ids):
+                    lut[info["index"]] = sid
+                    segs.append({"id": int(sid),
+                                 "category_id": int(self.category_map.class_ids[info["class_index"]]),
+                                 "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
+                results.append(PanopticPrediction(lut[seg_map], segs))
+        return results
