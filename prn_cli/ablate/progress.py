@@ -1,4 +1,5 @@
-"""The ablation's progress on the terminal, on stderr only (stdout stays for the table or its JSON)."""
+"""The ablation's progress on stderr (stdout stays for the table or its JSON), drawn by the one progress bar of
+:mod:`prn_cli.console`; when stderr is not a terminal, one line per stage (logs)."""
 
 from __future__ import annotations
 
@@ -12,35 +13,20 @@ ProgressFn = Callable[[str, int, int], None]
 
 @contextmanager
 def console_progress() -> Iterator[ProgressFn]:
-    """A ``progress(stage, done, total)`` for the terminal: a Rich bar on stderr, or one line per stage on stderr
-    when it is not a terminal (logs)."""
-    from ..console import stderr
+    """A ``progress(stage, done, total)`` for the terminal; each finished stage is logged as ``done: <stage>``."""
+    from ..console import info, progress, stderr
 
-    if not stderr.is_terminal:
-        seen = {"stage": None}
-
-        def line(stage: str, done: int, total: int) -> None:
+    seen = {"stage": None}
+    with progress("ablate") as update:
+        def stage_update(stage: str, done: int, total: int) -> None:
             if stage != seen["stage"]:
+                if not stderr.is_terminal:
+                    info(f"ablate {stage}")
+                elif seen["stage"] is not None:
+                    info(f"done: {seen['stage']}")
                 seen["stage"] = stage
-                stderr.print(f"ablate {stage}", highlight=False, markup=False)
+            update(done, total, description=stage)
 
-        yield line
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, transient=True) as bar:
-        task = bar.add_task("ablate", total=None)
-        state = {"stage": None}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage != state["stage"]:
-                if state["stage"] is not None:
-                    bar.console.print(f"done: {state['stage']}", highlight=False, markup=False)
-                state["stage"] = stage
-                bar.reset(task, total=total, description=stage)
-            bar.update(task, completed=done, total=total)
-
-        yield update
-        if state["stage"] is not None:
-            bar.console.print(f"done: {state['stage']}", highlight=False, markup=False)
+        yield stage_update
+        if stderr.is_terminal and seen["stage"] is not None:
+            info(f"done: {seen['stage']}")
