@@ -217,6 +217,8 @@ class PRNTrainingOptions:
     scale_range: tuple[float, float] = (0.75, 1.25)
     base_mix: float = 0.5
     strength_range: tuple[float, float] = (0.3, 0.8)
+    #: share of samples whose base instance maps are blanked (refine_data.RefineDataOptions)
+    base_instance_dropout: float = 0.0
     backbone_weights: str | None = None
     val_limit: int = 50
     #: post-processing stored in the checkpoint; fields left None follow the heads present
@@ -312,6 +314,7 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     category_map = CategoryMap.from_categories(categories)
     data_options = RefineDataOptions(crop=options.crop, scale_range=tuple(options.scale_range),
                                      base_mix=options.base_mix, strength_range=tuple(options.strength_range),
+                                     base_instance_dropout=options.base_instance_dropout,
                                      render=render_config)
     dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
     if base is not None and dataset.with_base == 0:

@@ -141,6 +141,10 @@ def train_prn_command(
                                                  "--base-mix.")] = None,
     base_mix: BaseMix = 0.5,
     strength_range: StrengthRange = "0.3,0.8",
+    base_instance_dropout: Annotated[float, typer.Option("--base-instance-dropout", min=0.0, max=1.0, metavar="X",
+                                                         help="Share of training samples whose base instance maps "
+                                                         "(centres, offsets, boxes, boundaries) are blanked, so "
+                                                         "that PRN must find things in the image.")] = 0.0,
     val: Annotated[Optional[Path], typer.Option("--val", metavar="SET", help="Validation GT for periodic "
                                                 "PQ.")] = None,
     val_base: Annotated[Optional[Path], typer.Option("--val-base", metavar="SET", help="Base predictions on the "
@@ -217,6 +221,7 @@ def train_prn_command(
     set_threads(threads)
     options = PRNTrainingOptions(arch=arch.value, config_file=str(config) if config else None, switches=switches,
                                  crop=crop, base_mix=base_mix, strength_range=strength,
+                                 base_instance_dropout=base_instance_dropout,
                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
                                  val_limit=val_limit, postprocess=postprocess)
     with progress("train prn") as update:
