@@ -1,0 +1,156 @@
+"""benchmarks/diagnose_things.py: values on hand-made cases and tiny synthetic sets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prn_cli.panoptic import PanopticWriter, category_dict, set_paths
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "diagnose_things.py"
+
+
+@pytest.fixture(scope="module")
+def dt():
+    spec = importlib.util.spec_from_file_location("diagnose_things", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["diagnose_things"] = module   # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("diagnose_things", None)
+
+
+CATS = [category_dict(1, "a", True), category_dict(2, "b", True), category_dict(101, "sky", False)]
+SKY = 100
+
+
+def write_set(root: Path, ids: np.ndarray, segs: dict[int, int]) -> Path:
+    """One 64x64 image; ``segs`` maps segment id -> category id."""
+    json_path, png_dir = set_paths(root)
+    with PanopticWriter(json_path, png_dir, CATS) as w:
+        w.add({"id": 1, "file_name": "img.jpg", "width": ids.shape[1], "height": ids.shape[0]}, ids,
+              [{"id": sid, "category_id": cat, "iscrowd": 0} for sid, cat in segs.items()])
+    return root
+
+
+def box(ids, sid, y0, y1, x0, x1):
+    ids[y0:y1, x0:x1] = sid
+
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory):
+    """GT: T1/T2 touching class-1 twins, T3 class 1, T4 class 2, T5 class 2, T6 class 2 on sky.
+
+    Base: T1+T2 merged into one segment, T3 missed (sky), T4 labelled class 1, T5 cut into two halves, T6 exact,
+    plus a class-1 blob on the sky. Refined: twins separated, T3 found, T4 still class 1, T5 still split, T6's mask
+    shrunk (still matched), blob removed.
+    """
+    root = tmp_path_factory.mktemp("hand")
+    gt = np.full((64, 64), SKY, np.uint32)
+    box(gt, 1, 4, 14, 4, 14)
+    box(gt, 2, 4, 14, 14, 24)
+    box(gt, 3, 30, 40, 4, 14)
+    box(gt, 4, 30, 40, 30, 40)
+    box(gt, 5, 46, 58, 46, 58)
+    box(gt, 6, 4, 20, 44, 60)
+    gt_segs = {SKY: 101, 1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2}
+
+    base = np.full((64, 64), SKY, np.uint32)
+    box(base, 11, 4, 14, 4, 24)            # merged twins
+    box(base, 14, 30, 40, 30, 40)          # T4 with the wrong class
+    box(base, 15, 46, 58, 46, 52)          # T5, left half
+    box(base, 16, 46, 58, 52, 58)          # T5, right half
+    box(base, 17, 4, 20, 44, 60)           # T6 exact
+    box(base, 18, 50, 56, 4, 10)           # false positive on the sky
+    base_segs = {SKY: 101, 11: 1, 14: 1, 15: 2, 16: 2, 17: 2, 18: 1}
+
+    ref = np.full((64, 64), SKY, np.uint32)
+    box(ref, 21, 4, 14, 4, 14)
+    box(ref, 22, 4, 14, 14, 24)
+    box(ref, 23, 30, 40, 4, 14)
+    box(ref, 24, 30, 40, 30, 40)           # still class 1
+    box(ref, 25, 46, 58, 46, 52)
+    box(ref, 26, 46, 58, 52, 58)
+    box(ref, 27, 5, 19, 45, 59)            # T6 shrunk: IoU 196/256
+    ref_segs = {SKY: 101, 21: 1, 22: 1, 23: 1, 24: 1, 25: 2, 26: 2, 27: 2}
+    return (write_set(root / "gt", gt, gt_segs), write_set(root / "base", base, base_segs),
+            write_set(root / "refined", ref, ref_segs))
+
+
+def test_failure_kinds_and_recovery(dt, hand_made):
+    gt, base, ref = hand_made
+    report = dt.diagnose(gt, base, ref, run_grouping=False)
+    kinds = report["recovery"]["kinds"]
+    got = {k: (v["gt_things"], v["refined_tp"]) for k, v in kinds.items()}
+    assert got == {"matched": (1, 1), "wrong_class": (1, 0), "merged": (2, 2), "split": (1, 0), "missed": (1, 1),
+                   "other": (0, 0)}
+    assert kinds["merged"]["recovered"] == 1.0 and kinds["missed"]["recovered"] == 1.0
+    tr = report["recovery"]["transitions"]   # the same kinds, of the refined set
+    assert tr["merged"]["matched"] == 2 and tr["wrong_class"]["wrong_class"] == 1 and tr["split"]["split"] == 1
+    assert sum(sum(row.values()) for row in tr.values()) == 6
+    fps = report["recovery"]["base_fp"]
+    assert fps["all"] == {"base_fp": 5, "still_fp": 3, "removed": 2}
+    assert fps["on_background"] == {"base_fp": 1, "still_fp": 0, "removed": 1}
+    totals = report["recovery"]["totals"]
+    assert (totals["base"]["tp"], totals["base"]["fp"], totals["base"]["fn"]) == (1, 5, 5)
+    assert (totals["refined"]["tp"], totals["refined"]["fp"], totals["refined"]["fn"]) == (4, 3, 2)
+    assert totals["refined"]["fp_new"] == 0
+    assert totals["base"]["evaluator_agrees"] and totals["refined"]["evaluator_agrees"]
+    # section 3: only T6 is matched by both; its mask got worse
+    mq = report["mask_quality"]
+    assert mq["all"]["n"] == 1 and mq["all"]["mean_iou_base"] == 1.0
+    assert mq["all"]["mean_iou_refined"] == pytest.approx(196 / 256)
+    assert mq["all"]["worsened"] == 1.0 and mq["all"]["improved"] == 0.0
+    assert mq["small"]["n"] == 1 and mq["small"]["gt_things"] == 6 and mq["medium"]["gt_things"] == 0
+
+
+def test_cli_writes_tables_and_json(dt, hand_made, tmp_path, capsys):
+    gt, base, ref = hand_made
+    out = tmp_path / "report.json"
+    assert dt.main(["--gt", str(gt), "--base", str(base), "--refined", str(ref), "--no-grouping",
+                    "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "## 4. Thing recall by the base's failure kind" in text and "| merged | 2 | 2 | 100.0% |" in text
+    assert json.loads(out.read_text())["recovery"]["kinds"]["merged"]["gt_things"] == 2
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from prn_cli.perturb import write_corrupted_set
+    from prn_cli.synth import SynthConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root / "data", SynthConfig(n=4, width=128, height=128, seed=3, split="val", crowd_prob=0.0))
+    write_corrupted_set(root / "data", root / "base", seed=0)
+    return root / "data", root / "base"
+
+
+def test_refined_equal_to_base_is_a_copy(dt, synthetic):
+    data, base = synthetic
+    report = dt.diagnose(data, base, base, run_grouping=False)
+    cd = report["copy_distance"]
+    assert cd["Things"]["pq"] == 1.0 and cd["Stuff"]["pq"] == 1.0 and cd["Things"]["fp"] == 0
+    kinds = report["recovery"]["kinds"]
+    assert sum(v["gt_things"] for v in kinds.values()) > kinds["matched"]["gt_things"] > 0
+    for name, v in kinds.items():
+        assert v["refined_tp"] == (v["gt_things"] if name == "matched" else 0)
+    fps = report["recovery"]["base_fp"]["all"]
+    assert fps["still_fp"] == fps["base_fp"]
+    assert report["mask_quality"]["all"]["improved"] == 0.0 and report["mask_quality"]["all"]["worsened"] == 0.0
+    assert report["pq"]["base"] == report["pq"]["refined"]
+
+
+def test_grouping_ceiling_and_floor(dt, synthetic):
+    data, base = synthetic
+    report = dt.diagnose(data, base, base, grouping_limit=4)
+    rows = report["grouping"]["rows"]
+    for src in ("foreground", "semantic"):
+        assert rows[f"ceiling-{src}"]["pq"] >= 0.95 and rows[f"ceiling-{src}"]["pq_th"] >= 0.95
+        # a network that copies its base gives (about) the base's thing PQ back
+        assert abs(rows[f"floor-{src}"]["pq_th"] - rows["base"]["pq_th"]) < 0.05
+    assert report["checkpoint"]["postprocess"]["foreground_source"] == report["grouping"]["checkpoint_source"]
