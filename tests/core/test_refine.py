@@ -1,13 +1,12 @@
 """``prn refine`` end to end with a (random) PRN checkpoint: a valid set with the checkpoint's categories, on a
-base that prn did not produce; bad inputs are one-line errors or reported skips; nothing half-written."""
+base that prn did not produce; bad inputs are one-line errors; nothing half-written. (Through the command line,
+with skipped inputs and exit codes: tests/cli/test_cli_segment_refine.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -49,11 +48,6 @@ def setup(tmp_path_factory):
     return root, weights, summary, base
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "prn_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 def test_refine_writes_a_valid_set_and_reports_changes(setup, tmp_path):
     root, weights, summary, base = setup
     result = refine(base, summary["images_dir"], weights, tmp_path / "out")
@@ -71,20 +65,6 @@ def test_refine_writes_a_valid_set_and_reports_changes(setup, tmp_path):
     assert sum(p["added"] for p in result.per_image) == result.changes["added"]
 
 
-def test_cli_refine_json_and_exit_codes(setup, tmp_path):
-    root, weights, summary, base = setup
-    r = _run("refine", "--base", base, "--images", summary["images_dir"], "--weights", weights, "--out",
-             tmp_path / "o", "--json", "-", "--no-use-pred-bbox", "--foreground-source", "semantic")
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
-    assert report["written"] == 3 and len(report["per_image"]) == 3
-    # a second run refuses to overwrite (exit 2) and leaves the first set intact
-    before = (tmp_path / "o" / "panoptic.json").read_bytes()
-    r = _run("refine", "--base", base, "--images", summary["images_dir"], "--weights", weights, "--out", tmp_path / "o")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert (tmp_path / "o" / "panoptic.json").read_bytes() == before
-
-
 def test_switches_change_the_output(setup, tmp_path):
     root, weights, summary, base = setup
     a = refine(base, summary["images_dir"], weights, tmp_path / "a",
@@ -94,20 +74,6 @@ def test_switches_change_the_output(setup, tmp_path):
     ids_a = [load_set(tmp_path / "a").read_ids(x) for x in load_set(tmp_path / "a").annotations]
     ids_b = [load_set(tmp_path / "b").read_ids(x) for x in load_set(tmp_path / "b").annotations]
     assert a.changes != b.changes or any((x != y).any() for x, y in zip(ids_a, ids_b))
-
-
-def test_bad_base_png_is_skipped_and_reported(setup, tmp_path):
-    root, weights, summary, base = setup
-    broken = tmp_path / "base"
-    shutil.copytree(base, broken)
-    victim = sorted((broken / "panoptic").iterdir())[0]
-    victim.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    r = _run("refine", "--base", broken, "--images", summary["images_dir"], "--weights", weights, "--out",
-             tmp_path / "o")
-    assert r.returncode == 3
-    assert "skipped" in r.stderr and victim.name in r.stderr and "Traceback" not in r.stderr
-    out = load_set(tmp_path / "o")
-    assert len(out.annotations) == 2 and validate_set(out) == []
 
 
 def test_unpaired_base_and_category_mismatch_are_one_line_errors(setup, tmp_path):
@@ -161,21 +127,6 @@ def test_a_base_checkpoint_is_refused(setup, tmp_path):
                               categories=synth_categories(), model_state=build_base(config, synth_categories()))
     with pytest.raises(InvalidInputError, match="base"):
         refine(base, summary["images_dir"], weights, tmp_path / "o")
-
-
-def test_cli_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
-    """`prn train prn --stuff-area/--center-threshold/--foreground-source` end in the checkpoint, so `prn refine`
-    uses them."""
-    root, _, summary, _ = setup
-    r = _run("train", "prn", "--data", summary["json"], "--out", tmp_path / "run", "--iters", "1", "--batch-size",
-             "1", "--crop", "64", "--warmup-iters", "0", "--num-workers", "0", "--device", "cpu", "--stuff-area", "1234",
-             "--center-threshold", "0.25", "--no-use-pred-bbox", "--foreground-source", "semantic")
-    assert r.returncode == 0, r.stderr
-    r = _run("info", tmp_path / "run" / "model_final.pt", "--json", "-")
-    assert r.returncode == 0, r.stderr
-    post = json.loads(r.stdout)[0]["postprocess"]
-    assert (post["stuff_area"], post["center_threshold"], post["use_pred_bbox"], post["foreground_source"]) == \
-        (1234, 0.25, False, "semantic")
 
 
 def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():

@@ -1,11 +1,9 @@
-"""``prn segment``: a valid COCO panoptic set from a checkpoint; bad images skipped and reported; resume."""
+"""``prn segment``: a valid COCO panoptic set from a checkpoint; resume; refusals. (Through the command line:
+tests/cli/test_cli_segment_refine.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -34,11 +32,6 @@ def setup(tmp_path_factory):
     return root, weights, summary
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "prn_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 def test_segment_writes_a_valid_set_with_the_checkpoints_categories(setup, tmp_path):
     root, weights, summary = setup
     result = segment([summary["images_dir"]], weights, tmp_path / "out")
@@ -49,20 +42,6 @@ def test_segment_writes_a_valid_set_with_the_checkpoints_categories(setup, tmp_p
     assert sorted(a["image_id"] for a in pred.annotations) == [1, 2, 3]     # ids from the numeric file names
     assert {(im["width"], im["height"]) for im in pred.images} == {(96, 64)}
     assert not (tmp_path / "out" / ".segment-progress.jsonl").exists()
-
-
-def test_unreadable_image_is_skipped_reported_and_exits_3(setup, tmp_path):
-    root, weights, summary = setup
-    images = tmp_path / "images"
-    images.mkdir()
-    for f in sorted(os.listdir(summary["images_dir"]))[:2]:
-        (images / f).write_bytes((root / "data" / "images" / "val" / f).read_bytes())
-    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    out = _run("segment", "--images", images, "--weights", weights, "--out", tmp_path / "out")
-    assert out.returncode == 3, out.stderr
-    assert "broken.jpg" in out.stderr and "Traceback" not in out.stderr
-    pred = load_set(tmp_path / "out")
-    assert len(pred.annotations) == 2 and validate_set(pred) == []
 
 
 def test_resume_adopts_finished_images(setup, tmp_path, monkeypatch):
