@@ -1,8 +1,11 @@
-"""MS-PanopticFPN assembled: the forward contract, gradients into every branch, panoptic output, learning."""
+"""MS-PanopticFPN assembled: the forward contract, gradients into every branch, panoptic output, learning; the
+shared network contract (base.py) as :class:`TestMSPanopticFPNContract`."""
 
 from __future__ import annotations
 
 import torch
+
+from base import NetworkContract
 
 from prn_cli.models.categories import CategoryMap
 from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
@@ -66,3 +69,65 @@ def test_config_round_trips_through_a_dict():
     config.loss.mask = 3.0
     again = MSPanopticFPNConfig.from_dict(config.to_dict())
     assert again == config
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the shared contract (tests/models/base.py)
+
+#: two images of one padded batch; the second is smaller than the padding (image_sizes)
+SIZES = [(128, 128), (112, 120)]
+
+
+class TestMSPanopticFPNContract(NetworkContract):
+    kind = "base"
+    loss_names = frozenset({"loss_objectness", "loss_classification", "loss_box", "loss_centerness",
+                            "loss_semantic_dice", "loss_semantic_focal", "loss_mask"})
+    zero_grad_at_init = {}      # every parameter learns from the first step
+
+    def categories(self):
+        return synth_categories()
+
+    def make_config(self):
+        config = MSPanopticFPNConfig.tiny()
+        # an untrained model scores every box far below 0.05: keep its best ones so every output has rows
+        config.inference.score_threshold = 0.0
+        config.inference.pre_nms_top_n = 50
+        config.inference.max_detections = 8
+        return config
+
+    def config_from_dict(self, d):
+        return MSPanopticFPNConfig.from_dict(d)
+
+    def build(self, config, categories):
+        return build_model(config, categories)
+
+    def make_inputs(self):
+        g = torch.Generator().manual_seed(1)
+        return {"images": torch.randn(2, 3, 128, 128, generator=g), "image_sizes": list(SIZES)}
+
+    def make_targets(self):
+        targets = _targets(2)
+        for t, (h, w) in zip(targets, SIZES):     # each target at its image's unpadded size
+            t["masks"], t["semantic"] = t["masks"][:, :h, :w], t["semantic"][:h, :w]
+        return targets
+
+    def forward(self, model, inputs, targets=None):
+        return model(inputs["images"], targets, image_sizes=inputs["image_sizes"])
+
+    def check_eval_outputs(self, outputs, inputs, model):
+        inference = model.config.inference
+        assert isinstance(outputs, list) and len(outputs) == len(inputs["image_sizes"])
+        for out, (h, w) in zip(outputs, inputs["image_sizes"]):
+            assert set(out) == {"boxes", "scores", "labels", "mask_probs", "semantic_logits"}
+            k = len(out["boxes"])
+            assert 0 < k <= inference.max_detections
+            assert out["boxes"].shape == (k, 4) and out["scores"].shape == (k,) and out["labels"].shape == (k,)
+            assert out["mask_probs"].shape == (k, 28, 28)
+            assert out["semantic_logits"].shape == (model.category_map.num_classes, h, w)
+            assert out["labels"].dtype == torch.long
+            assert bool(((out["labels"] >= 0) & (out["labels"] < model.category_map.num_things)).all())
+            assert bool(((out["mask_probs"] >= 0) & (out["mask_probs"] <= 1)).all())
+            assert bool((out["scores"][:-1] >= out["scores"][1:]).all())          # best first
+            boxes = out["boxes"]
+            assert bool((boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all())
+            assert bool((boxes >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all())

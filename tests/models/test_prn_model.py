@@ -1,4 +1,5 @@
-"""PRN network: CoordConv, config, input encoding, switches, output scaling, losses, pretrained stem, learning."""
+"""PRN network: CoordConv, config, input encoding, switches, output scaling, losses, pretrained stem, learning;
+the shared network contract (base.py) as :class:`TestPRNContract`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+
+from base import NetworkContract
 
 from prn_cli.models.backbone import ResNetBackbone, load_backbone_weights
 from prn_cli.models.coordconv import CoordConv2d, add_coords
@@ -476,3 +479,69 @@ def test_base_prior_makes_a_fresh_prn_reproduce_its_base():
 
 def expected_heads():
     return ("semantic", "center", "offset", "foreground", "box")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the shared contract (tests/models/base.py)
+
+
+class TestPRNContract(NetworkContract):
+    """The full tiny PRN as ``prn train prn --arch tiny`` builds it: every switch on, with the base prior."""
+
+    kind = "prn"
+    loss_names = frozenset({"loss_semantic", "loss_center", "loss_offset", "loss_foreground", "loss_box"})
+    zero_grad_at_init = {
+        "semantic_embedding.weight": "the stem's weights of every input channel after RGB start at zero (the "
+                                     "model docstring), so the base-semantic embedding, which only feeds those "
+                                     "channels, gets a gradient from the second step on (checked below)",
+    }
+
+    def categories(self):
+        return CATS
+
+    def make_config(self):
+        return PRNConfig.tiny()
+
+    def config_from_dict(self, d):
+        return PRNConfig.from_dict(d)
+
+    def build(self, config, categories):
+        return build_model(config, categories)
+
+    def make_inputs(self):
+        return make_inputs(2)
+
+    def make_targets(self):
+        return make_targets(2)
+
+    def forward(self, model, inputs, targets=None):
+        return model(inputs, targets)
+
+    def checkpoint_config(self, config):
+        from prn_cli.models.prn.postprocess import PostProcessConfig
+        from prn_cli.models.prn.render import RenderConfig
+        from prn_cli.train import plain_dataclass
+
+        return {"model": config.to_dict(), "render": plain_dataclass(RenderConfig()),
+                "postprocess": plain_dataclass(PostProcessConfig())}
+
+    def config_from_checkpoint(self, stored):
+        return PRNConfig.from_dict(stored["model"])
+
+    def check_eval_outputs(self, outputs, inputs, model):
+        b, _, h, w = inputs["image"].shape
+        channels = {"semantic": len(CATS), "center": 1, "offset": 2, "foreground": 1, "box": 4}
+        assert isinstance(outputs, dict) and set(outputs) == set(channels)
+        for name, c in channels.items():
+            assert outputs[name].shape == (b, c, h, w) and outputs[name].is_floating_point(), name
+        assert bool((outputs["box"] >= 0).all())
+
+    def test_the_semantic_embedding_learns_from_the_second_step(self):
+        model = self.new_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for step in range(2):
+            optimizer.zero_grad()
+            sum(self.train_losses(model).values()).backward()
+            grad = model.semantic_embedding.weight.grad
+            assert (float(grad.abs().sum()) > 0) == (step == 1), step
+            optimizer.step()
