@@ -123,6 +123,8 @@ class PostProcessOverrides(_Overrides):
     foreground_threshold: float | None = _field("fraction", float)
     stuff_area: int | None = _field("non_negative", int)
     box_iou_threshold: float | None = _field("fraction", float)
+    restore_base_things: bool | None = _field("bool")
+    base_snap_confidence: float | None = _field("fraction", float)
 
     def apply(self, stored: dict):
         """A ``PostProcessConfig`` from a checkpoint's stored post-processing dict with these values on top."""

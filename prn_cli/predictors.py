@@ -226,12 +226,16 @@ class Refiner:
 
     def predict_batch(self, items: Sequence[tuple[np.ndarray, np.ndarray, Sequence[dict]]]) -> list[PanopticPrediction]:
         """Refine several ``(rgb, base_ids, base_segments)`` in one forward pass."""
-        return self.predict_prepared([self.prepare(*item) for item in items])
+        return self.predict_prepared([self.prepare(*item) for item in items],
+                                     bases=[(ids, segs) for _, ids, segs in items])
 
-    def predict_prepared(self, prepared: Sequence[dict]) -> list[PanopticPrediction]:
-        """Refine inputs made by :meth:`prepare`."""
+    def predict_prepared(self, prepared: Sequence[dict],
+                         bases: Sequence[tuple[np.ndarray, Sequence[dict]]] | None = None) -> list[PanopticPrediction]:
+        """Refine inputs made by :meth:`prepare`; ``bases`` (each base's id map and segments) are needed when the
+        post-processing restores the base's dropped things."""
         import torch
 
+        from .models.prn.base_fusion import confidence_map, restore_base_things, snap_to_base
         from .models.prn.postprocess import panoptic_from_outputs
         from .refine_data import collate_refine
         from .synth import random_segment_ids
@@ -257,5 +261,18 @@ class Refiner:
                     segs.append({"id": int(sid),
                                  "category_id": int(self.category_map.class_ids[info["class_index"]]),
                                  "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
-                results.append(PanopticPrediction(lut[seg_map], segs))
+                ids = lut[seg_map]
+                post = self.postprocess_config
+                if (post.restore_base_things or post.base_snap_confidence > 0) and bases is None:
+                    raise ValueError("fusing with the base needs the base of every image (bases=...)")
+                if post.base_snap_confidence > 0:
+                    unsure = (confidence_map(one, post.foreground_source) < post.base_snap_confidence).cpu().numpy()
+                    things = {s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids}
+                    ids = snap_to_base(ids, np.asarray(bases[i][0]), unsure, things)
+                    present = set(np.unique(ids).tolist())
+                    segs = [s for s in segs if s["id"] in present]
+                if post.restore_base_things:
+                    ids, segs = restore_base_things(ids, segs, np.asarray(bases[i][0]), list(bases[i][1]),
+                                                    set(self.category_map.thing_ids))
+                results.append(PanopticPrediction(ids, segs))
         return results

@@ -184,7 +184,8 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
                 failed.append((str(item.image_path), exc.message))
                 if on_failure:
                     on_failure(str(item.image_path), exc.message)
-        predictions = refiner.predict_prepared([p["inputs"] for p in ready])
+        predictions = refiner.predict_prepared([p["inputs"] for p in ready],
+                                               bases=[(p["base_ids"], p["base_segments"]) for p in ready])
         for prep, pred in zip(ready, predictions):
             item, base_ids, base_segs = prep["item"], prep["base_ids"], prep["base_segments"]
             image = {**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])}

@@ -277,7 +277,8 @@ def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | 
             with PanopticWriter(json_path, png_dir, categories) as writer:
                 for item in pairs:
                     prep = prepare_item(refiner, item, base, translation)
-                    pred, = refiner.predict_prepared([prep["inputs"]])
+                    pred, = refiner.predict_prepared([prep["inputs"]],
+                                                     bases=[(prep["base_ids"], prep["base_segments"])])
                     writer.add({**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])},
                                pred.ids, pred.segments, file_name=item.annotation["file_name"])
             g = evaluate(subset, [tmp], workers=0).results[0].groups

@@ -72,6 +72,12 @@ class PostProcessConfig:
     box_iou_threshold: float = 0.5          # PredBbox: a centre agrees with a pixel if IoU of boxes >= this
     min_instance_area: int = 0              # instances with fewer pixels (and always empty ones) are dropped
     score_with_class_prob: bool = False     # thing score x mean class probability; stuff score = mean prob
+    #: do no harm: put back base thing segments that PRN dropped onto pixels it gave to stuff or void
+    #: (base_fusion.restore_base_things; applied by the predictor, which has the base)
+    restore_base_things: bool = False
+    #: do no harm: where PRN's confidence (base_fusion.confidence_map) is below this, a pixel goes to the refined
+    #: segment matching the base's segment there, keeping the base's full-resolution boundaries; 0 = off
+    base_snap_confidence: float = 0.0
     chunk_elements: int = 4 * 1024 * 1024   # bound on (pixels x centres) entries per grouping chunk
 
     def __post_init__(self) -> None:
@@ -97,6 +103,8 @@ class PostProcessConfig:
             self.stuff_area_reference = ref
         if not isinstance(self.min_instance_area, int) or self.min_instance_area < 0:
             raise ValueError(f"min_instance_area must be an integer >= 0 (pixels), got {self.min_instance_area!r}")
+        if not 0.0 <= self.base_snap_confidence <= 1.0:
+            raise ValueError(f"base_snap_confidence must be in [0, 1], got {self.base_snap_confidence!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
 

@@ -144,17 +144,26 @@ PostStuffArea = Annotated[Optional[int], typer.Option("--stuff-area", metavar="P
                                                       "(pixels at 640x480, scaled with the image area).")]
 BoxIouThreshold = Annotated[Optional[float], typer.Option("--box-iou-threshold", metavar="X", help="PredBbox: "
                                                           "IoU at which a pixel's box agrees with a centre's.")]
+BaseSnapConfidence = Annotated[Optional[float], typer.Option("--base-snap-confidence", metavar="X", help="Do no "
+                                                             "harm: where PRN's confidence is below X, keep the "
+                                                             "base's boundaries (0 = off).")]
+RestoreBaseThings = Annotated[Optional[bool], typer.Option("--restore-base-things/--no-restore-base-things",
+                                                           metavar="", help="Do no harm: put back the base's thing "
+                                                           "segments that PRN dropped, on pixels it left to stuff "
+                                                           "or void.")]
 
 
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
-                   top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None):
+                   top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
+                   restore_base_things=None, base_snap_confidence=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
     return PostProcessOverrides(
         foreground_source=foreground_source.value if isinstance(foreground_source, Enum) else foreground_source,
         use_pred_bbox=use_pred_bbox, center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
-        foreground_threshold=foreground_threshold, stuff_area=stuff_area, box_iou_threshold=box_iou_threshold)
+        foreground_threshold=foreground_threshold, stuff_area=stuff_area, box_iou_threshold=box_iou_threshold,
+        restore_base_things=restore_base_things, base_snap_confidence=base_snap_confidence)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (AmpOpt, Amp, BackboneWeights, BaseMix, CenterThreshold, ConfigFile, Crop, Device, DeviceOpt,
-                      ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel, NumWorkers, PostStuffArea, PRNArch,
-                      PRNArchOpt, BoxIouThreshold, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit,
+from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoxIouThreshold, CenterThreshold, ConfigFile, Crop, Device,
+                      DeviceOpt, ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch, PRNArchOpt,
+                      PostStuffArea, RestoreBaseThings, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit,
                       WarmupIters, command, post_overrides)
 
 
@@ -67,6 +67,8 @@ def ablate_command(
     foreground_threshold: ForegroundThreshold = None,
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
+    restore_base_things: RestoreBaseThings = None,
+    base_snap_confidence: BaseSnapConfidence = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: remove an earlier "
@@ -92,7 +94,9 @@ def ablate_command(
 
     postprocess = post_overrides(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                  foreground_threshold=foreground_threshold, stuff_area=stuff_area,
-                                 box_iou_threshold=box_iou_threshold)
+                                 box_iou_threshold=box_iou_threshold,
+                               restore_base_things=restore_base_things,
+                               base_snap_confidence=base_snap_confidence)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)
     check_weights(base_weights, "base")

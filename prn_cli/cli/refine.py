@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
-                      ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, Threads, TopK,
-                      UsePredBbox, Weights, command, post_overrides)
+from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
+                      ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseThings,
+                      Threads, TopK, UsePredBbox, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +33,8 @@ def refine_command(
     foreground_threshold: ForegroundThreshold = None,
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
+    restore_base_things: RestoreBaseThings = None,
+    base_snap_confidence: BaseSnapConfidence = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
@@ -54,7 +56,9 @@ def refine_command(
     overrides = post_overrides(foreground_source=foreground_source, use_pred_bbox=use_pred_bbox,
                                center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                foreground_threshold=foreground_threshold, stuff_area=stuff_area,
-                               box_iou_threshold=box_iou_threshold)
+                               box_iou_threshold=box_iou_threshold,
+                               restore_base_things=restore_base_things,
+                               base_snap_confidence=base_snap_confidence)
     check_device(device.value)
     check_weights(weights, "prn")
     check_file(category_map, "category map", "pass a JSON {\"<base id>\": <checkpoint id>}")

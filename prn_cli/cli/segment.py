@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BatchSize, DeviceOpt, Device, Images, JsonOut, Out, Overwrite, Resume, Threads, Weights,
-                      command)
+from ._common import (BatchSize, Device, DeviceOpt, Images, JsonOut, Out, Overwrite, Resume, Threads, Weights, command)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (CONTEXT, AmpOpt, Amp, BackboneWeights, BaseArch, BaseMix, BoxIouThreshold, CenterThreshold,
+from ._common import (Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
                       CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold,
-                      Iters, JsonOut, Lr, NmsKernel, NumWorkers, Overwrite, PostStuffArea, PRNArch, PRNArchOpt, Seed,
-                      StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters,
-                      command, post_overrides)
+                      Iters, JsonOut, Lr, NmsKernel, NumWorkers, Overwrite, PRNArch, PRNArchOpt, PostStuffArea,
+                      RestoreBaseThings, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
+                      ValLimit, WarmupIters, command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
@@ -185,6 +185,8 @@ def train_prn_command(
     foreground_threshold: ForegroundThreshold = None,
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
+    restore_base_things: RestoreBaseThings = None,
+    base_snap_confidence: BaseSnapConfidence = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
@@ -203,7 +205,9 @@ def train_prn_command(
     postprocess = post_overrides(foreground_source=foreground_source, use_pred_bbox=use_pred_bbox,
                                  center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                  foreground_threshold=foreground_threshold, stuff_area=stuff_area,
-                                 box_iou_threshold=box_iou_threshold)
+                                 box_iou_threshold=box_iou_threshold,
+                               restore_base_things=restore_base_things,
+                               base_snap_confidence=base_snap_confidence)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")

@@ -1,0 +1,81 @@
+"""Do-no-harm fusion with the base (models/prn/base_fusion.py): exact masks on hand-made maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prn_cli.models.prn.base_fusion import confidence_map, restore_base_things, snap_to_base
+
+THINGS = {1, 2}          # category ids that are things; 9 is stuff
+
+
+def _maps():
+    base = np.zeros((8, 8), np.uint32)
+    base[:, :] = 50                  # stuff
+    base[1:3, 1:3] = 10              # small thing, which PRN drops
+    base[4:8, 4:8] = 11              # thing PRN keeps
+    base_segs = [{"id": 50, "category_id": 9}, {"id": 10, "category_id": 1, "score": 0.7},
+                 {"id": 11, "category_id": 2}]
+    ref = np.full((8, 8), 7, np.uint32)   # stuff
+    ref[4:8, 4:8] = 8
+    segs = [{"id": 7, "category_id": 9}, {"id": 8, "category_id": 2}]
+    return base, base_segs, ref, segs
+
+
+def test_a_dropped_base_thing_comes_back_on_stuff_pixels_only():
+    base, base_segs, ref, segs = _maps()
+    out, out_segs = restore_base_things(ref, segs, base, base_segs, THINGS)
+    assert (out[1:3, 1:3] == 10).all() and int((out == 10).sum()) == 4
+    assert (out[4:8, 4:8] == 8).all()                       # the kept thing is untouched
+    assert {"id": 10, "category_id": 1, "iscrowd": 0, "score": 0.7} in out_segs
+    assert len(out_segs) == 3
+
+
+def test_a_base_thing_prn_covers_with_its_own_thing_is_not_restored():
+    base, base_segs, ref, segs = _maps()
+    ref[1:3, 1:4] = 9                                     # PRN's own (bigger) thing where the base had 10
+    segs.append({"id": 9, "category_id": 1})
+    out, out_segs = restore_base_things(ref, segs, base, base_segs, THINGS)
+    assert np.array_equal(out, ref) and out_segs == segs
+
+
+def test_a_restored_id_that_is_taken_gets_the_smallest_free_id():
+    base, base_segs, ref, segs = _maps()
+    ref[0, 0] = 10                                        # id 10 is a refined stuff segment's
+    segs.append({"id": 10, "category_id": 9})
+    out, out_segs = restore_base_things(ref, segs, base, base_segs, THINGS)
+    new = [s for s in out_segs if s["category_id"] == 1]
+    assert [s["id"] for s in new] == [1] and int((out == 1).sum()) == 4
+
+
+def test_snap_moves_only_unsure_thing_pixels_to_the_base_shape():
+    base, _, ref, _ = _maps()
+    ref[4:8, 4:8] = 7
+    ref[5:8, 5:8] = 8                                     # PRN's thing lost a row and a column (blurred boundary)
+    unsure = np.zeros((8, 8), bool)
+    unsure[4, 4:8] = True                                 # PRN is unsure along the top row only
+    unsure[0, 0] = True                                   # a stuff pixel: stays stuff
+    out = snap_to_base(ref, base, unsure, {8})
+    expected = ref.copy()
+    expected[4, 4:8] = 8
+    assert np.array_equal(out, expected)
+
+
+def test_snap_leaves_stuff_boundaries_alone():
+    base = np.zeros((4, 4), np.uint32)
+    base[:, :2], base[:, 2:] = 1, 2
+    ref = np.zeros((4, 4), np.uint32)
+    ref[:, :3], ref[:, 3:] = 5, 6                         # PRN moved the stuff boundary by one column
+    out = snap_to_base(ref, base, np.ones((4, 4), bool), thing_segment_ids=set())
+    assert np.array_equal(out, ref)
+
+
+def test_confidence_map_is_the_lower_of_class_and_foreground_confidence():
+    sem = torch.zeros(3, 1, 2)
+    sem[0, 0, 0] = 10.0                                   # pixel 0: sure of the class; pixel 1: uniform (1/3)
+    fg = torch.tensor([[[0.0, 10.0]]])                    # pixel 0: p 0.5; pixel 1: sure
+    conf = confidence_map({"semantic": sem, "foreground": fg}, "foreground")
+    assert torch.allclose(conf, torch.tensor([[0.5, 1 / 3]]), atol=1e-4)
+    only_sem = confidence_map({"semantic": sem, "foreground": fg}, "semantic")
+    assert float(only_sem[0, 0]) > 0.99
