@@ -7,7 +7,7 @@
 set -euo pipefail
 ROOT=${1:-prn-refine-example}
 
-prn synth --out "$ROOT/data" --n "${N:-20}" --size 256x256 --seed 8 --split val --class-colour 0.7 --overwrite
+prn synth --out "$ROOT/data" --n "${N:-20}" --size 256x256 --seed 8 --split val --class-color 0.7 --overwrite
 python - "$ROOT" <<'PY'
 import sys
 from prn_cli.perturb import write_corrupted_set
@@ -18,7 +18,7 @@ BASE="$ROOT/other_model"          # panoptic.json + panoptic/ (or e.g. panoptic_
 IMAGES="$ROOT/data/images/val"    # the images that base was predicted on (paired by images records or file stem)
 
 # If your model's category ids differ from the checkpoint's, add --category-map map.json ({"<yours>": <ours>}).
-prn refine --base "$BASE" --images "$IMAGES" --out "$ROOT/refined" --overwrite --json > "$ROOT/changes.json"
+prn refine --base "$BASE" --images "$IMAGES" --out "$ROOT/refined" --overwrite --json "$ROOT/changes.json"
 
 # Base and refined side by side, with the delta.
 prn eval --gt "$ROOT/data/annotations/panoptic_val.json" --pred "$BASE" --pred "$ROOT/refined"

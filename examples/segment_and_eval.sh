@@ -6,10 +6,10 @@ set -euo pipefail
 ROOT=${1:-prn-segment-example}
 
 # 1. Some images with ground truth: 20 synthetic 256x256 images, drawn like the shipped model's training data.
-prn synth --out "$ROOT/data" --n "${N:-20}" --size 256x256 --seed 7 --split val --class-colour 0.7 --overwrite
+prn synth --out "$ROOT/data" --n "${N:-20}" --size 256x256 --seed 7 --split val --class-color 0.7 --overwrite
 
 # 2. Segment them. --images-json gives the predictions the GT's image ids, so prn eval can pair them.
-prn segment "$ROOT/data/images/val" --out "$ROOT/base" --overwrite \
+prn segment --images "$ROOT/data/images/val" --out "$ROOT/base" --overwrite \
     --images-json "$ROOT/data/annotations/panoptic_val.json"
 
 # 3. PQ / SQ / RQ (the COCO reference's numbers), per class too, and a JSON report.

@@ -7,8 +7,10 @@ ROOT=${1:-prn-run}
 
 # Real base predictions on half of the training images; PRN mixes them 50/50 with GT corrupted the way base
 # models fail (so it also refines other models' output).
-prn segment $(ls -d "$ROOT"/data/images/train/* | head -1000) --weights "$ROOT/base_run/model_final.pt" \
-    --out "$ROOT/base_train" --images-json "$ROOT/data/annotations/panoptic_train.json"
+# (--images is repeatable: one --images per file.)
+prn segment $(ls "$ROOT"/data/images/train/*.jpg | head -1000 | sed 's/^/--images /') \
+    --weights "$ROOT/base_run/model_final.pt" --out "$ROOT/base_train" \
+    --images-json "$ROOT/data/annotations/panoptic_train.json"
 
 # The encoder starts from the base model's trained backbone (--backbone-weights takes a prn base checkpoint).
 # configs/prn_hard_pixels.json turns on hard pixel mining in the semantic loss (the hardest 20% of pixels,
@@ -17,8 +19,8 @@ prn segment $(ls -d "$ROOT"/data/images/train/* | head -1000) --weights "$ROOT/b
 # --stuff-area 16384 (at 640x480, scaled with the image area) was chosen on training images 901-1000
 # (models/README.md); it is stored in the checkpoint, so prn refine uses it.
 OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.json" --base "$ROOT/base_train" \
-    --base-mix 0.5 --val "$ROOT/data/annotations/panoptic_val.json" --val-base "$ROOT/base_val" --val-images 50 \
-    --out "$ROOT/prn_run" --iters 900 --batch-size 4 --lr 0.002 --warmup 50 --crop 256 --workers 1 \
+    --base-mix 0.5 --val "$ROOT/data/annotations/panoptic_val.json" --val-base "$ROOT/base_val" --val-limit 50 \
+    --out "$ROOT/prn_run" --iters 900 --batch-size 4 --lr 0.002 --warmup-iters 50 --crop 256 --num-workers 1 \
     --checkpoint-every 100 --val-every 450 --backbone-weights "$ROOT/base_run/model_final.pt" --seed 0 \
     --config "$(dirname "$0")/configs/prn_hard_pixels.json" --stuff-area 16384
 
