@@ -13,7 +13,7 @@ Example::
     from prn_cli.predictors import Segmenter, Refiner
     from prn_cli.io import read_photo
 
-    rgb = read_photo("data/images/val/000001.jpg")
+    rgb = read_photo("data/images/val/000000000001.jpg")
     base = Segmenter(device="cpu")(rgb)
     refined = Refiner(device="cpu")(rgb, base.ids, base.segments)
     print(len(base.segments), "->", len(refined.segments))

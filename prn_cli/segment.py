@@ -56,7 +56,14 @@ def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def assign_image_ids(files: Sequence[Path], images_json: str | None) -> list[dict]:
-    """COCO image records (id, file_name, width/height filled later) for ``files``."""
+    """COCO image records (id, file_name, width/height filled later) for ``files``. Two files whose names share a
+    stem (``a.jpg`` and ``a.png``, or one name in two folders) would write one PNG: a one-line error."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        other = seen.setdefault(f.stem, f)
+        if other != f:
+            raise fail(f, f"has the same file stem as {other}, so both would be written to {f.stem}.png",
+                       "segment the folders separately (another --out each) or rename one of the images")
     if images_json:
         records = read_json(Path(images_json), what="images JSON").get("images") or []
         by_name = {Path(str(r.get("file_name", ""))).name: r for r in records}

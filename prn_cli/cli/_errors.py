@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Callable
 
 import typer
@@ -36,15 +37,19 @@ def run_app(app: typer.Typer, argv: list[str] | None, *, debug: Callable[[], boo
     try:
         result = app(args=argv, prog_name="prn", standalone_mode=False)
     except KeyboardInterrupt:
+        if debug():
+            traceback.print_exc()
         error_line("interrupted")
         return 130
     except Exception as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":    # `prn train` alone: the group's help, as --help shows it
             typer.echo(exc.ctx.get_help())
             return EXIT_USAGE
-        if debug():
-            raise
         known = _message(exc)
+        if debug():     # the traceback as well, and the same exit code as without --debug
+            traceback.print_exc()
+            if known is None:
+                return EXIT_RUNTIME
         if known is None:
             error_line(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)")
             return EXIT_RUNTIME

@@ -66,7 +66,10 @@ def test_invalid_input_exit_code_one_line_no_traceback():
 def test_debug_shows_the_traceback():
     case = PQ_REFERENCE / "error_unknown_category"
     out = prn("--debug", "eval", "--gt", case / "gt.json", "--pred", case / "pred.json")
-    assert out.returncode != 0 and "Traceback" in out.stderr
+    assert out.returncode == 3 and "Traceback" in out.stderr           # the same exit code as without --debug
+    assert out.stderr.strip().splitlines()[-1].startswith("error:")
+    bad = prn("refine", "--base", CASE, "--images", CASE, "--out", "x", "--nms-kernel", "4", env={"PRN_DEBUG": "1"})
+    assert bad.returncode == 2 and "Traceback" in bad.stderr and "--nms-kernel 4" in bad.stderr
 
 
 def test_usage_error_exit_code_2():

@@ -91,3 +91,17 @@ def test_images_json_gives_ground_truth_ids(setup, tmp_path):
     custom.write_text(json.dumps(gt))
     segment([summary["images_dir"]], weights, tmp_path / "out", options=SegmentOptions(images_json=str(custom)))
     assert sorted(a["image_id"] for a in load_set(tmp_path / "out").annotations) == [1000, 1001, 1002]
+
+
+def test_two_images_with_one_stem_are_refused_before_anything_runs(tmp_path):
+    from prn_cli.segment import assign_image_ids
+
+    for name in ("a/x.jpg", "b/x.jpg", "c/y.jpg", "c/y.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="same file stem"):
+        assign_image_ids([tmp_path / "a/x.jpg", tmp_path / "b/x.jpg"], None)
+    with pytest.raises(InvalidInputError, match="y.png.*same file stem|same file stem.*y.jpg"):
+        assign_image_ids([tmp_path / "c/y.jpg", tmp_path / "c/y.png"], None)
+    assert [r["file_name"] for r in assign_image_ids([tmp_path / "a/x.jpg", tmp_path / "c/y.jpg"], None)] == \
+        ["x.jpg", "y.jpg"]
