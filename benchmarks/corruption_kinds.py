@@ -8,7 +8,7 @@ with a PRN checkpoint, evaluates base and refined against the ground truth, and 
 
     python benchmarks/corruption_kinds.py --gt data/annotations/panoptic_val.json --images data/images/val \
         --out /tmp/kinds [--weights PRN.pt] [--strength 0.5] [--limit 100] [--json PATH|-] \
-        [--refine-option --restore-base-things ...]
+        [--refine-option --restore-base-segments ...]
 
 Post-processing options of ``prn refine`` can be passed with repeated ``--refine-option`` (e.g.
 ``--refine-option=--base-snap-confidence --refine-option=0.9``). Runs ``prn refine`` / ``prn eval`` as

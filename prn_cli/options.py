@@ -123,7 +123,7 @@ class PostProcessOverrides(_Overrides):
     foreground_threshold: float | None = _field("fraction", float)
     stuff_area: int | None = _field("non_negative", int)
     box_iou_threshold: float | None = _field("fraction", float)
-    restore_base_things: bool | None = _field("bool")
+    restore_base_segments: bool | None = _field("bool")
     base_snap_confidence: float | None = _field("fraction", float)
 
     def apply(self, stored: dict):

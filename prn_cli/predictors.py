@@ -235,7 +235,7 @@ class Refiner:
         post-processing restores the base's dropped things."""
         import torch
 
-        from .models.prn.base_fusion import confidence_map, restore_base_things, snap_to_base
+        from .models.prn.base_fusion import confidence_map, restore_base_segments, snap_to_base
         from .models.prn.postprocess import panoptic_from_outputs
         from .refine_data import collate_refine
         from .synth import random_segment_ids
@@ -263,7 +263,7 @@ class Refiner:
                                  "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
                 ids = lut[seg_map]
                 post = self.postprocess_config
-                if (post.restore_base_things or post.base_snap_confidence > 0) and bases is None:
+                if (post.restore_base_segments or post.base_snap_confidence > 0) and bases is None:
                     raise ValueError("fusing with the base needs the base of every image (bases=...)")
                 if post.base_snap_confidence > 0:
                     unsure = (confidence_map(one, post.foreground_source) < post.base_snap_confidence).cpu().numpy()
@@ -271,8 +271,8 @@ class Refiner:
                     ids = snap_to_base(ids, np.asarray(bases[i][0]), unsure, things)
                     present = set(np.unique(ids).tolist())
                     segs = [s for s in segs if s["id"] in present]
-                if post.restore_base_things:
-                    ids, segs = restore_base_things(ids, segs, np.asarray(bases[i][0]), list(bases[i][1]),
+                if post.restore_base_segments:
+                    ids, segs = restore_base_segments(ids, segs, np.asarray(bases[i][0]), list(bases[i][1]),
                                                     set(self.category_map.thing_ids))
                 results.append(PanopticPrediction(ids, segs))
         return results

@@ -1,15 +1,17 @@
-"""Do no harm to the base's things: put back the thing segments of the base that PRN dropped.
+"""Do no harm to the base: put back the segments of the base that PRN dropped, and keep its boundaries where PRN
+is unsure.
 
-PRN may lose a thing that the base had (most often a small one: its centre falls under the threshold or inside
-another centre's NMS window, or the foreground branch calls it background). :func:`restore_base_things` takes
-PRN's panoptic result and the base's, and gives back every base thing segment that
+PRN may lose a segment that the base had: a small thing (its centre falls under the threshold or inside another
+centre's NMS window, or the foreground branch calls it background) or a small stuff region (under the stuff-area
+limit). :func:`restore_base_segments` takes PRN's panoptic result and the base's, and gives back every base
+segment that no refined segment matches (IoU > ``match_iou``, any class: PRN kept it, perhaps relabelled it) and
+that lies mostly (share >= ``min_unclaimed``) on free pixels: for a base thing, pixels PRN gave to stuff or void;
+for a base stuff segment, pixels PRN left void. Only the free pixels are restored, with the base's category, so
+PRN's own segments are never cut. Base segments are visited things first, then largest first; each restored one
+claims its pixels.
 
-- no refined thing segment matches (IoU > ``match_iou``, any class: PRN kept it, perhaps relabelled it), and
-- lies mostly (share >= ``min_unclaimed``) on pixels that PRN gave to stuff or void, not to a thing.
-
-Only those pixels are restored, with the base's category, so PRN's own things are never cut. Base
-segments are visited largest first; each restored one claims its pixels. Everything is a few ``bincount``s over
-the packed (refined, base) id pairs.
+:func:`snap_to_base` keeps the base's full-resolution thing boundaries where PRN's stride-4 outputs are unsure.
+Everything is a few ``bincount``\ s over the packed (refined, base) id pairs.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def restore_base_things(ids: np.ndarray, segments: list[dict], base_ids: np.ndarray, base_segments: list[dict],
-                        thing_category_ids: set[int], *, min_unclaimed: float = 0.5,
-                        match_iou: float = 0.5) -> tuple[np.ndarray, list[dict]]:
-    """``(ids, segments)`` of PRN's result with the dropped base things put back (see the module docstring).
+def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.ndarray, base_segments: list[dict],
+                          thing_category_ids: set[int], *, min_unclaimed: float = 0.5,
+                          match_iou: float = 0.5) -> tuple[np.ndarray, list[dict]]:
+    """``(ids, segments)`` of PRN's result with the dropped base segments put back (see the module docstring).
 
     ``ids`` / ``base_ids``: (H, W) integer id maps (0 = void); ``segments`` / ``base_segments``: their
     ``segments_info`` (``id``, ``category_id``). New segments take the base's id when it is free, else the
@@ -28,14 +30,14 @@ def restore_base_things(ids: np.ndarray, segments: list[dict], base_ids: np.ndar
     """
     if ids.shape != base_ids.shape:
         raise ValueError(f"refined map {ids.shape} and base map {base_ids.shape} differ in size")
-    base_things = [s for s in base_segments if int(s["category_id"]) in thing_category_ids]
-    if not base_things:
+    if not base_segments:
         return ids, segments
     refined_thing_ids = np.array(sorted(int(s["id"]) for s in segments
                                         if int(s["category_id"]) in thing_category_ids), dtype=np.int64)
     r = ids.astype(np.int64).ravel()
     b = base_ids.astype(np.int64).ravel()
     r_is_thing = np.isin(r, refined_thing_ids)
+    r_is_void = r == 0
     b_uniq, b_inv = np.unique(b, return_inverse=True)
     r_uniq, r_inv = np.unique(r, return_inverse=True)
     inter = np.bincount(b_inv.astype(np.int64) * len(r_uniq) + r_inv,
@@ -43,25 +45,31 @@ def restore_base_things(ids: np.ndarray, segments: list[dict], base_ids: np.ndar
     base_area, r_area = inter.sum(1), inter.sum(0)
     iou = inter / np.maximum(base_area[:, None] + r_area[None, :] - inter, 1)
     iou[b_uniq == 0, :] = 0
-    iou[:, ~np.isin(r_uniq, refined_thing_ids)] = 0          # matches with refined things only
+    iou[:, r_uniq == 0] = 0
     best_iou = iou.max(axis=1)
-    # Only pixels PRN left to stuff or void are free. Taking pixels back from a refined thing that matches another
+    # Only pixels PRN gave to nothing better are free. Taking pixels back from a refined thing that matches another
     # base segment (undoing a merge) was measured and is worse: it also undoes the splits PRN repairs (on training
     # images 901-1000 with GT corrupted at 0.5: PQ 70.1 -> 69.8, things 55.8 -> 55.2).
-    free = ~r_is_thing
-    free_area = np.bincount(b_inv, weights=free, minlength=len(b_uniq))
+    free_for_thing = ~r_is_thing
+    free_area = {True: np.bincount(b_inv, weights=free_for_thing, minlength=len(b_uniq)),
+                 False: np.bincount(b_inv, weights=r_is_void, minlength=len(b_uniq))}
     index = {int(v): k for k, v in enumerate(b_uniq)}
     out = r.copy()
     taken = np.zeros(r.shape, dtype=bool)
     used = set(int(s["id"]) for s in segments) | {0}
     new_segments = list(segments)
-    for seg in sorted(base_things, key=lambda s: -base_area[index.get(int(s["id"]), 0)]):
+
+    def order(seg):
+        return (int(seg["category_id"]) not in thing_category_ids, -base_area[index.get(int(seg["id"]), 0)])
+
+    for seg in sorted(base_segments, key=order):
         k = index.get(int(seg["id"]))
         if k is None or base_area[k] == 0:
             continue
-        if best_iou[k] > match_iou or free_area[k] < min_unclaimed * base_area[k]:
+        is_thing = int(seg["category_id"]) in thing_category_ids
+        if best_iou[k] > match_iou or free_area[is_thing][k] < min_unclaimed * base_area[k]:
             continue
-        pixels = (b_inv == k) & free & ~taken
+        pixels = (b_inv == k) & (free_for_thing if is_thing else r_is_void) & ~taken
         if not pixels.any():
             continue
         new_id = int(seg["id"])

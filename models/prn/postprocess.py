@@ -72,9 +72,9 @@ class PostProcessConfig:
     box_iou_threshold: float = 0.5          # PredBbox: a centre agrees with a pixel if IoU of boxes >= this
     min_instance_area: int = 0              # instances with fewer pixels (and always empty ones) are dropped
     score_with_class_prob: bool = False     # thing score x mean class probability; stuff score = mean prob
-    #: do no harm: put back base thing segments that PRN dropped onto pixels it gave to stuff or void
-    #: (base_fusion.restore_base_things; applied by the predictor, which has the base)
-    restore_base_things: bool = False
+    #: do no harm: put back base segments that PRN dropped (things onto pixels it gave to stuff or void, stuff onto
+    #: pixels it left void; base_fusion.restore_base_segments, applied by the predictor, which has the base)
+    restore_base_segments: bool = False
     #: do no harm: where PRN's confidence (base_fusion.confidence_map) is below this, a pixel goes to the refined
     #: segment matching the base's segment there, keeping the base's full-resolution boundaries; 0 = off
     base_snap_confidence: float = 0.0

@@ -147,15 +147,14 @@ BoxIouThreshold = Annotated[Optional[float], typer.Option("--box-iou-threshold",
 BaseSnapConfidence = Annotated[Optional[float], typer.Option("--base-snap-confidence", metavar="X", help="Do no "
                                                              "harm: where PRN's confidence is below X, keep the "
                                                              "base's boundaries (0 = off).")]
-RestoreBaseThings = Annotated[Optional[bool], typer.Option("--restore-base-things/--no-restore-base-things",
-                                                           metavar="", help="Do no harm: put back the base's thing "
-                                                           "segments that PRN dropped, on pixels it left to stuff "
-                                                           "or void.")]
+RestoreBaseSegments = Annotated[Optional[bool], typer.Option(
+    "--restore-base-segments/--no-restore-base-segments", metavar="", help="Do no harm: put back the base's segments "
+    "that PRN dropped (things on pixels it left to stuff or void, stuff on pixels it left void).")]
 
 
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
-                   restore_base_things=None, base_snap_confidence=None):
+                   restore_base_segments=None, base_snap_confidence=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -163,7 +162,7 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         foreground_source=foreground_source.value if isinstance(foreground_source, Enum) else foreground_source,
         use_pred_bbox=use_pred_bbox, center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
         foreground_threshold=foreground_threshold, stuff_area=stuff_area, box_iou_threshold=box_iou_threshold,
-        restore_base_things=restore_base_things, base_snap_confidence=base_snap_confidence)
+        restore_base_segments=restore_base_segments, base_snap_confidence=base_snap_confidence)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

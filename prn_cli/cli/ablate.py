@@ -9,7 +9,7 @@ import typer
 
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoxIouThreshold, CenterThreshold, ConfigFile, Crop, Device,
                       DeviceOpt, ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch, PRNArchOpt,
-                      PostStuffArea, RestoreBaseThings, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit,
+                      PostStuffArea, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit,
                       WarmupIters, command, post_overrides)
 
 
@@ -67,7 +67,7 @@ def ablate_command(
     foreground_threshold: ForegroundThreshold = None,
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
-    restore_base_things: RestoreBaseThings = None,
+    restore_base_segments: RestoreBaseSegments = None,
     base_snap_confidence: BaseSnapConfidence = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
@@ -95,7 +95,7 @@ def ablate_command(
     postprocess = post_overrides(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                  foreground_threshold=foreground_threshold, stuff_area=stuff_area,
                                  box_iou_threshold=box_iou_threshold,
-                               restore_base_things=restore_base_things,
+                               restore_base_segments=restore_base_segments,
                                base_snap_confidence=base_snap_confidence)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)

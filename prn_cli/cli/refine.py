@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
-                      ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseThings,
+                      ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments,
                       Threads, TopK, UsePredBbox, Weights, command, post_overrides)
 
 
@@ -33,7 +33,7 @@ def refine_command(
     foreground_threshold: ForegroundThreshold = None,
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
-    restore_base_things: RestoreBaseThings = None,
+    restore_base_segments: RestoreBaseSegments = None,
     base_snap_confidence: BaseSnapConfidence = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
@@ -57,7 +57,7 @@ def refine_command(
                                center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                foreground_threshold=foreground_threshold, stuff_area=stuff_area,
                                box_iou_threshold=box_iou_threshold,
-                               restore_base_things=restore_base_things,
+                               restore_base_segments=restore_base_segments,
                                base_snap_confidence=base_snap_confidence)
     check_device(device.value)
     check_weights(weights, "prn")

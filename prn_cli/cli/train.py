@@ -10,7 +10,7 @@ import typer
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
                       CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold,
                       Iters, JsonOut, Lr, NmsKernel, NumWorkers, Overwrite, PRNArch, PRNArchOpt, PostStuffArea,
-                      RestoreBaseThings, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
+                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
                       ValLimit, WarmupIters, command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
@@ -185,7 +185,7 @@ def train_prn_command(
     foreground_threshold: ForegroundThreshold = None,
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
-    restore_base_things: RestoreBaseThings = None,
+    restore_base_segments: RestoreBaseSegments = None,
     base_snap_confidence: BaseSnapConfidence = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
@@ -206,7 +206,7 @@ def train_prn_command(
                                  center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                  foreground_threshold=foreground_threshold, stuff_area=stuff_area,
                                  box_iou_threshold=box_iou_threshold,
-                               restore_base_things=restore_base_things,
+                               restore_base_segments=restore_base_segments,
                                base_snap_confidence=base_snap_confidence)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)

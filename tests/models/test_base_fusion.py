@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prn_cli.models.prn.base_fusion import confidence_map, restore_base_things, snap_to_base
+from prn_cli.models.prn.base_fusion import confidence_map, restore_base_segments, snap_to_base
 
 THINGS = {1, 2}          # category ids that are things; 9 is stuff
 
@@ -25,7 +25,7 @@ def _maps():
 
 def test_a_dropped_base_thing_comes_back_on_stuff_pixels_only():
     base, base_segs, ref, segs = _maps()
-    out, out_segs = restore_base_things(ref, segs, base, base_segs, THINGS)
+    out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS)
     assert (out[1:3, 1:3] == 10).all() and int((out == 10).sum()) == 4
     assert (out[4:8, 4:8] == 8).all()                       # the kept thing is untouched
     assert {"id": 10, "category_id": 1, "iscrowd": 0, "score": 0.7} in out_segs
@@ -36,7 +36,7 @@ def test_a_base_thing_prn_covers_with_its_own_thing_is_not_restored():
     base, base_segs, ref, segs = _maps()
     ref[1:3, 1:4] = 9                                     # PRN's own (bigger) thing where the base had 10
     segs.append({"id": 9, "category_id": 1})
-    out, out_segs = restore_base_things(ref, segs, base, base_segs, THINGS)
+    out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS)
     assert np.array_equal(out, ref) and out_segs == segs
 
 
@@ -44,9 +44,19 @@ def test_a_restored_id_that_is_taken_gets_the_smallest_free_id():
     base, base_segs, ref, segs = _maps()
     ref[0, 0] = 10                                        # id 10 is a refined stuff segment's
     segs.append({"id": 10, "category_id": 9})
-    out, out_segs = restore_base_things(ref, segs, base, base_segs, THINGS)
+    out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS)
     new = [s for s in out_segs if s["category_id"] == 1]
     assert [s["id"] for s in new] == [1] and int((out == 1).sum()) == 4
+
+
+def test_a_dropped_stuff_region_comes_back_on_void_pixels_only():
+    base, base_segs, ref, segs = _maps()
+    base[0, 4:8] = 60                                     # a small stuff region PRN's stuff-area limit removed
+    base_segs.append({"id": 60, "category_id": 9})
+    ref[0, 4:6] = 0                                       # ... two of its pixels left void, two given to stuff 7
+    out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS)
+    assert (out[0, 4:6] == 60).all() and (out[0, 6:8] == 7).all()
+    assert {"id": 60, "category_id": 9, "iscrowd": 0, "score": 1.0} in out_segs
 
 
 def test_snap_moves_only_unsure_thing_pixels_to_the_base_shape():
