@@ -17,6 +17,7 @@ from typing import Any, Callable
 from .errors import UsageError
 
 FOREGROUND_SOURCES = ("foreground", "semantic")
+RESTORE_CHOICES = ("none", "things", "all")        # PostProcessConfig.restore_base_segments
 
 
 def flag(name: str) -> str:
@@ -48,6 +49,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "odd": (_odd, "an odd integer of at least 1"),
     "foreground_source": (lambda v: v in FOREGROUND_SOURCES, "one of " + ", ".join(FOREGROUND_SOURCES)),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "restore": (lambda v: v in RESTORE_CHOICES, "one of " + ", ".join(RESTORE_CHOICES)),
 }
 
 
@@ -123,7 +125,7 @@ class PostProcessOverrides(_Overrides):
     foreground_threshold: float | None = _field("fraction", float)
     stuff_area: int | None = _field("non_negative", int)
     box_iou_threshold: float | None = _field("fraction", float)
-    restore_base_segments: bool | None = _field("bool")
+    restore_base_segments: str | None = _field("restore")
     base_snap_confidence: float | None = _field("fraction", float)
 
     def apply(self, stored: dict):

@@ -263,7 +263,7 @@ class Refiner:
                                  "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
                 ids = lut[seg_map]
                 post = self.postprocess_config
-                if (post.restore_base_segments or post.base_snap_confidence > 0) and bases is None:
+                if (post.restore_base_segments != "none" or post.base_snap_confidence > 0) and bases is None:
                     raise ValueError("fusing with the base needs the base of every image (bases=...)")
                 if post.base_snap_confidence > 0:
                     unsure = (confidence_map(one, post.foreground_source) < post.base_snap_confidence).cpu().numpy()
@@ -271,8 +271,9 @@ class Refiner:
                     ids = snap_to_base(ids, np.asarray(bases[i][0]), unsure, things)
                     present = set(np.unique(ids).tolist())
                     segs = [s for s in segs if s["id"] in present]
-                if post.restore_base_segments:
+                if post.restore_base_segments != "none":
                     ids, segs = restore_base_segments(ids, segs, np.asarray(bases[i][0]), list(bases[i][1]),
-                                                    set(self.category_map.thing_ids))
+                                                      set(self.category_map.thing_ids),
+                                                      stuff=post.restore_base_segments == "all")
                 results.append(PanopticPrediction(ids, segs))
         return results

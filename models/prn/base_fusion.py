@@ -20,13 +20,13 @@ import numpy as np
 
 
 def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.ndarray, base_segments: list[dict],
-                          thing_category_ids: set[int], *, min_unclaimed: float = 0.5,
+                          thing_category_ids: set[int], *, stuff: bool = True, min_unclaimed: float = 0.5,
                           match_iou: float = 0.5) -> tuple[np.ndarray, list[dict]]:
     """``(ids, segments)`` of PRN's result with the dropped base segments put back (see the module docstring).
 
     ``ids`` / ``base_ids``: (H, W) integer id maps (0 = void); ``segments`` / ``base_segments``: their
     ``segments_info`` (``id``, ``category_id``). New segments take the base's id when it is free, else the
-    smallest free id; their score is the base segment's, else 1.0.
+    smallest free id; their score is the base segment's, else 1.0. ``stuff=False`` restores things only.
     """
     if ids.shape != base_ids.shape:
         raise ValueError(f"refined map {ids.shape} and base map {base_ids.shape} differ in size")
@@ -67,6 +67,8 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
         if k is None or base_area[k] == 0:
             continue
         is_thing = int(seg["category_id"]) in thing_category_ids
+        if not is_thing and not stuff:
+            continue
         if best_iou[k] > match_iou or free_area[is_thing][k] < min_unclaimed * base_area[k]:
             continue
         pixels = (b_inv == k) & (free_for_thing if is_thing else r_is_void) & ~taken

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 FOREGROUND_SOURCES = ("foreground", "semantic")
+RESTORE_CHOICES = ("none", "things", "all")
 
 
 @dataclass
@@ -72,9 +73,9 @@ class PostProcessConfig:
     box_iou_threshold: float = 0.5          # PredBbox: a centre agrees with a pixel if IoU of boxes >= this
     min_instance_area: int = 0              # instances with fewer pixels (and always empty ones) are dropped
     score_with_class_prob: bool = False     # thing score x mean class probability; stuff score = mean prob
-    #: do no harm: put back base segments that PRN dropped (things onto pixels it gave to stuff or void, stuff onto
-    #: pixels it left void; base_fusion.restore_base_segments, applied by the predictor, which has the base)
-    restore_base_segments: bool = False
+    #: do no harm: put back base segments that PRN dropped, "things" (onto pixels it gave to stuff or void) or "all"
+    #: (stuff too, onto pixels it left void); base_fusion.restore_base_segments, applied by the predictor
+    restore_base_segments: str = "none"
     #: do no harm: where PRN's confidence (base_fusion.confidence_map) is below this, a pixel goes to the refined
     #: segment matching the base's segment there, keeping the base's full-resolution boundaries; 0 = off
     base_snap_confidence: float = 0.0
@@ -103,6 +104,8 @@ class PostProcessConfig:
             self.stuff_area_reference = ref
         if not isinstance(self.min_instance_area, int) or self.min_instance_area < 0:
             raise ValueError(f"min_instance_area must be an integer >= 0 (pixels), got {self.min_instance_area!r}")
+        if self.restore_base_segments not in RESTORE_CHOICES:
+            raise ValueError(f"restore_base_segments must be one of {RESTORE_CHOICES}, got {self.restore_base_segments!r}")
         if not 0.0 <= self.base_snap_confidence <= 1.0:
             raise ValueError(f"base_snap_confidence must be in [0, 1], got {self.base_snap_confidence!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:

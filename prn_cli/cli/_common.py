@@ -66,6 +66,12 @@ class PRNArch(str, Enum):
     r50 = "r50"
 
 
+class RestoreChoice(str, Enum):
+    none = "none"
+    things = "things"
+    all = "all"
+
+
 class ForegroundSource(str, Enum):
     foreground = "foreground"
     semantic = "semantic"
@@ -147,9 +153,9 @@ BoxIouThreshold = Annotated[Optional[float], typer.Option("--box-iou-threshold",
 BaseSnapConfidence = Annotated[Optional[float], typer.Option("--base-snap-confidence", metavar="X", help="Do no "
                                                              "harm: where PRN's confidence is below X, keep the "
                                                              "base's boundaries (0 = off).")]
-RestoreBaseSegments = Annotated[Optional[bool], typer.Option(
-    "--restore-base-segments/--no-restore-base-segments", metavar="", help="Do no harm: put back the base's segments "
-    "that PRN dropped (things on pixels it left to stuff or void, stuff on pixels it left void).")]
+RestoreBaseSegments = Annotated[Optional[RestoreChoice], typer.Option(
+    "--restore-base-segments", metavar="none|things|all", help="Do no harm: put back the base's segments that PRN "
+    "dropped: things (on pixels it left to stuff or void), or all (stuff too, on pixels it left void).")]
 
 
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
@@ -162,7 +168,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         foreground_source=foreground_source.value if isinstance(foreground_source, Enum) else foreground_source,
         use_pred_bbox=use_pred_bbox, center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
         foreground_threshold=foreground_threshold, stuff_area=stuff_area, box_iou_threshold=box_iou_threshold,
-        restore_base_segments=restore_base_segments, base_snap_confidence=base_snap_confidence)
+        restore_base_segments=restore_base_segments.value if isinstance(restore_base_segments, Enum)
+        else restore_base_segments, base_snap_confidence=base_snap_confidence)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

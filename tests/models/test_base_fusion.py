@@ -57,6 +57,8 @@ def test_a_dropped_stuff_region_comes_back_on_void_pixels_only():
     out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS)
     assert (out[0, 4:6] == 60).all() and (out[0, 6:8] == 7).all()
     assert {"id": 60, "category_id": 9, "iscrowd": 0, "score": 1.0} in out_segs
+    things_only, _ = restore_base_segments(ref, segs, base, base_segs, THINGS, stuff=False)
+    assert (things_only[0, 4:6] == 0).all() and (things_only[1:3, 1:3] == 10).all()
 
 
 def test_snap_moves_only_unsure_thing_pixels_to_the_base_shape():
