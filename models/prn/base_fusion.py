@@ -5,9 +5,11 @@ PRN may lose a segment that the base had: a small thing (its centre falls under 
 centre's NMS window, or the foreground branch calls it background) or a small stuff region (under the stuff-area
 limit). :func:`restore_base_segments` takes PRN's panoptic result and the base's, and gives back every base
 segment that no refined segment matches (IoU > ``match_iou``, any class: PRN kept it, perhaps relabelled it) and
-that lies mostly (share >= ``min_unclaimed``) on free pixels: for a base thing, pixels PRN gave to stuff or void;
-for a base stuff segment, pixels PRN left void. Only the free pixels are restored, with the base's category, so
-PRN's own segments are never cut. Base segments are visited things first, then largest first; each restored one
+that lies mostly (share >= ``min_unclaimed``) on free pixels: for a base thing, pixels PRN gave to stuff or void,
+or to an "orphan" (a refined thing that matches no base segment: where it overlaps an unmatched base thing it is
+mostly the same object drawn worse at stride 4; an orphan that loses most of its pixels this way is dissolved,
+its rest void); for a base stuff segment, pixels PRN left void. Only the free pixels are restored, with the
+base's category, so refined segments that match a base segment are never cut. Base segments are visited things first, then largest first; each restored one
 claims its pixels.
 
 :func:`snap_to_base` keeps the base's full-resolution thing boundaries where PRN's stride-4 outputs are unsure.
@@ -20,13 +22,15 @@ import numpy as np
 
 
 def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.ndarray, base_segments: list[dict],
-                          thing_category_ids: set[int], *, stuff: bool = True, min_unclaimed: float = 0.5,
+                          thing_category_ids: set[int], *, stuff: bool = True, replace_orphans: bool = True,
+                          min_unclaimed: float = 0.5,
                           match_iou: float = 0.5) -> tuple[np.ndarray, list[dict]]:
     """``(ids, segments)`` of PRN's result with the dropped base segments put back (see the module docstring).
 
     ``ids`` / ``base_ids``: (H, W) integer id maps (0 = void); ``segments`` / ``base_segments``: their
     ``segments_info`` (``id``, ``category_id``). New segments take the base's id when it is free, else the
-    smallest free id; their score is the base segment's, else 1.0. ``stuff=False`` restores things only.
+    smallest free id; their score is the base segment's, else 1.0. ``stuff=False`` restores things only;
+    ``replace_orphans=False`` leaves orphans alone (measured: worse, see models/README.md).
     """
     if ids.shape != base_ids.shape:
         raise ValueError(f"refined map {ids.shape} and base map {base_ids.shape} differ in size")
@@ -50,7 +54,10 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
     # Only pixels PRN gave to nothing better are free. Taking pixels back from a refined thing that matches another
     # base segment (undoing a merge) was measured and is worse: it also undoes the splits PRN repairs (on training
     # images 901-1000 with GT corrupted at 0.5: PQ 70.1 -> 69.8, things 55.8 -> 55.2).
-    free_for_thing = ~r_is_thing
+    # A refined thing that matches no base segment at all ("orphan") is PRN's own reading of the place; where it
+    # overlaps a base thing that nothing matches, it is most often the same object drawn worse at stride 4.
+    orphan_r = np.isin(r_uniq, refined_thing_ids) & (iou.max(axis=0) <= match_iou)
+    free_for_thing = ~r_is_thing | (orphan_r[r_inv] if replace_orphans else False)
     free_area = {True: np.bincount(b_inv, weights=free_for_thing, minlength=len(b_uniq)),
                  False: np.bincount(b_inv, weights=r_is_void, minlength=len(b_uniq))}
     index = {int(v): k for k, v in enumerate(b_uniq)}
@@ -84,6 +91,11 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
         taken |= pixels
         new_segments.append({"id": new_id, "category_id": int(seg["category_id"]), "iscrowd": 0,
                              "score": float(seg.get("score", 1.0))})
+    if replace_orphans and taken.any():
+        # an orphan that lost most of its pixels to a restored base thing was that thing: its rest becomes void
+        lost = np.bincount(r_inv, weights=taken, minlength=len(r_uniq))
+        dissolved = orphan_r & (lost > 0.5 * r_area)
+        out[dissolved[r_inv] & ~taken] = 0
     # a segment may have lost all its pixels to restored things
     present = set(np.unique(out).tolist())
     new_segments = [s for s in new_segments if int(s["id"]) in present]

@@ -91,3 +91,16 @@ def test_confidence_map_is_the_lower_of_class_and_foreground_confidence():
     assert torch.allclose(conf, torch.tensor([[0.5, 1 / 3]]), atol=1e-4)
     only_sem = confidence_map({"semantic": sem, "foreground": fg}, "semantic")
     assert float(only_sem[0, 0]) > 0.99
+
+
+def test_an_orphan_drawn_over_a_dropped_base_thing_gives_way_and_its_rest_is_dissolved():
+    base, base_segs, ref, segs = _maps()
+    ref[1, 1:3] = 12                                      # PRN's own poor version of base thing 10 (IoU 2/5)
+    ref[0, 3] = 12
+    segs.append({"id": 12, "category_id": 1})
+    out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS)
+    assert (out[1:3, 1:3] == 10).all()
+    assert int((out == 12).sum()) == 0 and out[0, 3] == 0                      # its rest: void
+    assert {s["id"] for s in out_segs} == {7, 8, 10}
+    kept, _ = restore_base_segments(ref, segs, base, base_segs, THINGS, replace_orphans=False)
+    assert int((kept == 12).sum()) == 3 and (kept[2, 1:3] == 10).all()
