@@ -17,9 +17,10 @@ OMP_NUM_THREADS=1 prn train base --data "$ROOT/data/annotations/panoptic_train.j
     --batch-size 8 --lr 0.002 --warmup-iters 50 --crop 256 --checkpoint-every 50 --val-limit 50 --num-workers 1 \
     --seed 0
 
-# The fusion keeps instances scoring at least 0.5 (Panoptic FPN's default). The shipped checkpoint stores 0.3,
-# chosen on training images 901-1000 (models/README.md): this short run scores most right detections lower.
-# Add --instance-score-threshold 0.3 here to reproduce it (train_prn_synthetic.sh trained PRN on the 0.5 output), or
+# The shipped base is this recipe with --iters 1800 --checkpoint-every 100 --val-every 600 (models/README.md).
+# The fusion keeps instances scoring at least 0.5 (Panoptic FPN's default). The shipped checkpoint stores 0.4,
+# chosen on training images 901-1000 (models/README.md); the 500-step run here did best at 0.3 there.
+# Add --instance-score-threshold 0.3 here to reproduce that (train_prn_synthetic.sh trained PRN on the 0.5 output), or
 # train with --config "$(dirname "$0")/configs/base_instance_threshold_0.3.json" to store it in the checkpoint.
 prn segment --images "$ROOT/data/images/val" --weights "$ROOT/base_run/model_final.pt" --out "$ROOT/base_val" \
     --images-json "$ROOT/data/annotations/panoptic_val.json"

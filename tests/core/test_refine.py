@@ -130,14 +130,14 @@ def test_a_base_checkpoint_is_refused(setup, tmp_path):
 
 
 def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
-    """models/README.md: the base's instance-score threshold 0.3; PRN's foreground branch, stuff area 16384, and the
-    do-no-harm fusion with the base (things restored, boundaries snapped below confidence 0.9)."""
+    """models/README.md: the base's instance-score threshold 0.4; PRN's foreground branch, stuff area 16384, and the
+    do-no-harm fusion with the base (things and stuff restored, boundaries snapped below confidence 0.9)."""
     from prn_cli.checkpoint import load_checkpoint
     from prn_cli.predictors import Refiner
     from prn_cli.shipped import shipped_weights
 
     post = Refiner(device="cpu").postprocess_config
     assert (post.foreground_source, post.use_pred_bbox, post.stuff_area) == ("foreground", True, 16384)
-    assert (post.restore_base_segments, post.base_snap_confidence) == ("things", 0.9)
+    assert (post.restore_base_segments, post.base_snap_confidence) == ("all", 0.9)
     base = load_checkpoint(shipped_weights("base"), kind="base")
-    assert base["config"]["inference"]["instance_score_threshold"] == 0.3
+    assert base["config"]["inference"]["instance_score_threshold"] == 0.4
