@@ -13,7 +13,7 @@ base's category, so refined segments that match a base segment are never cut. Ba
 claims its pixels.
 
 :func:`snap_to_base` keeps the base's full-resolution thing boundaries where PRN's stride-4 outputs are unsure.
-Everything is a few ``bincount``\ s over the packed (refined, base) id pairs.
+Everything is a few bincounts over the packed (refined, base) id pairs.
 """
 
 from __future__ import annotations
