@@ -181,3 +181,17 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
                                                      "box_head", "base_prior")}
         info["postprocess"] = config.get("postprocess", {})
     return info
+
+
+def check_run_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
+    """A run folder (checked by the engine, and by the CLI before torch loads) that holds a run needs --resume or --overwrite; --resume needs one."""
+    from .errors import OutputExistsError
+
+    out = Path(out)
+    last, final = out / LAST_NAME, out / FINAL_NAME
+    if resume and not last.exists():
+        raise InvalidInputError(f"{last}: no checkpoint to resume from; leave out --resume to start a new run")
+    if not resume and not overwrite and (last.exists() or final.exists()):
+        found = LAST_NAME if last.exists() else FINAL_NAME
+        raise OutputExistsError(f"{out} already holds a training run ({found}); pass --resume to continue it, "
+                                "--overwrite to start again, or choose another --out")

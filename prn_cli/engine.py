@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import FINAL_NAME, LAST_NAME, METRICS_NAME, load_checkpoint, save_checkpoint
+from .checkpoint import FINAL_NAME, LAST_NAME, METRICS_NAME, check_run_dir, load_checkpoint, save_checkpoint
 from .errors import InvalidInputError, OutputExistsError, PrnError
 from .runtime import (DistributedContext, barrier, check_device_name, init_distributed, resolve_device,
                       shutdown_distributed)
@@ -425,16 +425,10 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
     and the model is wrapped in DistributedDataParallel.
     """
     out = Path(cfg.out_dir)
-    last_path, final_path = out / LAST_NAME, out / FINAL_NAME
     if cfg.overwrite and not cfg.resume and int(os.environ.get("RANK", "0")) == 0:
         for name in (LAST_NAME, FINAL_NAME, METRICS_NAME):
             (out / name).unlink(missing_ok=True)
-    if not cfg.resume and not cfg.overwrite and (last_path.exists() or final_path.exists()):
-        found = LAST_NAME if last_path.exists() else FINAL_NAME
-        raise OutputExistsError(f"{out} already holds a training run ({found}); pass --resume to continue it or "
-                                "choose another --out")
-    if cfg.resume and not last_path.exists():
-        raise InvalidInputError(f"{last_path}: no checkpoint to resume from; leave out --resume to start a new run")
+    check_run_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
     if len(dataset) == 0:
         raise InvalidInputError("the training set holds no images; check the dataset path")
 

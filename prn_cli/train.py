@@ -76,21 +76,6 @@ def with_backbone_weights(model, path: str | None):
     return model
 
 
-def check_run_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
-    """Before any heavy import: a run folder that holds a run needs --resume or --overwrite; --resume needs one."""
-    from .checkpoint import FINAL_NAME, LAST_NAME
-    from .errors import InvalidInputError, OutputExistsError
-
-    out = Path(out)
-    last, final = out / LAST_NAME, out / FINAL_NAME
-    if resume and not last.exists():
-        raise InvalidInputError(f"{last}: no checkpoint to resume from; leave out --resume to start a new run")
-    if not resume and not overwrite and (last.exists() or final.exists()):
-        found = LAST_NAME if last.exists() else FINAL_NAME
-        raise OutputExistsError(f"{out} already holds a training run ({found}); pass --resume to continue it, "
-                                "--overwrite to start again, or choose another --out")
-
-
 def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int) -> Callable:
     """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, ...}`` (percentages): segment (the first ``limit``) val
     images and evaluate them against their ground truth with prn's evaluator."""

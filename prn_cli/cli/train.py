@@ -49,7 +49,7 @@ def _preflight(out: Path, resume: bool, overwrite: bool, device: Device, checks=
     """Checks that need no torch: options that exclude each other, input files, the run folder."""
     from ..errors import UsageError
     from ..runtime import check_device
-    from ..train import check_run_dir
+    from ..checkpoint import check_run_dir
     from ._common import check_out_dir
 
     if resume and overwrite:

@@ -88,6 +88,11 @@ def test_train_base_cli_writes_a_run_and_refuses_to_clobber_it(tmp_path):
     assert lines[-1]["step"] == 2 and "loss_mask" in lines[-1]
     again = prn(*args, cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    redo = prn(*[("1" if a == "2" and args[k - 1] == "--iters" else a) for k, a in enumerate(args)], "--overwrite",
+               cwd=tmp_path)
+    assert redo.returncode == 0, redo.stderr           # --overwrite starts again: the old run's files are replaced
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1]
     evil = tmp_path / "evil.pt"
     evil.write_bytes(b"\x80\x04\x95not a checkpoint")
     seg = prn("segment", "--images", tmp_path / "d" / "images" / "train", "--weights", evil, "--out", tmp_path / "o")
