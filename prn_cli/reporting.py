@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from .evaluate import GROUPS, EvalReport
-from .io import write_json_atomic
 
 
 def _pct(value: Any, signed: bool = False) -> str:
@@ -103,14 +99,10 @@ def per_class_table(report: EvalReport) -> Table:
     return table
 
 
-def report_json(report: EvalReport) -> str:
-    return json.dumps(report.to_dict(), indent=2)
-
-
 def show_report(report: EvalReport, *, per_class: bool = False, json_out: str | None = None,
                 out: Console | None = None, err: Console | None = None) -> None:
     """Print the tables (stdout; stderr when the JSON goes to stdout), warnings (stderr), and write the JSON."""
-    from .console import stderr, stdout, warn
+    from .console import emit_json, stderr, stdout, warn
 
     out = out or stdout
     err = err or stderr
@@ -123,12 +115,7 @@ def show_report(report: EvalReport, *, per_class: bool = False, json_out: str | 
     tables_to.print(summary_table(report))
     if per_class:
         tables_to.print(per_class_table(report))
-    if json_out == "-":
-        sys.stdout.write(report_json(report) + "\n")
-        sys.stdout.flush()
-    elif json_out:
-        write_json_atomic(Path(json_out), report.to_dict())
-        err.print(f"wrote {json_out}", highlight=False)
+    emit_json(report.to_dict(), json_out)
 
 
 _CHANGE_ROWS = (("segments_base", "segments in the base"), ("segments_refined", "segments after refining"),
