@@ -80,3 +80,24 @@ def convert_command(
     say(f"wrote {result.written} image(s), {result.segments} segment(s) to {result.json_path}", json_out)
     emit_json({"json": str(result.json_path), "format": from_format, "written": result.written,
                "segments": result.segments}, json_out)
+
+
+def base_convert_options(base_format: str, *, categories, images_json, id2label, label_map, label_divisor, void):
+    """``--base-format`` and its conversion options (None for a COCO base, which takes none of them)."""
+    from ..errors import UsageError
+    from ._common import check_file, convert_options
+
+    if base_format == "coco":
+        given = [flag for flag, value in (("--categories", categories), ("--images-json", images_json),
+                                          ("--id2label", id2label), ("--label-map", label_map),
+                                          ("--void", void)) if value is not None]
+        if given or label_divisor != 1000:
+            raise UsageError(f"{(given or ['--label-divisor'])[0]} applies to --base-format other than coco; a COCO "
+                             "base carries its own categories (map them with --category-map)")
+        return None
+    from ..convert.run import check_format
+
+    check_format(base_format)
+    check_file(categories, "categories JSON", "pass a panoptic JSON (e.g. the ground truth) or a JSON list")
+    return convert_options(label_map=label_map, id2label=id2label, label_divisor=label_divisor, void=void,
+                           images_json=images_json)
