@@ -93,14 +93,19 @@ def encode(fmt: str, ids: np.ndarray, segments: list[dict], categories: list[dic
         np.save(buffer, values.astype(np.int32), allow_pickle=False)
         return ".npy", buffer.getvalue()
     # cityscapes
+    from .cityscapes import cityscapes_names
+
+    names = cityscapes_names()
     counters: dict[int, int] = {}
     value_of = {}
     for s in segments:
         cat = int(s["category_id"])
-        if not 0 < cat < 1000:
-            raise fail(where, f"category id {cat} is not a Cityscapes labelId (1..999)",
+        expected = names.get(cat)
+        if expected is None or expected.casefold() != str(cats[cat].get("name", "")).strip().casefold():
+            raise fail(where, f"category {cat} ({cats[cat].get('name')!r}) is not a Cityscapes labelId"
+                       + (f" (labelId {cat} is {expected!r})" if expected else ""),
                        "export a set whose categories are Cityscapes' labelIds (as `prn convert --from cityscapes` "
-                       "or cityscapesScripts write them)")
+                       "or cityscapesScripts' createPanopticImgs.py without --use-train-id write them)")
         if cats[cat].get("isthing") and not s.get("iscrowd"):
             k = counters.get(cat, 0)
             counters[cat] = k + 1

@@ -65,14 +65,21 @@ def read_hf(path: str | os.PathLike) -> dict:
 
 def load_torch(path: Path, what: str) -> Any:
     import pickle
+    import warnings
 
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch warns about pickle protocols on stderr: one line is the rule
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise fail(path, f"{what} is missing", "check the path") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
+    except pickle.UnpicklingError:
+        raise fail(path, f"cannot be loaded as a {what} with torch.load(weights_only=True): it holds objects other "
+                   "than tensors, lists, dicts and numbers (refused, as loading them could run code)",
+                   "save the result itself with torch.save (no custom classes)") from None
+    except Exception as exc:   # torch.load raises many kinds (struct.error, zipfile errors, RuntimeError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise fail(path, f"cannot be loaded as a {what} with torch.load(weights_only=True) ({first[:160]})",
-                   "save plain tensors, lists, dicts and numbers with torch.save (no custom classes)") from None
+        raise fail(path, f"cannot be loaded as a {what} with torch.load(weights_only=True) ({first[:120]})",
+                   "save the result with torch.save") from None
