@@ -46,7 +46,7 @@ def convert_command(
 
     --to 2ch|divisor|cityscapes writes one file per image of the COCO panoptic set INPUT into DIR.
 
-    Example: prn convert tests/data/coco_panoptic_sample/panoptic_examples_2ch_format --from 2ch --categories tests/data/coco_panoptic_sample/panoptic_examples.json --images-json tests/data/coco_panoptic_sample/panoptic_examples.json --out converted/ --overwrite
+    Example: prn convert tests/data/coco_panoptic_sample/panoptic_examples_2ch_format --from 2ch --categories tests/data/coco_panoptic_sample/panoptic_examples.json --images-json tests/data/coco_panoptic_sample/panoptic_examples.json --out converted/
     """
     from ..console import emit_json, progress, say
     from ..errors import UsageError
