@@ -224,8 +224,8 @@ def shipped_or(weights: Path | None, kind: str) -> Path:
 
 # --- reading other frameworks' predictions (prn convert, prn refine --base-format) --------------------------------
 Categories = Annotated[Optional[Path], typer.Option("--categories", metavar="CATS", help="JSON with the categories "
-                                                    "to convert into: a panoptic JSON (e.g. the ground truth) or a "
-                                                    "bare list of {id, name, isthing}.")]
+                                                    "to convert into: a panoptic JSON (e.g. the ground truth), a "
+                                                    "bare list of {id, name, isthing}, or 'cityscapes'.")]
 ImagesJson = Annotated[Optional[Path], typer.Option("--images-json", metavar="FILE", help="COCO JSON whose images "
                                                     "records give image ids, file names and sizes (e.g. the ground "
                                                     "truth, for prn eval).")]

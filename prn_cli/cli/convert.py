@@ -50,15 +50,14 @@ def convert_command(
     """
     from ..console import emit_json, progress, say
     from ..errors import UsageError
-    from ._common import check_file, check_out_dir, check_set_output, convert_options
+    from ._common import check_out_dir, check_set_output, convert_options
 
     if (from_format is None) == (to_format is None):
         raise UsageError("pass either --from FORMAT (predictions -> COCO panoptic) or --to FORMAT (COCO panoptic -> "
                          "files)")
     options = convert_options(label_map=label_map, id2label=id2label, label_divisor=label_divisor, void=void,
                               images_json=images_json)
-    check_file(categories, "categories JSON", "pass a panoptic JSON (e.g. the ground truth) or a JSON list of "
-               "categories")
+    check_categories(categories)
     if to_format is not None:
         check_out_dir(out)
         from ..convert.export import export
@@ -85,7 +84,7 @@ def convert_command(
 def base_convert_options(base_format: str, *, categories, images_json, id2label, label_map, label_divisor, void):
     """``--base-format`` and its conversion options (None for a COCO base, which takes none of them)."""
     from ..errors import UsageError
-    from ._common import check_file, convert_options
+    from ._common import convert_options
 
     if base_format == "coco":
         given = [flag for flag, value in (("--categories", categories), ("--images-json", images_json),
@@ -98,6 +97,16 @@ def base_convert_options(base_format: str, *, categories, images_json, id2label,
     from ..convert.run import check_format
 
     check_format(base_format)
-    check_file(categories, "categories JSON", "pass a panoptic JSON (e.g. the ground truth) or a JSON list")
+    check_categories(categories)
     return convert_options(label_map=label_map, id2label=id2label, label_divisor=label_divisor, void=void,
                            images_json=images_json)
+
+
+def check_categories(categories: Path | None) -> None:
+    """``--categories``: an existing JSON file, or the word ``cityscapes`` (Cityscapes' 19 evaluated classes)."""
+    from ._common import check_file
+
+    if categories is not None and str(categories) == "cityscapes" and not categories.exists():
+        return
+    check_file(categories, "categories JSON", "pass a panoptic JSON (e.g. the ground truth), a JSON list of "
+               "categories, or 'cityscapes'")

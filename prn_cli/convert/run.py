@@ -149,9 +149,13 @@ def convert_file(fmt: str, path: Path, categories: list[dict], options: ConvertO
 
 
 def default_categories(fmt: str, categories) -> list[dict]:
+    """CATS as given (a JSON path or a list); ``"cityscapes"`` (no such file) or, for ``--from cityscapes``,
+    nothing: Cityscapes' 19 evaluated classes, whose id order is the trainId order (Panoptic-DeepLab's labels)."""
+    named_cityscapes = isinstance(categories, (str, os.PathLike)) and str(categories) == "cityscapes" \
+        and not Path(categories).exists()
+    if named_cityscapes or (categories is None and fmt == "cityscapes"):
+        return cityscapes.cityscapes_categories()
     if categories is None:
-        if fmt == "cityscapes":
-            return cityscapes.cityscapes_categories()
         raise UsageError(f"--from {fmt} needs --categories CATS (a panoptic JSON such as the ground truth, or a JSON "
                          "list of categories)")
     return load_categories(categories)

@@ -221,3 +221,21 @@ def test_to_and_back_is_lossless(fmt, args, tmp_path):
             mine = np.asarray(Image.open(tmp_path / "files" / name))
             theirs = np.asarray(Image.open(TWO_CHANNEL_DIR / name))
             assert np.array_equal(mine[..., 0], theirs[..., 0])
+
+
+def test_panoptic_deeplab_on_cityscapes_labels_are_train_ids(tmp_path):
+    """Panoptic-DeepLab's Cityscapes labels are trainIds: the i-th of Cityscapes' categories in id order."""
+    import torch
+
+    from prn_cli.convert import cityscapes_categories, from_detectron2
+
+    pred = torch.full((4, 6), 13 * 1000 + 2, dtype=torch.int32)     # trainId 13 (car), instance 2
+    pred[:2] = 0                                                     # trainId 0 (road), stuff: value 0, not void
+    pred[0, 0] = -1
+    ids, segments = from_detectron2((pred, None), cityscapes_categories())
+    assert sorted(s["category_id"] for s in segments) == [7, 26]     # road and car as labelIds
+    assert ids[0, 0] == 0 and (ids > 0).sum() == 23
+    torch.save((pred, None), tmp_path / "frankfurt_000000_000294.pt")
+    run = prn("convert", tmp_path, "--from", "detectron2", "--categories", "cityscapes", "--out", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert {c["name"] for c in load_set(tmp_path / "o").categories} >= {"road", "car", "bicycle"}
