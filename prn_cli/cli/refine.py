@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, Categories, CenterThreshold, Device, DeviceOpt,
+from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt,
                       ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut, LabelDivisor,
                       LabelMapOpt, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments, Threads, TopK,
                       UsePredBbox, VoidLabel, Weights, command, post_overrides)
@@ -56,7 +56,8 @@ def refine_command(
 ) -> None:
     """Refine any model's panoptic segmentation with PRN, and report what changed.
 
-    Unreadable base images are reported and skipped (exit code 3 if any were).
+    Unreadable base images are reported and skipped (exit code 3 if any were). With --base-format, the base is
+    another framework's saved predictions, converted in memory as prn convert --from does.
 
     Example: prn refine --base base/ --images data/images/val --out refined/
     """

@@ -40,6 +40,7 @@ def synthetic(tmp_path_factory):
     return root, gt, results
 
 
+@pytest.mark.slow
 def test_refine_base_format_hf_end_to_end(synthetic):
     root, gt, _ = synthetic
     out = root / "refined"
@@ -57,6 +58,7 @@ def test_refine_base_format_hf_end_to_end(synthetic):
     assert changes["changes"]["segments_base"] == sum(len(a["segments_info"]) for a in gt.annotations)
 
 
+@pytest.mark.slow
 def test_refine_base_format_reports_a_bad_base_and_exits_3(synthetic, tmp_path):
     import shutil
 
@@ -98,6 +100,7 @@ def test_refiner_takes_a_converters_result(synthetic):
     assert one.ids.shape == rgb.shape[:2] and one.segments
 
 
+@pytest.mark.slow
 def test_mask2former_example(tmp_path):
     module = runpy.run_path(str(EXAMPLES / "refine_mask2former_in_memory.py"))
     summary = module["main"](["--out", str(tmp_path / "example"), "--n", "2"])
