@@ -204,6 +204,8 @@ class PRNTrainingOptions:
     strength_range: tuple[float, float] = (0.3, 0.8)
     #: share of samples whose base instance maps are blanked (refine_data.RefineDataOptions)
     base_instance_dropout: float = 0.0
+    #: loss weight of pixels where the base disagrees with the GT (refine_data.RefineDataOptions)
+    disagreement_weight: float = 1.0
     backbone_weights: str | None = None
     val_limit: int = 50
     #: post-processing stored in the checkpoint; fields left None follow the heads present
@@ -301,6 +303,7 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     data_options = RefineDataOptions(crop=options.crop, scale_range=tuple(options.scale_range),
                                      base_mix=options.base_mix, strength_range=tuple(options.strength_range),
                                      base_instance_dropout=options.base_instance_dropout,
+                                     disagreement_weight=options.disagreement_weight,
                                      render=render_config)
     dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
     if base is not None and dataset.with_base == 0:

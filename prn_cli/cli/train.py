@@ -145,6 +145,10 @@ def train_prn_command(
                                                          help="Share of training samples whose base instance maps "
                                                          "(centres, offsets, boxes, boundaries) are blanked, so "
                                                          "that PRN must find things in the image.")] = 0.0,
+    disagreement_weight: Annotated[float, typer.Option("--disagreement-weight", min=1.0, metavar="W",
+                                                       help="Loss weight of the pixels where the base's class or "
+                                                       "foreground differs from the GT (1 = like every other "
+                                                       "pixel), so that copying the base stops being cheap.")] = 1.0,
     val: Annotated[Optional[Path], typer.Option("--val", metavar="SET", help="Validation GT for periodic "
                                                 "PQ.")] = None,
     val_base: Annotated[Optional[Path], typer.Option("--val-base", metavar="SET", help="Base predictions on the "
@@ -225,7 +229,7 @@ def train_prn_command(
     set_threads(threads)
     options = PRNTrainingOptions(arch=arch.value, config_file=str(config) if config else None, switches=switches,
                                  crop=crop, base_mix=base_mix, strength_range=strength,
-                                 base_instance_dropout=base_instance_dropout,
+                                 base_instance_dropout=base_instance_dropout, disagreement_weight=disagreement_weight,
                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
                                  val_limit=val_limit, postprocess=postprocess)
     with progress("train prn") as update:
