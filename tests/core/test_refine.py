@@ -141,3 +141,21 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     assert (post.restore_base_segments, post.base_snap_confidence) == ("all", 0.9)
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.4
+
+
+def test_two_image_records_with_one_id_are_refused_before_any_work(setup, tmp_path):
+    # issue 10, problem 1: refine paired a base PNG with the wrong photo when two image records shared an id
+    root, weights, summary, base = setup
+    dup = tmp_path / "dup"
+    shutil.copytree(base, dup)
+    data = json.loads((dup / "panoptic.json").read_text())
+    data["images"][1]["id"] = data["images"][0]["id"]
+    data["annotations"][1]["image_id"] = data["images"][0]["id"]
+    (dup / "panoptic.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidInputError) as err:
+        refine(dup, summary["images_dir"], weights, tmp_path / "out")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(dup / "panoptic.json"))
+    assert f"image id {data['images'][0]['id']!r} is used by two image records" in message
+    assert data["images"][0]["file_name"] in message and data["images"][1]["file_name"] in message
+    assert not (tmp_path / "out").exists()
