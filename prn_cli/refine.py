@@ -83,13 +83,16 @@ def compare_segmentations(base_ids: np.ndarray, base_cats: dict[int, int], ref_i
         parts = np.flatnonzero(r_inside_b[b] & r_real)
         if len(parts) >= 2:
             split += 1
-        elif not any(r_match[r] < 0 and (b_inside_r[:, r] & b_real).sum() >= 2 for r in np.flatnonzero(b_inside_r[b])):
+        # part of a merge only into a real segment: void holding several base segments is their removal
+        elif not any(r_match[r] < 0 and (b_inside_r[:, r] & b_real).sum() >= 2
+                     for r in np.flatnonzero(b_inside_r[b] & r_real)):
             removed += 1
     for r in np.flatnonzero(r_real & (r_match < 0)):
         parts = np.flatnonzero(b_inside_r[:, r] & b_real)
         if len(parts) >= 2:
             merged += 1
-        elif not any(b_match[b] < 0 and (r_inside_b[b] & r_real).sum() >= 2 for b in np.flatnonzero(r_inside_b[:, r])):
+        elif not any(b_match[b] < 0 and (r_inside_b[b] & r_real).sum() >= 2
+                     for b in np.flatnonzero(r_inside_b[:, r] & b_real)):
             added += 1
     # unchanged pixels: void -> void, and pixels of a matched pair that kept its category
     same = int(inter[~b_real][:, ~r_real].sum()) if (~b_real).any() and (~r_real).any() else 0
