@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..options import PostProcessOverrides
+from ..resume import absolute
 from ..runtime import check_device_name
 from ..train import PRN_ARCHS, PRNTrainingOptions
 from .rows import AblationRow, select_rows
@@ -143,21 +144,10 @@ class AblationOptions:
 
 
 def _abs(path: str | os.PathLike | None) -> str | None:
-    return None if path is None else str(Path(path).expanduser().resolve())
+    return absolute(path)
 
 
 def _file_digest(path: str | os.PathLike | None) -> str | None:
     if path is None or not Path(path).is_file():
         return None
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def flatten(record: dict, prefix: str = "") -> dict:
-    """``{"schedule": {"iters": 2}}`` -> ``{"schedule.iters": 2}`` (to name what differs between two records)."""
-    out = {}
-    for key, value in record.items():
-        if isinstance(value, dict) and key != "postprocess":
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -42,3 +42,25 @@ def test_training_set_whose_images_cannot_be_found_gets_a_fix_train_can_follow(s
     out = prn("train", "base", "--data", elsewhere, "--out", tmp_path / "run", "--iters", "1")
     line = assert_one_line_error(out, 3, str(elsewhere), "cannot tell where the images", "images/<split>")
     assert "--images" not in line
+
+
+def test_train_resume_refuses_changed_options_naming_them(synth_train, tmp_path):
+    # issue 10, problem 4: --resume took a changed --lr, --batch-size or --crop silently
+    args = ["train", "base", "--data", synth_train / "d", "--out", tmp_path / "run", "--iters", "2",
+            "--batch-size", "2", "--crop", "64", "--lr", "0.002", "--warmup-iters", "1", "--num-workers", "0",
+            "--checkpoint-every", "1"]
+    first = prn(*args)
+    assert first.returncode == 0, first.stderr
+    last = (tmp_path / "run" / "last.pt").read_bytes()
+
+    def changed(flag, value):
+        return [value if k > 0 and args[k - 1] == flag else a for k, a in enumerate(args)] + ["--resume"]
+
+    for flag, value, needle in [("--lr", "0.02", "--lr 0.002 there, 0.02 now"),
+                                ("--crop", "96", "--crop 64 there, 96 now")]:
+        out = prn(*changed(flag, value))
+        assert_one_line_error(out, 2, str(tmp_path / "run" / "last.pt"), needle, "--overwrite")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == last
+    same = prn(*changed("--num-workers", "1"))           # how it runs may change: said on stderr
+    assert same.returncode == 0, same.stderr
+    assert "resuming with --num-workers 0 there, 1 now" in same.stderr

@@ -1,0 +1,117 @@
+"""Resumed work is the same work: what a resumable run was asked, and the check that a resume asks the same.
+
+``prn segment``, ``prn refine``, ``prn train base|prn`` and ``prn ablate`` store a *request* with the work they
+start: the inputs and options that decide the result, as a JSON object (paths made absolute). A resume builds its
+own request and hands both to :func:`check_same_request`:
+
+- an option outside ``may_change`` that differs stops the resume with one line naming the option, both values
+  and the fix (:class:`ResumeMismatchError`, exit 2), before anything is written;
+- options in ``may_change`` (where to run, how many workers, how often to checkpoint: nothing that changes the
+  result) may differ; each change is returned as a line for the command to log.
+
+This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .errors import UsageError
+
+#: Record keys (the last part of a dotted name) whose command-line option is spelt differently from
+#: ``--<key with dashes>``, or that have no option of their own.
+_LABELS = {
+    "config_file": "--config",
+    "config_file_sha256": "--config (the file's content)",
+    "postprocess": "the post-processing options",
+    "images": "--images",
+    "image_files": "the images (--images)",
+    "overrides": "the threshold options",
+    "model": "the model configuration",
+}
+
+#: Keys that only the Python API sets: named by their dotted key, not as a made-up option.
+_API_ONLY = {"weight_decay", "optimizer", "momentum", "warmup_factor", "schedule", "milestones", "gamma",
+             "poly_power", "min_lr_factor", "grad_clip", "scale_range", "find_unused_parameters", "format"}
+
+
+class ResumeMismatchError(UsageError):
+    """A resume that asks for other work than the run it continues (exit 2, as other option problems)."""
+
+
+def absolute(path: str | os.PathLike | None) -> str | None:
+    """``path`` as an absolute string (``None`` stays ``None``): a request must not depend on the working folder."""
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def flatten(record: dict, prefix: str = "", *, whole: Iterable[str] = ("postprocess", "overrides")) -> dict:
+    """``{"schedule": {"iters": 2}}`` -> ``{"schedule.iters": 2}``; the keys in ``whole`` stay one value (a set of
+    overrides is compared, and reported, as one option)."""
+    whole = tuple(whole)
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and key not in whole:
+            out.update(flatten(value, f"{prefix}{key}.", whole=whole))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def option_label(key: str) -> str:
+    """How a message names the option behind a dotted record key: ``schedule.batch_size`` -> ``--batch-size``."""
+    last = key.rpartition(".")[2]
+    if last in _LABELS:
+        return _LABELS[last]
+    if last in _API_ONLY or not last:
+        return key
+    return "--" + last.replace("_", "-")
+
+
+def differences(before: dict, now: dict) -> list[str]:
+    """Dotted keys whose values differ between two (nested) records, sorted."""
+    a, b = flatten(before), flatten(now)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def describe_difference(before: dict, now: dict, key: str | None = None) -> str:
+    """``--lr 0.002 there, 0.02 now`` for ``key`` (default: the first differing key) of two (nested) records."""
+    if key is None:
+        keys = differences(before, now)
+        if not keys:
+            return "no difference"
+        key = keys[0]
+    a, b = flatten(before), flatten(now)
+    return f"{option_label(key)} {_show(a.get(key))} there, {_show(b.get(key))} now"
+
+
+def _show(value) -> str:
+    if isinstance(value, list) and len(value) > 4:
+        return repr(value[:3])[:-1] + f", ... ({len(value)} in all)]"
+    return repr(value)
+
+
+def _covered(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def check_same_request(before: dict, now: dict, *, where: str | os.PathLike, may_change: Iterable[str] = (),
+                       fix: str = "rerun with the same options to resume, or pass --overwrite to start again"
+                       ) -> list[str]:
+    """Refuse a resume whose request ``now`` differs from the stored ``before`` outside ``may_change`` (dotted
+    keys or prefixes of them); return one line per allowed change (``--device 'cpu' there, 'cuda' now``).
+
+    The error names ``where`` (the run's folder or file), the first differing option with both values, and ``fix``.
+    """
+    may_change = tuple(may_change)
+    changed = differences(before, now)
+    refused = [k for k in changed if not _covered(k, may_change)]
+    if refused:
+        raise ResumeMismatchError(f"{where}: was started with other options "
+                                  f"({describe_difference(before, now, refused[0])}); {fix}")
+    return [describe_difference(before, now, k) for k in changed]
+
+
+__all__ = ["ResumeMismatchError", "absolute", "flatten", "option_label", "differences", "describe_difference",
+           "check_same_request"]
