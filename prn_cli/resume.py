@@ -14,9 +14,11 @@ This module imports nothing heavy.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import IO, Iterable
 
 from .errors import UsageError
 
@@ -28,7 +30,6 @@ _LABELS = {
     "postprocess": "the post-processing options",
     "images": "--images",
     "image_files": "the images (--images)",
-    "overrides": "the threshold options",
     "model": "the model configuration",
 }
 
@@ -46,7 +47,19 @@ def absolute(path: str | os.PathLike | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
 
-def flatten(record: dict, prefix: str = "", *, whole: Iterable[str] = ("postprocess", "overrides")) -> dict:
+def file_digest(path: str | os.PathLike | None) -> str | None:
+    """The first 16 hex digits of a file's SHA-256 (``None`` for no file): a checkpoint replaced at the same path
+    is other work."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def flatten(record: dict, prefix: str = "", *, whole: Iterable[str] = ("postprocess",)) -> dict:
     """``{"schedule": {"iters": 2}}`` -> ``{"schedule.iters": 2}``; the keys in ``whole`` stay one value (a set of
     overrides is compared, and reported, as one option)."""
     whole = tuple(whole)
@@ -113,5 +126,51 @@ def check_same_request(before: dict, now: dict, *, where: str | os.PathLike, may
     return [describe_difference(before, now, k) for k in changed]
 
 
-__all__ = ["ResumeMismatchError", "absolute", "flatten", "option_label", "differences", "describe_difference",
+# --------------------------------------------------------------------------------------------------------------
+# the progress file of prn segment and prn refine
+
+
+class ProgressLog:
+    """``DIR/.<command>-progress.jsonl``: its first line holds the request, then one JSON line per finished image
+    (appended after the image's PNG is written, so a line names a file that exists)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self) -> tuple[dict | None, list[dict]]:
+        """``(request, records)``; request is None for a file written before requests were stored. A line cut
+        by an interruption ends the records (that image is simply done again)."""
+        request, records = None, []
+        if not self.path.exists():
+            return request, records
+        for k, line in enumerate(self.path.read_text(encoding="utf-8").splitlines()):
+            try:
+                item = json.loads(line)
+            except ValueError:
+                break
+            if k == 0 and isinstance(item, dict) and "request" in item:
+                request = item["request"]
+            else:
+                records.append(item)
+        return request, records
+
+    def open(self, request: dict, *, resume: bool) -> IO:
+        """The file to append records to: a resume continues it (writing the request when there was no file),
+        a new run starts it with ``request``."""
+        if resume and self.path.exists():
+            return open(self.path, "a", encoding="utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.path, "w", encoding="utf-8")
+        log.write(json.dumps({"request": request}) + "\n")
+        log.flush()
+        return log
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+__all__ = ["ResumeMismatchError", "ProgressLog", "absolute", "file_digest", "flatten", "option_label", "differences", "describe_difference",
            "check_same_request"]

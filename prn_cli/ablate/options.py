@@ -14,7 +14,6 @@ This module imports no torch (the default schedule imports the engine when it is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..options import PostProcessOverrides
-from ..resume import absolute
+from ..resume import absolute, file_digest
 from ..runtime import check_device_name
 from ..train import PRN_ARCHS, PRNTrainingOptions
 from .rows import AblationRow, select_rows
@@ -133,7 +132,7 @@ class AblationOptions:
         flat["postprocess"] = self.postprocess.given()
         for name in _PATHS:
             flat[name] = _abs(flat[name])
-        flat["training.config_file_sha256"] = _file_digest(self.training.config_file)
+        flat["training.config_file_sha256"] = file_digest(self.training.config_file)
         record: dict = {}
         for name, value in flat.items():
             if name in HOW or name in SET_PER_ROW:
@@ -145,9 +144,3 @@ class AblationOptions:
 
 def _abs(path: str | os.PathLike | None) -> str | None:
     return absolute(path)
-
-
-def _file_digest(path: str | os.PathLike | None) -> str | None:
-    if path is None or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
