@@ -64,3 +64,28 @@ def test_train_resume_refuses_changed_options_naming_them(synth_train, tmp_path)
     same = prn(*changed("--num-workers", "1"))           # how it runs may change: said on stderr
     assert same.returncode == 0, same.stderr
     assert "resuming with --num-workers 0 there, 1 now" in same.stderr
+
+
+@pytest.mark.parametrize("command, core", [
+    (["segment", "--images", "{d}/d/images/train", "--out", "{t}/o", "--weights", "{t}/w.pt"], "prn_cli.segment.segment"),
+    (["refine", "--base", "{d}/d/annotations/panoptic_train.json", "--images", "{d}/d/images/train", "--out", "{t}/o",
+      "--weights", "{t}/w.pt"], "prn_cli.refine.refine"),
+    (["train", "base", "--data", "{d}/d", "--out", "{t}/run"], "prn_cli.train.train_base"),
+    (["train", "prn", "--data", "{d}/d", "--out", "{t}/run"], "prn_cli.train.train_prn"),
+])
+def test_ctrl_c_is_one_line_that_says_how_to_continue_and_exit_130(synth_train, tmp_path, monkeypatch, capsys,
+                                                                    command, core):
+    from prn_cli.cli import app
+    from prn_cli.cli._errors import run_app
+
+    (tmp_path / "w.pt").write_bytes(b"")          # exists: the torch-free checks pass, the core is interrupted
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    module, _, name = core.rpartition(".")
+    monkeypatch.setattr(f"{module}.{name}", interrupted)
+    argv = [a.format(d=synth_train, t=tmp_path) for a in command]
+    assert run_app(app, argv, debug=lambda: False) == 130
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["error: interrupted; rerun with --resume to continue"]
