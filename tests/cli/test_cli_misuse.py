@@ -89,3 +89,32 @@ def test_ctrl_c_is_one_line_that_says_how_to_continue_and_exit_130(synth_train, 
     assert run_app(app, argv, debug=lambda: False) == 130
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == ["error: interrupted; rerun with --resume to continue"]
+
+
+def test_info_describes_the_good_checkpoints_and_reports_the_bad_ones(tmp_path):
+    from prn_cli.shipped import shipped_weights
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = prn("info", shipped_weights("prn"), bad, tmp_path / "missing.pt", "--json", "-")
+    assert out.returncode == 3
+    described = json.loads(out.stdout)
+    assert [d["kind"] for d in described] == ["prn"] and described[0]["path"] == str(shipped_weights("prn"))
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2 and "bad.pt" in lines[0] and "missing.pt" in lines[1]
+    assert "Traceback" not in out.stderr and "PRN" in out.stderr          # the good one's table (stderr with --json -)
+
+
+@pytest.mark.parametrize("option, kind", [("--prn-weights", "base"), ("--base-weights", "prn"),
+                                          ("--prn-weights", "junk")])
+def test_demo_checks_its_weights_before_doing_any_work(tmp_path, option, kind):
+    from prn_cli.shipped import shipped_weights
+
+    if kind == "junk":
+        weights = tmp_path / "junk.pt"
+        weights.write_bytes(b"\x80\x04not a checkpoint")
+    else:
+        weights = shipped_weights(kind)             # the other network's checkpoint
+    out = prn("demo", "--out", tmp_path / "demo", option, weights, "--n", "1")
+    assert_one_line_error(out, 3, str(weights))
+    assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())
