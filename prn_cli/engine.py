@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import FINAL_NAME, LAST_NAME, METRICS_NAME, check_run_dir, load_checkpoint, save_checkpoint
 from .errors import InvalidInputError, OutputExistsError, PrnError
+from .io import naming_write_errors
 from .resume import check_same_request, differences, flatten
 from .runtime import (DistributedContext, barrier, check_device_name, init_distributed, resolve_device,
                       shutdown_distributed)
@@ -616,9 +617,10 @@ class _Run:
     # ---- reporting
 
     def write_metrics(self, record: dict) -> None:
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        with naming_write_errors(self.metrics_path):
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
     def log(self, step: int, lr: float, window: _Window, started: float) -> dict[str, float]:
         """Average the window over all ranks, check it is finite, write one metrics line; return the averages."""

@@ -157,19 +157,53 @@ class ProgressLog:
                 records.append(item)
         return request, records
 
-    def open(self, request: dict, *, resume: bool) -> IO:
-        """The file to append records to: a resume continues it (writing the request when there was no file),
-        a new run starts it with ``request``."""
-        if resume and self.path.exists():
-            return open(self.path, "a", encoding="utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.path, "w", encoding="utf-8")
+    def open(self, request: dict, *, resume: bool) -> "_LogFile":
+        """The file to append records to (``write``, ``flush``, a context manager): a resume continues it, a new
+        run starts it with ``request``. A write the disk refuses is an ``OutputWriteError`` naming the file."""
+        from .io import naming_write_errors
+
+        with naming_write_errors(self.path):
+            if resume and self.path.exists():
+                return _LogFile(self.path, open(self.path, "a", encoding="utf-8"))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            log = _LogFile(self.path, open(self.path, "w", encoding="utf-8"))
         log.write(json.dumps({"request": request}) + "\n")
         log.flush()
         return log
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+class _LogFile:
+    """A progress file open for appending, whose write errors name it."""
+
+    def __init__(self, path: Path, f: IO):
+        self.path, self._f = path, f
+
+    def write(self, text: str) -> None:
+        from .io import naming_write_errors
+
+        with naming_write_errors(self.path):
+            self._f.write(text)
+
+    def flush(self) -> None:
+        from .io import naming_write_errors
+
+        with naming_write_errors(self.path):
+            self._f.flush()
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        except OSError:
+            pass        # the write that failed was reported; closing must not hide it
+
+    def __enter__(self) -> "_LogFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 __all__ = ["ResumeMismatchError", "ProgressLog", "absolute", "file_digest", "flatten", "option_label", "differences", "describe_difference",
