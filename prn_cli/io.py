@@ -141,8 +141,12 @@ def read_photo(path: str | os.PathLike) -> "np.ndarray":
     :class:`InvalidInputError` naming it.
 
     Grey, palette and alpha images are converted to RGB (alpha is dropped). 16-bit grey images (PNG, TIFF, PGM)
-    keep their high byte (value >> 8), as Pillow does for 16-bit RGB. No EXIF rotation: COCO sizes and panoptic
-    PNGs refer to the stored pixel grid, as in panopticapi.
+    keep their high byte (value >> 8), as Pillow does for 16-bit RGB.
+
+    EXIF orientation is applied, as detectron2's ``read_image`` does: a phone photo stored sideways with
+    orientation 6 is read upright, so its panoptic PNG and its ``width``/``height`` are those of the upright
+    image. Every command reads photos here (segment, refine, viz, training), so they agree. An unreadable EXIF
+    block is ignored (the stored grid is used), as in detectron2.
     """
     import numpy as np
     from PIL import Image, UnidentifiedImageError
@@ -150,6 +154,7 @@ def read_photo(path: str | os.PathLike) -> "np.ndarray":
     path = Path(path)
     try:
         with Image.open(path) as im:
+            im = _upright(im)
             if im.mode in _WIDE_GREY_MODES:
                 grey = np.asarray(im)
                 grey = (np.clip(grey, 0, 0xFFFF).astype(np.uint32) >> 8).astype(np.uint8)
@@ -162,6 +167,22 @@ def read_photo(path: str | os.PathLike) -> "np.ndarray":
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise fail(path, f"image cannot be decoded ({exc.__class__.__name__}: {exc})",
                    "the file is corrupt, truncated or not an image; replace or remove it") from None
+
+
+def _upright(im):
+    """``im`` turned by its EXIF orientation (2-8: flips and rotations), or ``im`` itself."""
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:       # a corrupt EXIF block: the stored pixel grid, as detectron2 does
+        return im
+    if orientation in (None, 1):
+        return im
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:
+        return im
 
 
 # --------------------------------------------------------------------------------------------------------------

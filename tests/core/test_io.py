@@ -274,3 +274,27 @@ def test_a_full_disk_under_a_command_is_one_line_not_an_internal_error(tmp_path,
     assert code == 1 and len(lines) == 1 and "internal error" not in lines[0]
     assert lines[0].startswith(f"error: {tmp_path / 'd' / 'annotations'}") and "cannot be written" in lines[0]
     assert not list((tmp_path / "d").rglob("*.json"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EXIF orientation, applied as detectron2's read_image does (issue 10, problem 12)
+
+#: what each EXIF orientation asks a viewer to do to the stored grid (the TIFF/EXIF specification)
+UPRIGHT = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, -1)[::-1],
+           8: lambda a: np.rot90(a, 1)}
+
+
+def save_with_orientation(path, rgb, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_read_photo_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation):
+    rgb = np.random.default_rng(orientation).integers(0, 255, (3, 5, 3), dtype=np.uint8)
+    photo = save_with_orientation(tmp_path / "p.png", rgb, orientation)
+    got = read_photo(photo)
+    assert np.array_equal(got, UPRIGHT[orientation](rgb)) and got.flags.writeable

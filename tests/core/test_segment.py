@@ -160,3 +160,32 @@ def test_two_images_with_one_stem_are_refused_before_anything_runs(tmp_path):
         assign_image_ids([tmp_path / "c/y.jpg", tmp_path / "c/y.png"], None)
     assert [r["file_name"] for r in assign_image_ids([tmp_path / "a/x.jpg", tmp_path / "c/y.jpg"], None)] == \
         ["x.jpg", "y.jpg"]
+
+
+def test_segment_refine_and_viz_read_a_sideways_photo_upright(setup, tmp_path):
+    # issue 10, problem 12: a 96x64 photo stored with EXIF orientation 6 is a 64x96 (w x h) image to every command
+    import numpy as np
+    from PIL import Image
+
+    from prn_cli.refine import refine
+    from prn_cli.shipped import shipped_weights
+    from prn_cli.visualize import visualize
+
+    root, weights, summary = setup
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    stored = np.asarray(Image.open(sorted(Path(summary["images_dir"]).iterdir())[0]).convert("RGB"))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(photos / "000000000005.jpg", exif=exif, quality=95)
+    segment([photos], weights, tmp_path / "base")
+    base = load_set(tmp_path / "base")
+    assert (base.images[0]["width"], base.images[0]["height"]) == (64, 96)
+    assert base.read_ids(base.annotations[0]).shape == (96, 64)
+    refine(tmp_path / "base", photos, shipped_weights("prn"), tmp_path / "refined")
+    refined = load_set(tmp_path / "refined")
+    assert (refined.images[0]["width"], refined.images[0]["height"]) == (64, 96)
+    assert refined.read_ids(refined.annotations[0]).shape == (96, 64) and validate_set(refined) == []
+    visualize([("base", base), ("refined", refined)], tmp_path / "viz", images_dir=photos)
+    with Image.open(tmp_path / "viz" / "base" / "000000000005.png") as overlay:
+        assert overlay.size == (64, 96)
