@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import TrainTransform, annotation_image_path, load_rgb, normalize, plain_segments, resolve_images_dir
+from .data import (TrainTransform, annotation_image_path, check_has_annotations, load_rgb, normalize, plain_segments,
+                   resolve_images_dir)
 from .errors import InvalidInputError, fail
 from .panoptic import PanopticSet, load_set, read_id_png
 
@@ -101,6 +102,7 @@ class RefinementTrainingSet(Dataset):
         from .models.prn.render import RenderConfig
 
         gt = gt if isinstance(gt, PanopticSet) else load_set(gt)
+        check_has_annotations(gt)
         images_dir = resolve_images_dir(gt, images_dir)
         self.categories = list(gt.categories)
         self.category_map = category_map if category_map is not None else CategoryMap.from_categories(gt.categories)

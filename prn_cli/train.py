@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import UsageError, fail
+from .io import write_text_atomic
 from .options import PostProcessOverrides, PRNSwitches
+from .resume import absolute
 
 #: Architecture presets; ``--config FILE`` (JSON of MSPanopticFPNConfig fields) overrides them.
 ARCHS = ("tiny", "r18", "r34", "r50", "r101")
@@ -144,12 +146,29 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
         return collate(batch, size_divisibility=config.size_divisibility)
 
     evaluate_fn = make_val_fn(val, options.val_limit, config.size_divisibility) if val else None
-    Path(train_cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    _write_model_config(train_cfg, config.to_dict())
     if overwrite:
         train_cfg = dataclasses.replace(train_cfg, overwrite=True)
+    request = {"data": absolute(gt.json_path), "crop": options.crop, "scale_range": list(options.scale_range),
+               "val": absolute(val), "val_limit": options.val_limit,
+               "backbone_weights": absolute(options.backbone_weights)}
     return train(model_factory, dataset, train_cfg, kind="base", model_config=config.to_dict(),
-                 categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress)
+                 categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress,
+                 request=request, request_may_change=RESUME_MAY_CHANGE)
+
+
+#: Training options a resume may change (logged): validation only, and the initial weights, which the resumed
+#: state replaces anyway. The engine adds its own (device, workers, checkpoint interval).
+RESUME_MAY_CHANGE = ("val", "val_base", "val_limit", "backbone_weights")
+
+
+def _write_model_config(train_cfg, config: dict) -> None:
+    """RUN/model_config.json, for people; a resume leaves the one its run wrote (the engine refuses another)."""
+    path = Path(train_cfg.out_dir) / "model_config.json"
+    if train_cfg.resume and path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(config, indent=2))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -331,12 +350,17 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
         evaluate_fn = make_prn_val_fn(val, val_base, options.val_limit, render_config, post_config, categories)
     ckpt_config = {"model": config.to_dict(), "render": plain_dataclass(render_config),
                    "postprocess": plain_dataclass(post_config)}
-    Path(train_cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(ckpt_config, indent=2))
+    _write_model_config(train_cfg, ckpt_config)
     if overwrite:
         train_cfg = dataclasses.replace(train_cfg, overwrite=True)
+    request = {"data": absolute(gt.json_path), "base": absolute(base), "base_mix": options.base_mix,
+               "strength_range": list(options.strength_range),
+               "base_instance_dropout": options.base_instance_dropout, "crop": options.crop,
+               "scale_range": list(options.scale_range), "val": absolute(val), "val_base": absolute(val_base),
+               "val_limit": options.val_limit, "backbone_weights": absolute(options.backbone_weights)}
     return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
-                 collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress)
+                 collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress, request=request,
+                 request_may_change=RESUME_MAY_CHANGE)
 
 
 def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) -> dict:

@@ -7,13 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
+from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
                       ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments,
-                      Threads, TopK, UsePredBbox, Weights, command, post_overrides)
+                      Resume, Threads, TopK, UsePredBbox, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "refine")(refine_command)
+    command(app, "refine", resume_hint=RESUME_HINT)(refine_command)
 
 
 def refine_command(
@@ -38,6 +38,7 @@ def refine_command(
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
+    resume: Resume = False,
     overwrite: Overwrite = False,
     threads: Threads = None,
     json_out: JsonOut = None,
@@ -62,7 +63,7 @@ def refine_command(
     check_device(device.value)
     check_weights(weights, "prn")
     check_file(category_map, "category map", "pass a JSON {\"<base id>\": <checkpoint id>}")
-    check_set_output(out, overwrite)
+    check_set_output(out, overwrite, resume=resume)
     weights = shipped_or(weights, "prn")
 
     from ..refine import RefineOptions, refine
@@ -73,11 +74,12 @@ def refine_command(
     options = RefineOptions(device=device.value, batch_size=batch_size, overrides=overrides,
                             category_map=str(category_map) if category_map else None)
     with progress("refining") as update:
-        result = refine(base, images, weights, out, options=options, overwrite=overwrite, progress=update,
-                        on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
-    show_changes(result.changes, result.written, human(json_out))
-    say(f"wrote {result.written} image(s) to {result.json_path}", json_out)
-    emit_json({"json": str(result.json_path), "written": result.written,
+        result = refine(base, images, weights, out, options=options, overwrite=overwrite, resume=resume,
+                        progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    show_changes(result.changes, result.written + result.adopted, human(json_out))
+    say(f"wrote {result.written} image(s)" + (f" (+{result.adopted} from the interrupted run)" if result.adopted
+                                               else "") + f" to {result.json_path}", json_out)
+    emit_json({"json": str(result.json_path), "written": result.written, "adopted": result.adopted,
                "failed": [{"file": f, "error": e} for f, e in result.failed], "changes": result.changes,
                "per_image": result.per_image}, json_out)
     if result.failed:

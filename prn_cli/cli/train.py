@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
+from ._common import (RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
                       CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold,
                       Iters, JsonOut, Lr, NmsKernel, NumWorkers, Overwrite, PRNArch, PRNArchOpt, PostStuffArea,
                       RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
@@ -16,7 +16,6 @@ from ._common import (Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapC
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
 
-RESUME_HINT = "rerun the same command with --resume to continue from the last checkpoint"
 RunDir = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Run folder: checkpoints (last.pt), "
                                       "metrics.jsonl, model_final.pt.")]
 TrainResume = Annotated[bool, typer.Option("--resume", metavar="", help="Continue the run in --out exactly where "
