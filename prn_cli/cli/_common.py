@@ -17,6 +17,10 @@ EPILOG = ("Exit codes: 0 ok, 1 runtime error, 2 usage error or existing output, 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
+#: What Ctrl-C says in every command that can continue where it stopped (README, "exit codes").
+RESUME_HINT = "rerun with --resume to continue"
+
+
 class Interrupted(PrnError):
     """Ctrl-C: say so on stderr (and how to continue), exit 130 as shells expect."""
 

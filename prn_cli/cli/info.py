@@ -21,20 +21,29 @@ def info_command(
 ) -> None:
     """Describe prn checkpoints: kind, architecture, switches, post-processing, categories.
 
-    Every checkpoint is checked before anything is printed.
+    Each checkpoint that reads is described; each one that does not gets its one-line error, and the exit code is
+    then 3. The JSON lists the ones described.
 
     Example: prn info models/weights/prn_tiny_synth.pt
     """
     from ..checkpoint import describe_checkpoint
-    from ..console import emit_json, human
+    from ..console import emit_json, error_line, human
+    from ..errors import EXIT_INVALID_INPUT, PrnError
     from ..reporting import checkpoint_table
     from ..shipped import SHIPPED, shipped_weights
     from ._common import check_file
 
     paths = list(checkpoints or []) or [shipped_weights(kind) for kind in SHIPPED]
+    infos, failed = [], 0
     for p in paths:
-        check_file(p, "checkpoint file", "pass a checkpoint written by `prn train` (RUN_DIR/model_final.pt)")
-    infos = [describe_checkpoint(p) for p in paths]
+        try:
+            check_file(p, "checkpoint file", "pass a checkpoint written by `prn train` (RUN_DIR/model_final.pt)")
+            infos.append(describe_checkpoint(p))
+        except PrnError as exc:
+            error_line(exc.message)
+            failed += 1
     for one in infos:
         human(json_out).print(checkpoint_table(one))
     emit_json(infos, json_out)
+    if failed:
+        raise typer.Exit(EXIT_INVALID_INPUT)

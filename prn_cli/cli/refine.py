@@ -7,14 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt,
-                      ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut, LabelDivisor,
-                      LabelMapOpt, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments, Threads, TopK,
-                      UsePredBbox, VoidLabel, Weights, command, post_overrides)
+from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold,
+                      Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson,
+                      JsonOut, LabelDivisor, LabelMapOpt, NmsKernel, Out, Overwrite, PostStuffArea,
+                      RestoreBaseSegments, Resume, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
+                      post_overrides)
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "refine")(refine_command)
+    command(app, "refine", resume_hint=RESUME_HINT)(refine_command)
 
 
 def refine_command(
@@ -39,6 +40,7 @@ def refine_command(
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
+    resume: Resume = False,
     base_format: Annotated[str, typer.Option("--base-format", metavar="FORMAT", help="coco, or a format of prn "
                                              "convert (hf, detectron2, mmdet, 2ch, divisor, cityscapes), converted "
                                              "in memory.")] = "coco",
@@ -76,7 +78,7 @@ def refine_command(
     check_device(device.value)
     check_weights(weights, "prn")
     check_file(category_map, "category map", "pass a JSON {\"<base id>\": <checkpoint id>}")
-    check_set_output(out, overwrite)
+    check_set_output(out, overwrite, resume=resume)
     base_convert = base_convert_options(base_format, categories=categories, images_json=images_json,
                                         id2label=id2label, label_map=label_map, label_divisor=label_divisor, void=void)
     weights = shipped_or(weights, "prn")
@@ -90,11 +92,12 @@ def refine_command(
                             category_map=str(category_map) if category_map else None, base_format=base_format,
                             base_categories=str(categories) if categories else None, base_convert=base_convert)
     with progress("refining") as update:
-        result = refine(base, images, weights, out, options=options, overwrite=overwrite, progress=update,
-                        on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
-    show_changes(result.changes, result.written, human(json_out))
-    say(f"wrote {result.written} image(s) to {result.json_path}", json_out)
-    emit_json({"json": str(result.json_path), "written": result.written,
+        result = refine(base, images, weights, out, options=options, overwrite=overwrite, resume=resume,
+                        progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    show_changes(result.changes, result.written + result.adopted, human(json_out))
+    say(f"wrote {result.written} image(s)" + (f" (+{result.adopted} from the interrupted run)" if result.adopted
+                                               else "") + f" to {result.json_path}", json_out)
+    emit_json({"json": str(result.json_path), "written": result.written, "adopted": result.adopted,
                "failed": [{"file": f, "error": e} for f, e in result.failed], "changes": result.changes,
                "per_image": result.per_image}, json_out)
     if result.failed:
