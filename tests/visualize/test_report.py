@@ -125,7 +125,7 @@ def _browser():
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
     options = Options()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1300,900", "--allow-file-access-from-files=false"):
+                "--window-size=1300,900"):
         options.add_argument(arg)
     options.binary_location = binary
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
