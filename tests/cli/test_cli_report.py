@@ -30,3 +30,23 @@ def test_report_needs_one_name_per_set(tmp_path):
               "--out", tmp_path / "r")
     assert_one_line_error(out, 2, "--name")
     assert not (tmp_path / "r").exists()
+
+
+def test_viz_defaults_ground_truth_title_and_one_colour_per_stuff_class(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from conftest import scene, write_set
+
+    ids, segs = scene()
+    gt = write_set(tmp_path / "data/annotations/panoptic_val.json", tmp_path / "data/annotations/panoptic_val",
+                   [(ids, segs)])
+    moved = np.where(ids == 1001, 5001, ids)                    # the sky under another segment id
+    base = write_set(tmp_path / "base/panoptic.json", tmp_path / "base/panoptic",
+                     [(moved, [dict(s, id=5001) if s["id"] == 1001 else s for s in segs])])
+    out = prn("viz", tmp_path / "base", gt, "--out", tmp_path / "viz", "--no-boundaries")
+    assert out.returncode == 0, out.stderr
+    sky = (70, 130, 180)                                        # the sky category's colour, in both sets
+    for folder in ("base", "ground_truth"):
+        tile = np.asarray(Image.open(tmp_path / "viz" / folder / "000001.png"))
+        assert tuple(tile[2, 2]) == sky
