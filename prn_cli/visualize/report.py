@@ -551,9 +551,13 @@ _SCRIPT = r"""
       if (x < 0 || y < 0 || x >= image.width || y >= image.height) { tip.style.display = "none"; return; }
       var seg = segmentAt(tile, y * image.width + x);
       tip.textContent = seg ? describe(tile, seg) : "void";
-      tip.style.left = (event.clientX + 14) + "px";
-      tip.style.top = (event.clientY + 14) + "px";
       tip.style.display = "block";
+      // beside the pointer, on the side where it fits
+      var left = event.clientX + 14, top = event.clientY + 14;
+      if (left + tip.offsetWidth > window.innerWidth) { left = Math.max(0, event.clientX - 14 - tip.offsetWidth); }
+      if (top + tip.offsetHeight > window.innerHeight) { top = Math.max(0, event.clientY - 14 - tip.offsetHeight); }
+      tip.style.left = left + "px";
+      tip.style.top = top + "px";
     });
     frame.addEventListener("mouseleave", function () { tip.style.display = "none"; });
   });
