@@ -160,7 +160,10 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     from .refine_data import pair_with_images
     from .segment import list_images
 
+    from .training_data import InputCheck
+
     refiner = Refiner(weights, device=options.device, overrides=options.overrides)
+    input_check = InputCheck.for_predictor(refiner)   # warns once if the images are unlike its training data
     base_set = load_set(base, need_categories=False)
     translation = category_translation(base_set, refiner.categories, options.category_map)
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
@@ -180,6 +183,7 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
         for item in pairs[start:start + bs]:
             try:
                 ready.append(prepare_item(refiner, item, base_set, translation))
+                input_check.observe(ready[-1]["image"])
             except InvalidInputError as exc:
                 failed.append((str(item.image_path), exc.message))
                 if on_failure:
@@ -196,6 +200,7 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
                               **change})
         if progress:
             progress(min(start + bs, total), total)
+    input_check.finish()
     writer.commit()
     totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
     return RefineResult(json_path, len(per_image), failed, totals, per_image)
@@ -218,5 +223,5 @@ def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
              "iscrowd": 0} for s in ann["segments_info"]]
     check_annotation(base_set, {**ann, "segments_info": segs}, ids, {int(c["id"]): c for c in refiner.categories},
                      check_area=False, image_info={"width": rgb.shape[1], "height": rgb.shape[0]})
-    return {"item": item, "base_ids": ids, "base_segments": segs,
+    return {"item": item, "base_ids": ids, "base_segments": segs, "image": rgb,
             "inputs": refiner.prepare(rgb, ids, segs, where=str(png))}

@@ -228,4 +228,13 @@ def checkpoint_table(info: dict) -> Table:
         table.add_row("post-processing", ", ".join(f"{k}={v}" for k, v in post.items() if k != "chunk_elements"))
     cats = info["categories"]
     table.add_row("categories", ", ".join(f"{c['id']} {c['name']}{'' if c['isthing'] else ' (stuff)'}" for c in cats))
+    data = info.get("training_data")
+    if data:
+        size = f", {data['mean'][0]:.0f} px on the long side" if data.get("mean") else ""
+        table.add_row("trained on", f"{data.get('description') or data.get('source')}: {data.get('images')} images, "
+                      f"{data.get('categories')} categories ({data.get('things')} thing){size}")
+    else:
+        table.add_row("trained on", "not recorded (a checkpoint from before prn recorded its training data)")
+    if info.get("intended_use"):
+        table.add_row("[bold]intended use[/bold]", info["intended_use"])
     return table

@@ -31,8 +31,21 @@ def register(app: typer.Typer) -> None:
     command(train_app, "prn", resume_hint=RESUME_HINT)(train_prn_command)
 
 
+TensorBoardOpt = Annotated[bool, typer.Option("--tensorboard", metavar="", help="Also write TensorBoard events "
+                                              "to OUT/tensorboard: losses, learning rate, val PQ and val panels "
+                                              "(needs pip install \"prn[tensorboard]\").")]
+
+
+def _check_tensorboard(wanted: bool) -> None:
+    from ..errors import UsageError
+    from ..tensorboard_events import INSTALL_HINT, tensorboard_available
+
+    if wanted and not tensorboard_available():
+        raise UsageError(f"--tensorboard needs the tensorboard package; {INSTALL_HINT}, or leave out --tensorboard")
+
+
 def _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp, num_workers,
-                  seed, resume):
+                  seed, resume, tensorboard=False):
     from ..engine import TrainConfig
     from ..errors import UsageError
 
@@ -40,7 +53,7 @@ def _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, va
         return TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters,
                            checkpoint_every=checkpoint_every, val_every=val_every, device=device.value,
                            amp=amp.value, num_workers=num_workers, seed=seed, resume=resume,
-                           channels_last=device.value != "cpu")
+                           channels_last=device.value != "cpu", tensorboard=tensorboard)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -101,6 +114,7 @@ def train_base_command(
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
+    tensorboard: TensorBoardOpt = False,
     json_out: JsonOut = None,
 ) -> None:
     """Train MS-PanopticFPN, the base network.
@@ -111,12 +125,13 @@ def train_base_command(
     """
     from ._common import check_file
 
+    _check_tensorboard(tensorboard)
     _preflight(out, resume, overwrite, device, checks=[
         lambda: check_file(config, "model config JSON", "pass a JSON of MSPanopticFPNConfig fields"),
         lambda: check_file(backbone_weights, "backbone weights file", "pass a local torchvision ResNet state_dict "
                            "or a prn base checkpoint (nothing is downloaded)")])
     train_cfg = _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp,
-                              num_workers, seed, resume)
+                              num_workers, seed, resume, tensorboard)
 
     from ..console import progress, training_progress
     from ..runtime import set_threads
@@ -126,7 +141,7 @@ def train_base_command(
     options = BaseTrainingOptions(arch=arch.value, config_file=str(config) if config else None, crop=crop,
                                   backbone_weights=str(backbone_weights) if backbone_weights else None,
                                   val_limit=val_limit)
-    with progress("train base") as update:
+    with progress("train base", log_lines=True) as update:
         summary = train_base(data, train_cfg, options, val=val, progress=training_progress(update),
                              overwrite=overwrite)
     _report(summary, json_out)
@@ -190,6 +205,7 @@ def train_prn_command(
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
+    tensorboard: TensorBoardOpt = False,
     json_out: JsonOut = None,
 ) -> None:
     """Train PRN, the refiner, on (image, base, GT) triplets.
@@ -211,12 +227,13 @@ def train_prn_command(
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")
+    _check_tensorboard(tensorboard)
     _preflight(out, resume, overwrite, device, checks=[
         lambda: check_file(config, "model config JSON", "pass a JSON of PRNConfig fields"),
         lambda: check_file(backbone_weights, "backbone weights file", "pass a local torchvision ResNet state_dict "
                            "or a prn base checkpoint (nothing is downloaded)")])
     train_cfg = _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp,
-                              num_workers, seed, resume)
+                              num_workers, seed, resume, tensorboard)
 
     from ..console import progress, training_progress
     from ..runtime import set_threads
@@ -228,7 +245,7 @@ def train_prn_command(
                                  base_instance_dropout=base_instance_dropout,
                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
                                  val_limit=val_limit, postprocess=postprocess)
-    with progress("train prn") as update:
+    with progress("train prn", log_lines=True) as update:
         summary = train_prn(data, train_cfg, options, base=base, val=val, val_base=val_base,
                             progress=training_progress(update), overwrite=overwrite)
     _report(summary, json_out)
