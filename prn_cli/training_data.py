@@ -26,8 +26,10 @@ SAMPLE_IMAGES = 64
 CHECK_IMAGES = 8
 #: A statistic is "far" when the inputs' mean lies this many training spreads away ...
 Z_LIMIT = 4.0
-#: ... where a spread is at least this (the statistics lie in [0, 1]; a constant-size set has no spread)
-MIN_SPREAD = 0.03
+#: ... where a spread is at least this, and at least this fraction of the mean (the statistics lie in [0, 1];
+#: a set of one size, or of one noise level, has next to no spread)
+MIN_SPREAD = 0.01
+MIN_RELATIVE_SPREAD = 0.1
 #: Image sizes are far when the long sides differ by more than this factor.
 SIZE_FACTOR = 2.0
 
@@ -74,7 +76,8 @@ def far_statistics(training: dict, observed: np.ndarray) -> list[str]:
     if not training or not training.get("mean") or list(training.get("features", [])) != list(FEATURES):
         return []
     mean = np.asarray(training["mean"], dtype=np.float64)
-    std = np.maximum(np.asarray(training["std"], dtype=np.float64), MIN_SPREAD)
+    std = np.maximum(np.asarray(training["std"], dtype=np.float64), np.maximum(MIN_SPREAD,
+                                                                               MIN_RELATIVE_SPREAD * np.abs(mean)))
     seen = observed.mean(axis=0)
     out = []
     if not 1 / SIZE_FACTOR <= seen[0] / max(1.0, mean[0]) <= SIZE_FACTOR:
