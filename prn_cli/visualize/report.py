@@ -299,7 +299,7 @@ def _card_html(card: dict, set_names: Sequence[str]) -> str:
             layer = f'<img class="changes" src="{e(quote(card["changes"]))}" alt="what changed">'
         hover = ' data-hover="1"' if "segments" in tile else ""
         figures.append(f'<figure class="tile"><div class="frame" data-tile="{t}"{hover}>'
-                       f'<img class="panel" src="{e(quote(tile["src"]))}" alt="{e(title)}" '
+                       f'<img class="panel" src="{e(quote(tile["src"]))}" alt="{e(title)}" loading="lazy" '
                        f'width="{card["width"]}" height="{card["height"]}">{layer}</div>'
                        f'<figcaption>{e(title)}</figcaption></figure>')
     delta_attr = "" if card["delta"] is None else repr(float(card["delta"]))
