@@ -42,7 +42,7 @@ def test_viz_defaults_ground_truth_title_and_one_colour_per_stuff_class(tmp_path
     gt = write_set(tmp_path / "data/annotations/panoptic_val.json", tmp_path / "data/annotations/panoptic_val",
                    [(ids, segs)])
     moved = np.where(ids == 1001, 5001, ids)                    # the sky under another segment id
-    base = write_set(tmp_path / "base/panoptic.json", tmp_path / "base/panoptic",
+    write_set(tmp_path / "base/panoptic.json", tmp_path / "base/panoptic",
                      [(moved, [dict(s, id=5001) if s["id"] == 1001 else s for s in segs])])
     out = prn("viz", tmp_path / "base", gt, "--out", tmp_path / "viz", "--no-boundaries")
     assert out.returncode == 0, out.stderr
