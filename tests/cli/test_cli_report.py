@@ -43,7 +43,7 @@ def test_viz_defaults_ground_truth_title_and_one_colour_per_stuff_class(tmp_path
                    [(ids, segs)])
     moved = np.where(ids == 1001, 5001, ids)                    # the sky under another segment id
     write_set(tmp_path / "base/panoptic.json", tmp_path / "base/panoptic",
-                     [(moved, [dict(s, id=5001) if s["id"] == 1001 else s for s in segs])])
+              [(moved, [dict(s, id=5001) if s["id"] == 1001 else s for s in segs])])
     out = prn("viz", tmp_path / "base", gt, "--out", tmp_path / "viz", "--no-boundaries")
     assert out.returncode == 0, out.stderr
     sky = (70, 130, 180)                                        # the sky category's colour, in both sets
