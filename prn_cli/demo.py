@@ -64,6 +64,13 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
     prn_weights = prn_weights or shipped_weights("prn")
     if not corrupted_base:
         base_weights = base_weights or shipped_weights("base")
+    # both checkpoints are read before anything is written: a wrong --prn-weights must not leave data/ and
+    # base/ behind after minutes of work
+    from .checkpoint import load_checkpoint
+
+    load_checkpoint(prn_weights, kind="prn")
+    if not corrupted_base:
+        load_checkpoint(base_weights, kind="base")
     data_dir = out / "data"
     # class_colour 0.7: the distribution the shipped models were trained on (models/README.md)
     with progress("synthetic data") as update:

@@ -11,20 +11,32 @@ rule): ``relabelled`` (matched, other category), ``split`` (an unmatched base se
 or more refined segments), ``merged`` (an unmatched refined segment that holds most of two or more base
 segments), ``removed`` and ``added`` (the other unmatched ones), and ``pixels_changed`` (pixels whose
 segment is not the match of their base segment, or whose category changed).
+
+Resume: as ``prn segment`` does, ``DIR/.refine-progress.jsonl`` starts with what the run was asked
+(:func:`refine_request`) and gets one line per written image (with its changes); ``resume=True`` refuses other
+inputs or options, naming the option (``--device`` and ``--batch-size`` may change, and the change is logged),
+and refines only the images left.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError, fail
+from .errors import InvalidInputError, OutputExistsError, fail
 from .options import PostProcessOverrides
-from .panoptic import PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
+from .panoptic import PanopticSet, PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
+from .resume import ProgressLog, absolute, check_same_request, file_digest
+
+PROGRESS_NAME = ".refine-progress.jsonl"
+#: request keys a resume may change: where it runs and how many images go through the network at once
+RESUME_MAY_CHANGE = ("device", "batch_size")
 
 CHANGE_KEYS = ("segments_base", "segments_refined", "added", "removed", "split", "merged", "relabelled",
                "pixels_changed", "pixels")
@@ -38,6 +50,12 @@ class RefineOptions:
     overrides: PostProcessOverrides = field(default_factory=PostProcessOverrides)
     #: JSON file mapping base category ids to the checkpoint's ({"<base id>": <checkpoint id>, ...})
     category_map: str | None = None
+    #: "coco" (a COCO panoptic set), or another framework's predictions converted in memory (prn_cli.convert)
+    base_format: str = "coco"
+    #: the categories a converted base is converted into (a JSON path or a list; None: the checkpoint's)
+    base_categories: Any = None
+    #: how a converted base is read (label map, id2label, label divisor, void, images JSON)
+    base_convert: Any = None
 
 
 @dataclass
@@ -45,8 +63,9 @@ class RefineResult:
     json_path: Path
     written: int
     failed: list[tuple[str, str]]
-    changes: dict                       # totals over the written images, keys CHANGE_KEYS
+    changes: dict                       # totals over the set's images, keys CHANGE_KEYS
     per_image: list[dict]               # {"image_id", "file_name", **changes}
+    adopted: int = 0                    # images an interrupted run had written (resume)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -83,13 +102,16 @@ def compare_segmentations(base_ids: np.ndarray, base_cats: dict[int, int], ref_i
         parts = np.flatnonzero(r_inside_b[b] & r_real)
         if len(parts) >= 2:
             split += 1
-        elif not any(r_match[r] < 0 and (b_inside_r[:, r] & b_real).sum() >= 2 for r in np.flatnonzero(b_inside_r[b])):
+        # part of a merge only into a real segment: void holding several base segments is their removal
+        elif not any(r_match[r] < 0 and (b_inside_r[:, r] & b_real).sum() >= 2
+                     for r in np.flatnonzero(b_inside_r[b] & r_real)):
             removed += 1
     for r in np.flatnonzero(r_real & (r_match < 0)):
         parts = np.flatnonzero(b_inside_r[:, r] & b_real)
         if len(parts) >= 2:
             merged += 1
-        elif not any(b_match[b] < 0 and (r_inside_b[b] & r_real).sum() >= 2 for b in np.flatnonzero(r_inside_b[:, r])):
+        elif not any(b_match[b] < 0 and (r_inside_b[b] & r_real).sum() >= 2
+                     for b in np.flatnonzero(r_inside_b[:, r] & b_real)):
             added += 1
     # unchanged pixels: void -> void, and pixels of a matched pair that kept its category
     same = int(inter[~b_real][:, ~r_real].sum()) if (~b_real).any() and (~r_real).any() else 0
@@ -110,7 +132,10 @@ def compare_segmentations(base_ids: np.ndarray, base_cats: dict[int, int], ref_i
 def category_translation(base, ckpt_categories: list[dict], map_file: str | None) -> dict[int, int]:
     """base category id -> checkpoint category id, for every id the base uses."""
     ckpt = {int(c["id"]): c for c in ckpt_categories}
-    used = sorted({int(s["category_id"]) for a in base.annotations for s in a["segments_info"]})
+    # a base converted in memory (segments_info None until read) may use any of its categories
+    used = sorted({int(s["category_id"]) for a in base.annotations for s in a["segments_info"]}
+                  if all(a["segments_info"] is not None for a in base.annotations)
+                  else {int(c["id"]) for c in base.categories})
     if map_file:
         raw = read_json(Path(map_file), what="category map")
         if not isinstance(raw, dict):
@@ -150,12 +175,23 @@ def category_translation(base, ckpt_categories: list[dict], map_file: str | None
 # the command's core
 
 
+def refine_request(base_json: str | os.PathLike, image_inputs: Sequence[str | os.PathLike],
+                   weights: str | os.PathLike, options: RefineOptions) -> dict:
+    """What a refine run is asked (stored in its progress file; a resume must ask the same)."""
+    return {"base": absolute(base_json), "images": [absolute(i) for i in image_inputs],
+            "weights": absolute(weights), "weights_sha256": file_digest(weights),
+            "category_map": absolute(options.category_map), "category_map_sha256": file_digest(options.category_map),
+            "base_format": options.base_format, "base_categories": absolute(options.base_categories),
+            "base_convert": (dataclasses.asdict(options.base_convert) if options.base_convert is not None else None),
+            **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
+
+
 def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike,
            weights: str | os.PathLike | None, out_dir: str | os.PathLike, *, options: RefineOptions = RefineOptions(),
-           overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+           overwrite: bool = False, resume: bool = False, progress: Callable[[int, int], None] | None = None,
            on_failure: Callable[[str, str], None] | None = None) -> RefineResult:
     """Refine the base set ``base`` (paired with ``images``) with the PRN checkpoint ``weights`` (None: the
-    shipped one) into ``out_dir`` (panoptic.json + panoptic/)."""
+    shipped one) into ``out_dir`` (panoptic.json + panoptic/); ``resume`` finishes an interrupted run."""
     from .predictors import Refiner
     from .refine_data import pair_with_images
     from .segment import list_images
@@ -164,46 +200,92 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
 
     refiner = Refiner(weights, device=options.device, overrides=options.overrides)
     input_check = InputCheck.for_predictor(refiner)   # warns once if the images are unlike its training data
-    base_set = load_set(base, need_categories=False)
+    if options.base_format == "coco":
+        base_set = load_set(base, need_categories=False)
+    else:
+        from .convert import ConvertedBase, ConvertOptions
+
+        base_set = ConvertedBase(base, options.base_format, options.base_categories or refiner.categories,
+                                 options.base_convert or ConvertOptions())
     translation = category_translation(base_set, refiner.categories, options.category_map)
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     pairs = pair_with_images(base_set, list_images(image_inputs))
     json_path, png_dir = set_paths(out_dir)
-    writer = PanopticWriter(json_path, png_dir, refiner.categories, overwrite=overwrite,
+    progress_log = ProgressLog(Path(out_dir) / PROGRESS_NAME)
+    request = refine_request(base_set.json_path, image_inputs, refiner.weights, options)
+    finished: list[dict] = []
+    if resume:
+        if json_path.exists() and not progress_log.exists():
+            raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
+        stored, finished = progress_log.read()
+        if stored is not None:
+            changes = check_same_request(stored, request, where=progress_log.path, may_change=RESUME_MAY_CHANGE,
+                                         fix="rerun with the inputs and options of the interrupted run, or pass "
+                                         "--overwrite to start again")
+            if changes:
+                from .console import info
+
+                info("resuming with " + "; ".join(changes))
+    elif progress_log.exists() and not overwrite:
+        raise OutputExistsError(f"{out_dir} holds an interrupted prn refine run; pass --resume to finish it or "
+                                "--overwrite to start again")
+    writer = PanopticWriter(json_path, png_dir, refiner.categories, overwrite=overwrite or resume,
                             info={"description": "prn refine (PRN)", "weights": str(refiner.weights),
                                   "base": str(base_set.json_path)})
     failed: list[tuple[str, str]] = []
     per_image: list[dict] = []
+    asked = {item.annotation["file_name"] for item in pairs}
+    adopted_pngs: set[str] = set()
+    for d in finished:
+        name = d["annotation"]["file_name"]
+        if name in asked and name not in adopted_pngs and (png_dir / name).is_file():
+            writer.adopt(d["image"], d["annotation"])
+            adopted_pngs.add(name)
+            per_image.append(d["changes"])
+    todo = [item for item in pairs if item.annotation["file_name"] not in adopted_pngs]
+    adopted = len(pairs) - len(todo)
     total = len(pairs)
     if progress:
-        progress(0, total)
+        progress(adopted, total)
     bs = max(1, int(options.batch_size))
-    for start in range(0, total, bs):
-        ready = []
-        for item in pairs[start:start + bs]:
-            try:
-                ready.append(prepare_item(refiner, item, base_set, translation))
-                input_check.observe(ready[-1]["image"])
-            except InvalidInputError as exc:
-                failed.append((str(item.image_path), exc.message))
-                if on_failure:
-                    on_failure(str(item.image_path), exc.message)
-        predictions = refiner.predict_prepared([p["inputs"] for p in ready],
-                                               bases=[(p["base_ids"], p["base_segments"]) for p in ready])
-        for prep, pred in zip(ready, predictions):
-            item, base_ids, base_segs = prep["item"], prep["base_ids"], prep["base_segments"]
-            image = {**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])}
-            writer.add(image, pred.ids, pred.segments, file_name=item.annotation["file_name"])
-            change = compare_segmentations(base_ids, {s["id"]: s["category_id"] for s in base_segs}, pred.ids,
-                                           {s["id"]: s["category_id"] for s in pred.segments})
-            per_image.append({"image_id": item.annotation["image_id"], "file_name": item.annotation["file_name"],
-                              **change})
-        if progress:
-            progress(min(start + bs, total), total)
+    with progress_log.open(request, resume=resume) as log:
+        for start in range(0, len(todo), bs):
+            _refine_batch(refiner, todo[start:start + bs], base_set, translation, writer, log, per_image, failed,
+                          on_failure, input_check)
+            if progress:
+                progress(adopted + min(start + bs, len(todo)), total)
     input_check.finish()
     writer.commit()
+    progress_log.remove()
     totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
-    return RefineResult(json_path, len(per_image), failed, totals, per_image)
+    return RefineResult(json_path, len(per_image) - adopted, failed, totals, per_image, adopted)
+
+
+def _refine_batch(refiner, batch, base_set, translation, writer, log, per_image, failed, on_failure,
+                  input_check=None) -> None:
+    """Refine one batch of paired base annotations, write each result, its changes and its progress line."""
+    ready = []
+    for item in batch:
+        try:
+            ready.append(prepare_item(refiner, item, base_set, translation))
+            if input_check is not None:
+                input_check.observe(ready[-1]["image"])
+        except InvalidInputError as exc:
+            failed.append((str(item.image_path), exc.message))
+            if on_failure:
+                on_failure(str(item.image_path), exc.message)
+    predictions = refiner.predict_prepared([p["inputs"] for p in ready],
+                                           bases=[(p["base_ids"], p["base_segments"]) for p in ready])
+    for prep, pred in zip(ready, predictions):
+        item, base_ids, base_segs = prep["item"], prep["base_ids"], prep["base_segments"]
+        image = {**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])}
+        ann = writer.add(image, pred.ids, pred.segments, file_name=item.annotation["file_name"])
+        change = compare_segmentations(base_ids, {s["id"]: s["category_id"] for s in base_segs}, pred.ids,
+                                       {s["id"]: s["category_id"] for s in pred.segments})
+        per_image.append({"image_id": item.annotation["image_id"], "file_name": item.annotation["file_name"],
+                          **change})
+        log.write(json.dumps({"image": image, "annotation": ann, "changes": per_image[-1]}) + "\n")
+        log.flush()
 
 
 def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
@@ -213,8 +295,12 @@ def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
 
     rgb = read_photo(item.image_path)
     ann = item.annotation
-    png = base_set.png_path(ann)
-    ids = read_id_png(png)
+    if isinstance(base_set, PanopticSet):
+        png = base_set.png_path(ann)
+        ids = read_id_png(png)
+    else:       # another framework's prediction, converted now
+        png, ids, converted = base_set.read(ann)
+        ann = {**ann, "segments_info": converted}
     if ids.shape != rgb.shape[:2]:
         raise InvalidInputError(f"{png}: base PNG is {ids.shape[1]}x{ids.shape[0]} but its image "
                                 f"{item.image_path} is {rgb.shape[1]}x{rgb.shape[0]}; predict the base at the "

@@ -4,13 +4,16 @@ Image ids: taken from ``--images-json`` (a COCO JSON whose ``images`` records na
 truth, so that ``prn eval`` pairs predictions with it), else from a numeric file stem (COCO's own naming,
 ``000000139.jpg`` -> 139), else sequential in sorted file order.
 
-Resume: each finished image appends its record to ``DIR/.segment-progress.jsonl`` after its PNG is written;
-``--resume`` adopts those images and does the rest. The set's JSON is written last, then the progress file
-is removed.
+Resume: ``DIR/.segment-progress.jsonl`` starts with what the run was asked (:func:`segment_request`: the
+images, weights, ``--images-json``, ``--max-size`` and thresholds), and each finished image appends its record
+after its PNG is written. ``--resume`` refuses other inputs or options (naming the option; ``--device`` and
+``--batch-size`` may change, and the change is logged), adopts the finished images and does the rest. The set's
+JSON is written last, then the progress file is removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,8 +25,11 @@ import numpy as np
 from .errors import InvalidInputError, OutputExistsError, fail
 from .options import SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
+from .resume import ProgressLog, absolute, check_same_request, file_digest
 
 PROGRESS_NAME = ".segment-progress.jsonl"
+#: request keys a resume may change: where it runs and how many images go through the network at once
+RESUME_MAY_CHANGE = ("device", "batch_size")
 
 
 @dataclass
@@ -80,15 +86,12 @@ def assign_image_ids(files: Sequence[Path], images_json: str | None) -> list[dic
     return [{"id": k, "file_name": f.name} for k, f in enumerate(files, start=1)]
 
 
-def _read_progress(path: Path) -> list[dict]:
-    done = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                done.append(json.loads(line))
-            except ValueError:
-                break   # a line cut by an interruption: that image is simply done again
-    return done
+def segment_request(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike,
+                    options: SegmentOptions) -> dict:
+    """What a segment run is asked (stored in its progress file; a resume must ask the same)."""
+    return {"images": [absolute(i) for i in inputs], "weights": absolute(weights), "weights_sha256":
+            file_digest(weights), "images_json": absolute(options.images_json), "max_size": options.max_size,
+            **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
 
 
 def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | None, out_dir: str | os.PathLike, *,
@@ -109,20 +112,30 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
 
     json_path, png_dir = set_paths(out_dir)
     progress_path = Path(out_dir) / PROGRESS_NAME
+    progress_log = ProgressLog(progress_path)
+    request = segment_request(inputs, segmenter.weights, options)
     done: dict = {}
     if resume:
         if json_path.exists() and not progress_path.exists():
             raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
-        done = {d["image"]["file_name"]: d for d in _read_progress(progress_path)}
+        stored, finished = progress_log.read()
+        if stored is not None:
+            changes = check_same_request(stored, request, where=progress_path, may_change=RESUME_MAY_CHANGE,
+                                         fix="rerun with the inputs and options of the interrupted run, or pass "
+                                         "--overwrite to start again")
+            if changes:
+                from .console import info
+
+                info("resuming with " + "; ".join(changes))
+        done = {d["image"]["file_name"]: d for d in finished}
     elif progress_path.exists() and not overwrite:
         raise OutputExistsError(f"{out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
                                 "--overwrite to start again")
     writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume,
                             info={"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)})
-    if not resume and progress_path.exists():
-        progress_path.unlink()
+    asked = {r["file_name"] for r in records}
     for d in done.values():
-        if not (png_dir / d["annotation"]["file_name"]).exists():
+        if d["image"]["file_name"] not in asked or not (png_dir / d["annotation"]["file_name"]).exists():
             continue
         writer.adopt(d["image"], d["annotation"])
     todo = [(f, r) for f, r in zip(files, records) if r["file_name"] not in writer.adopted_names]
@@ -132,7 +145,7 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
     if progress:
         progress(finished, total)
     step = max(1, options.batch_size)
-    with open(progress_path, "a", encoding="utf-8") as log:
+    with progress_log.open(request, resume=resume) as log:
         for start in range(0, len(todo), step):
             batch = []
             for f, rec in todo[start: start + step]:
@@ -152,9 +165,8 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
                 progress(finished, total)
     input_check.finish()
     writer.commit()
-    progress_path.unlink(missing_ok=True)
-    return SegmentResult(json_path, total - len(failed) - len(writer.adopted_names), len(writer.adopted_names),
-                         failed)
+    progress_log.remove()
+    return SegmentResult(json_path, len(todo) - len(failed), len(writer.adopted_names), failed)
 
 
 def write_predictions(segmenter, batch: Sequence[tuple[dict, np.ndarray]], writer: PanopticWriter, log=None) -> None:

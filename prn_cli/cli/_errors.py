@@ -27,6 +27,11 @@ def _message(exc: BaseException) -> tuple[str, int] | None:
         return exc.format_message() + hint, exc.exit_code or EXIT_USAGE
     if isinstance(exc, typer.Abort):
         return "interrupted", 130
+    if isinstance(exc, OSError) and exc.filename:      # a write refused outside prn's own writers
+        from ..io import WRITE_ERRNOS, write_error
+
+        if exc.errno in WRITE_ERRNOS:
+            return write_error(exc.filename, exc).message, EXIT_RUNTIME
     return None
 
 

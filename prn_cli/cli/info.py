@@ -24,30 +24,37 @@ def info_command(
     categories. For a training run folder (prn train --out), also how training went, and its curves drawn into
     RUN_DIR/curves.png (losses, learning rate, val PQ).
 
-    Every checkpoint is checked before anything is printed.
+    Each checkpoint that reads is described; each one that does not gets its one-line error, and the exit code is
+    then 3. The JSON lists the ones described.
 
     Example: prn info models/weights/prn_tiny_synth.pt
     """
     from ..checkpoint import describe_checkpoint
-    from ..console import emit_json, human
+    from ..console import emit_json, error_line, human
+    from ..errors import EXIT_INVALID_INPUT, PrnError
     from ..reporting import checkpoint_table
     from ..shipped import SHIPPED, shipped_weights
     from ._common import check_file
 
     paths = list(checkpoints or []) or [shipped_weights(kind) for kind in SHIPPED]
-    runs = {}
-    for k, p in enumerate(paths):
-        if p.is_dir():
-            runs[k] = p
-            paths[k] = _run_checkpoint(p)
-        check_file(paths[k], "checkpoint file", "pass a checkpoint written by `prn train` (RUN_DIR/model_final.pt)"
-                   " or a run folder")
-    infos = [describe_checkpoint(p) for p in paths]
-    for k, one in enumerate(infos):
+    infos, failed = [], 0
+    for p in paths:
+        try:
+            run_dir = p if p.is_dir() else None
+            checkpoint = _run_checkpoint(p) if run_dir else p
+            check_file(checkpoint, "checkpoint file", "pass a checkpoint written by `prn train` "
+                       "(RUN_DIR/model_final.pt) or a run folder")
+            infos.append((describe_checkpoint(checkpoint), run_dir))
+        except PrnError as exc:
+            error_line(exc.message)
+            failed += 1
+    for one, run_dir in infos:
         human(json_out).print(checkpoint_table(one))
-        if k in runs:
-            one["run"] = _describe_run(runs[k], json_out)
-    emit_json(infos, json_out)
+        if run_dir is not None:
+            one["run"] = _describe_run(run_dir, json_out)
+    emit_json([one for one, _ in infos], json_out)
+    if failed:
+        raise typer.Exit(EXIT_INVALID_INPUT)
 
 
 def _run_checkpoint(run_dir: Path) -> Path:

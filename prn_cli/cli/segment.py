@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BatchSize, Device, DeviceOpt, Images, JsonOut, Out, Overwrite, Resume, Threads, Weights, command)
+from ._common import (RESUME_HINT, BatchSize, Device, DeviceOpt, Images, JsonOut, Out, Overwrite, Resume, Threads,
+                      Weights, command)
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "segment", resume_hint="rerun with --resume to finish the images left")(segment_command)
+    command(app, "segment", resume_hint=RESUME_HINT)(segment_command)
 
 
 def segment_command(

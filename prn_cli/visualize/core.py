@@ -95,9 +95,15 @@ def visualize(sets: Sequence[tuple[str, PanopticSet]], out_dir: str | os.PathLik
     # Stale files of the earlier run go first, so an interrupted run never mixes two runs under one manifest.
     if overwrite and (out / MANIFEST_NAME).exists():
         _remove_earlier_output(out, old_files, keep=set(files))
-    missing, n_overlays, n_panels = _draw_all(run, plan, progress)
-    index_html = _write_gallery(run, plan, gallery) if html else None
-    _write_manifest(run, plan, files, photos_dir)
+    try:
+        missing, n_overlays, n_panels = _draw_all(run, plan, progress)
+        index_html = _write_gallery(run, plan, gallery) if html else None
+        _write_manifest(run, plan, files, photos_dir)
+    except BaseException:
+        # stopped midway (Ctrl-C, a bad PNG, a full disk): no overlays without their viz.json are left behind,
+        # so the folder holds either a complete result or nothing of this run, and a plain rerun may write it
+        _remove_partial_output(out, files)
+        raise
     return {"out_dir": str(out), "images": len(plan), "files_written": n_overlays + n_panels + int(html),
             "overlays": n_overlays, "panels": n_panels, "index_html": str(index_html) if index_html else None,
             "sets": [{"title": t, "folder": f, "missing": m} for t, f, m in zip(titles, run.folders, missing)]}
@@ -160,6 +166,17 @@ def _remove_earlier_output(out: Path, old_files: Sequence[str], keep: set[str]) 
                 # A set dropped since the last run leaves no empty folder behind.
                 if target.parent != out and not any(target.parent.iterdir()):
                     target.parent.rmdir()
+
+
+def _remove_partial_output(out: Path, files: Sequence[str]) -> None:
+    """Remove what an unfinished run wrote (its planned files, and the folders it left empty)."""
+    for f in [*files, MANIFEST_NAME]:
+        target = out / f
+        if target.is_file():
+            target.unlink()
+    for folder in sorted({(out / f).parent for f in files}, key=lambda p: len(p.parts), reverse=True):
+        if folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def is_plain_relative(name: str) -> bool:

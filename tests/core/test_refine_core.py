@@ -51,6 +51,20 @@ def test_pixels_changed_counts_a_boundary_shift():
     assert c["pixels_changed"] == 10 and c["split"] == c["merged"] == c["added"] == c["removed"] == 0
 
 
+def test_segments_that_become_void_are_removed_not_merged():
+    # issue 10, problem 10: void held several base segments and counted as their merge target, so none was
+    # reported removed (the demo's 236 -> 219 segments read "removed 13")
+    base = _boxes(20, 20, (0, 5, 0, 5), (0, 5, 10, 15), (10, 15, 0, 5), (10, 20, 10, 20))
+    ref = _boxes(20, 20, (10, 20, 10, 20))      # the first three become void, the fourth stays
+    c = compare_segmentations(base, {1: 1, 2: 1, 3: 2, 4: 101}, ref, {1: 101})
+    assert (c["removed"], c["merged"], c["split"], c["added"]) == (3, 0, 0, 0)
+    assert c["segments_base"] - c["removed"] == c["segments_refined"]
+    # and the other way round: void that becomes several segments adds them, it does not split
+    back = compare_segmentations(ref, {1: 101}, base, {1: 1, 2: 1, 3: 2, 4: 101})
+    assert (back["added"], back["split"], back["merged"], back["removed"]) == (3, 0, 0, 0)
+    assert back["pixels_changed"] == 75 and c["pixels_changed"] == 75
+
+
 def _set(tmp_path, images, annotations, categories=()):
     return PanopticSet(tmp_path / "base.json", tmp_path / "base", list(categories), list(images), list(annotations))
 

@@ -356,6 +356,30 @@ def test_refuses_to_overwrite_unless_asked_and_removes_stale_files(gt_pred, tmp_
         visualize([("base", pred), ("gt", gt)], out)
 
 
+def test_a_run_stopped_midway_leaves_no_overlays_without_their_manifest(gt_pred, tmp_path, monkeypatch):
+    # issue 10, problem 11: viz stopping midway left overlays without viz.json (and a rerun then needed --overwrite)
+    import prn_cli.visualize.core as core
+
+    gt, pred = gt_pred
+    out = tmp_path / "viz"
+    real = core._write_panel
+    calls = {"n": 0}
+
+    def stops_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_write_panel", stops_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        visualize([("base", pred), ("gt", gt)], out, html=True)
+    assert outputs(out) == {} and [p for p in out.rglob("*")] == []
+    monkeypatch.setattr(core, "_write_panel", real)
+    summary = visualize([("base", pred), ("gt", gt)], out, html=True)      # a plain rerun writes it all
+    assert summary["panels"] == 2 and "viz.json" in outputs(out) and len(outputs(out)) == 8
+
+
 def test_never_writes_into_an_input_folder(gt_pred, tmp_path):
     gt, _ = gt_pred
     before = outputs(gt.png_dir)
