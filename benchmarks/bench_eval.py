@@ -8,7 +8,10 @@ base models fail), then measures, each in a fresh process so that peak RSS is it
 - eval: :func:`prn_cli.evaluate.evaluate` with ``--workers`` processes; images/s and peak RSS of the parent and
   of the largest worker.
 
-Usage: python benchmarks/bench_eval.py [--n 300] [--size 640x480] [--workers 2] [--data DIR] [--json]
+- eval --per-image (with ``--per-image``): the same with every image's PQ and every segment's outcome, and its
+  cost relative to the plain evaluation (measured in the same run).
+
+Usage: python benchmarks/bench_eval.py [--n 300] [--size 640x480] [--workers 2] [--data DIR] [--per-image] [--json]
 
 The COCO reference evaluator (panopticapi ``pq_compute``) takes about 5.1 s wall for 300 such pairs on this
 project's 2-core machine, with a peak RSS of about 47 MB per process; ``--reference-seconds`` sets the figure
@@ -75,11 +78,11 @@ def phase_decode(gt_json: Path, pred_dir: Path, workers: int) -> dict:
     return {"decode_seconds_1_process": one, f"decode_seconds_{workers}_processes": wall, "png_files": len(files)}
 
 
-def phase_eval(gt_json: Path, pred_dir: Path, workers: int) -> dict:
+def phase_eval(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
     from prn_cli.evaluate import evaluate
 
     t0 = time.perf_counter()
-    report = evaluate(gt_json, [pred_dir], workers=workers)
+    report = evaluate(gt_json, [pred_dir], workers=workers, per_image=per_image)
     seconds = time.perf_counter() - t0
     r = report.results[0]
     return {"eval_seconds": seconds, "images": r.num_images, "images_per_second": r.num_images / seconds,
@@ -87,9 +90,10 @@ def phase_eval(gt_json: Path, pred_dir: Path, workers: int) -> dict:
             "peak_rss_mb_largest_worker": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
-def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int) -> dict:
+def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
     out = subprocess.run([sys.executable, __file__, "--phase", name, "--gt", str(gt_json), "--pred", str(pred_dir),
-                          "--workers", str(workers)], capture_output=True, text=True, check=True)
+                          "--workers", str(workers)] + (["--per-image"] if per_image else []),
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -103,14 +107,17 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="keep the generated pairs here (reused when present)")
     ap.add_argument("--reference-seconds", type=float, default=5.1)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--per-image", action="store_true", help="also time evaluate(per_image=True)")
     ap.add_argument("--phase", choices=["decode", "eval"], help=argparse.SUPPRESS)
     ap.add_argument("--gt", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--pred", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.phase:
-        fn = phase_decode if args.phase == "decode" else phase_eval
-        print(json.dumps(fn(args.gt, args.pred, args.workers)))
+        if args.phase == "decode":
+            print(json.dumps(phase_decode(args.gt, args.pred, args.workers)))
+        else:
+            print(json.dumps(phase_eval(args.gt, args.pred, args.workers, args.per_image)))
         return
 
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -121,7 +128,11 @@ def main() -> None:
         made = time.perf_counter() - t0
         decode = min((_run_phase("decode", gt_json, pred_dir, args.workers) for _ in range(args.repeat)),
                      key=lambda d: d[f"decode_seconds_{args.workers}_processes"])
-        evals = [_run_phase("eval", gt_json, pred_dir, args.workers) for _ in range(args.repeat)]
+        evals, per_image = [], []
+        for _ in range(args.repeat):   # interleaved, so that both see the same load
+            evals.append(_run_phase("eval", gt_json, pred_dir, args.workers))
+            if args.per_image:
+                per_image.append(_run_phase("eval", gt_json, pred_dir, args.workers, per_image=True))
         best = min(evals, key=lambda d: d["eval_seconds"])
     figures = {
         "pairs": args.n, "size": args.size, "workers": args.workers, "cpu_count": os.cpu_count(),
@@ -130,6 +141,9 @@ def main() -> None:
         "eval_over_decode_wall": best["eval_seconds"] / decode[f"decode_seconds_{args.workers}_processes"],
         "speedup_vs_reference": args.reference_seconds / best["eval_seconds"],
     }
+    if per_image:
+        figures["per_image_seconds"] = min(e["eval_seconds"] for e in per_image)
+        figures["per_image_over_eval"] = figures["per_image_seconds"] / best["eval_seconds"]
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -140,6 +154,9 @@ def main() -> None:
     print(f"  prn eval              {best['eval_seconds']:.2f} s wall, {best['images_per_second']:.0f} images/s "
           f"(runs: {figures['eval_seconds_all_runs']})")
     print(f"  eval / decode wall    {figures['eval_over_decode_wall']:.2f}x")
+    if per_image:
+        print(f"  eval --per-image      {figures['per_image_seconds']:.2f} s wall, "
+              f"{figures['per_image_over_eval']:.2f}x the plain evaluation")
     print(f"  vs reference {args.reference_seconds:.1f} s   {figures['speedup_vs_reference']:.2f}x faster")
     print(f"  peak RSS              parent {best['peak_rss_mb_parent']:.0f} MB, "
           f"largest worker {best['peak_rss_mb_largest_worker']:.0f} MB")

@@ -180,6 +180,12 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
         info["switches"] = {k: model.get(k) for k in ("foreground_head", "coordconv_decoder", "coordconv_encoder",
                                                      "box_head", "base_prior")}
         info["postprocess"] = config.get("postprocess", {})
+    from .shipped import MODEL_CARD, is_shipped, shipped_training_data
+
+    # what it was trained on (recorded by prn train since training_data.py; the shipped ones' is known)
+    info["training_data"] = ckpt.get("training_data") or shipped_training_data(path)
+    if is_shipped(path):
+        info["intended_use"] = MODEL_CARD
     return info
 
 

@@ -108,6 +108,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False           # start again: rank 0 removes an earlier run's checkpoints and metrics
     find_unused_parameters: bool = True   # DDP: the networks skip branches on some batches (no positives)
+    tensorboard: bool = False         # also write TensorBoard events to out_dir/tensorboard (tensorboard_events.py)
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -427,7 +428,7 @@ def training_request(cfg: TrainConfig, request: dict | None = None) -> dict:
 def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, kind: str, model_config: dict,
           categories: Sequence[dict], collate_fn: Callable, evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
           progress: Callable[[int, int, dict], None] | None = None, request: dict | None = None,
-          request_may_change: Sequence[str] = ()) -> TrainSummary:
+          request_may_change: Sequence[str] = (), checkpoint_extra: dict | None = None) -> TrainSummary:
     """Train ``model_factory()`` on ``dataset`` for ``cfg.iters`` optimizer steps; return a :class:`TrainSummary`.
 
     - ``dataset``: a map-style dataset; if it has ``sample(index, seed)`` its augmentation follows the seed
@@ -443,6 +444,7 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
       stored with the schedule in every last.pt. A resume whose schedule or request differs is refused with
       one line naming the option (``prn_cli.resume``), except for :data:`RESUME_MAY_CHANGE` and the request's
       keys in ``request_may_change``, whose changes are logged.
+    - ``checkpoint_extra``: more top-level entries of both checkpoints (e.g. ``training_data``).
 
     Launched by ``torchrun``, each process joins the process group, takes its shard of every global batch,
     and the model is wrapped in DistributedDataParallel.
@@ -464,6 +466,7 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
                    request=training_request(cfg, request),
                    may_change=[f"schedule.{k}" for k in RESUME_MAY_CHANGE]
                    + [f"training.{k}" for k in request_may_change])
+        run.checkpoint_extra = dict(checkpoint_extra or {})
         return run.run()
     finally:
         shutdown_distributed(d)
@@ -482,6 +485,8 @@ class _Run:
         self.kind, self.model_config, self.categories = kind, model_config, categories
         self.evaluate_fn, self.progress = evaluate_fn, progress
         self.request, self.may_change = request if request is not None else training_request(cfg), tuple(may_change)
+        self.events = None
+        self.checkpoint_extra: dict = {}
         out = Path(cfg.out_dir)
         self.last_path, self.final_path, self.metrics_path = out / LAST_NAME, out / FINAL_NAME, out / METRICS_NAME
         cuda = device.type == "cuda"
@@ -573,9 +578,9 @@ class _Run:
             "scheduler": {"name": cfg.schedule, "last_step": step, "last_lr": lr}, "step": step,
             "train_config": cfg.to_dict(), "request": self.request, "rng": states,
             "data": {"seed": cfg.seed, "world_size": self.d.world_size, "batch_size": cfg.batch_size,
-                     "next_step": step}})
+                     "next_step": step}, **self.checkpoint_extra})
         if final:
-            save_checkpoint(self.final_path, **common, extra={"step": step})
+            save_checkpoint(self.final_path, **common, extra={"step": step, **self.checkpoint_extra})
 
     # ---- one step
 
@@ -621,6 +626,8 @@ class _Run:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.events is not None:
+            self.events.record(record)
 
     def log(self, step: int, lr: float, window: _Window, started: float) -> dict[str, float]:
         """Average the window over all ranks, check it is finite, write one metrics line; return the averages."""
@@ -654,6 +661,10 @@ class _Run:
             with torch.no_grad():
                 result = self.evaluate_fn(self.raw_model, step)
             self.raw_model.train()
+            # images for TensorBoard only: (title, HxWx3 array) pairs have no place in metrics.jsonl
+            panels = result.pop("panels", None) if isinstance(result, dict) else None
+            if panels and self.events is not None:
+                self.events.panels(step, panels)
             self.write_metrics({"step": step, "val": result})
         barrier(self.d, self.device)
         return result
@@ -665,6 +676,10 @@ class _Run:
         every = lambda n, step: bool(n) and step % n == 0 and step != cfg.iters   # noqa: E731
         if d.main:
             Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+            if cfg.tensorboard:
+                from .tensorboard_events import TrainingEvents
+
+                self.events = TrainingEvents(cfg.out_dir, purge_step=self.start_step + 1 if self.start_step else None)
             if self.progress:
                 self.progress(self.start_step, cfg.iters, {})
         self.model.train()
@@ -690,6 +705,8 @@ class _Run:
         if self.evaluate_fn is not None:
             val = self.validate(step)
         barrier(d, self.device)
+        if self.events is not None:
+            self.events.close()
         return TrainSummary(steps=step, start_step=self.start_step, seconds=time.perf_counter() - started,
                             losses=losses, val=val, last_checkpoint=self.last_path, final_checkpoint=self.final_path,
                             metrics=self.metrics_path, world_size=d.world_size, device=str(self.device),

@@ -83,6 +83,7 @@ class Segmenter:
         model = build_model(config, ckpt["categories"])
         model.load_state_dict(ckpt["state_dict"])
         self._setup(model, ckpt["categories"], config.size_divisibility, max_size)
+        self.training_data = ckpt.get("training_data")   # what its images looked like (training_data.py)
 
     @classmethod
     def from_model(cls, model, categories: Sequence[dict], size_divisibility: int,
@@ -179,6 +180,7 @@ class Refiner:
         model = build_model(config, ckpt["categories"])
         model.load_state_dict(ckpt["state_dict"])
         self._setup(model, ckpt["categories"], RenderConfig(**stored.get("render", {})), post)
+        self.training_data = ckpt.get("training_data")   # what its images looked like (training_data.py)
 
     @classmethod
     def from_model(cls, model, categories: Sequence[dict], render_config, postprocess_config) -> "Refiner":

@@ -197,7 +197,10 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     from .refine_data import pair_with_images
     from .segment import list_images
 
+    from .training_data import InputCheck
+
     refiner = Refiner(weights, device=options.device, overrides=options.overrides)
+    input_check = InputCheck.for_predictor(refiner)   # warns once if the images are unlike its training data
     if options.base_format == "coco":
         base_set = load_set(base, need_categories=False)
     else:
@@ -249,21 +252,25 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     with progress_log.open(request, resume=resume) as log:
         for start in range(0, len(todo), bs):
             _refine_batch(refiner, todo[start:start + bs], base_set, translation, writer, log, per_image, failed,
-                          on_failure)
+                          on_failure, input_check)
             if progress:
                 progress(adopted + min(start + bs, len(todo)), total)
+    input_check.finish()
     writer.commit()
     progress_log.remove()
     totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
     return RefineResult(json_path, len(per_image) - adopted, failed, totals, per_image, adopted)
 
 
-def _refine_batch(refiner, batch, base_set, translation, writer, log, per_image, failed, on_failure) -> None:
+def _refine_batch(refiner, batch, base_set, translation, writer, log, per_image, failed, on_failure,
+                  input_check=None) -> None:
     """Refine one batch of paired base annotations, write each result, its changes and its progress line."""
     ready = []
     for item in batch:
         try:
             ready.append(prepare_item(refiner, item, base_set, translation))
+            if input_check is not None:
+                input_check.observe(ready[-1]["image"])
         except InvalidInputError as exc:
             failed.append((str(item.image_path), exc.message))
             if on_failure:
@@ -303,5 +310,5 @@ def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
              "iscrowd": 0} for s in ann["segments_info"]]
     check_annotation(base_set, {**ann, "segments_info": segs}, ids, {int(c["id"]): c for c in refiner.categories},
                      check_area=False, image_info={"width": rgb.shape[1], "height": rgb.shape[0]})
-    return {"item": item, "base_ids": ids, "base_segments": segs,
+    return {"item": item, "base_ids": ids, "base_segments": segs, "image": rgb,
             "inputs": refiner.prepare(rgb, ids, segs, where=str(png))}

@@ -102,11 +102,13 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
     (panoptic.json + panoptic/)."""
     from .io import read_photo
     from .predictors import Segmenter
+    from .training_data import InputCheck
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
     segmenter = Segmenter(weights, device=options.device, overrides=options.overrides, max_size=options.max_size)
     categories = segmenter.categories
+    input_check = InputCheck.for_predictor(segmenter)   # warns once if the images are unlike its training data
 
     json_path, png_dir = set_paths(out_dir)
     progress_path = Path(out_dir) / PROGRESS_NAME
@@ -154,12 +156,14 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
                     if on_failure:
                         on_failure(str(f), exc.message)
                     continue
+                input_check.observe(rgb)
                 batch.append((rec, rgb))
             if batch:
                 write_predictions(segmenter, batch, writer, log)
             finished += len(todo[start: start + step])
             if progress:
                 progress(finished, total)
+    input_check.finish()
     writer.commit()
     progress_log.remove()
     return SegmentResult(json_path, len(todo) - len(failed), len(writer.adopted_names), failed)

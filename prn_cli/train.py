@@ -78,9 +78,14 @@ def with_backbone_weights(model, path: str | None):
     return model
 
 
-def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int) -> Callable:
+#: Val panels (image | prediction | GT) drawn for TensorBoard at each validation of a --tensorboard run.
+TENSORBOARD_PANELS = 3
+
+
+def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int, panels: int = 0) -> Callable:
     """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, ...}`` (percentages): segment (the first ``limit``) val
-    images and evaluate them against their ground truth with prn's evaluator."""
+    images and evaluate them against their ground truth with prn's evaluator; with ``panels``, also the panels
+    of that many images under ``"panels"`` (the engine sends them to TensorBoard)."""
     from .data import default_images_dir
     from .evaluate import evaluate
     from .io import read_photo
@@ -107,9 +112,29 @@ def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int)
                     rgb = read_photo(safe_join(images_dir, info["file_name"], gt.json_path, "image file_name"))
                     write_predictions(segmenter, [({"id": info["id"], "file_name": info["file_name"]}, rgb)], writer)
             result = evaluate(subset, [tmp], workers=0).results[0]
-        return {**_percentages(result.groups), "val_images": len(annotations)}
+            drawn = _panels(subset, [("prediction", tmp)], images_dir, panels)
+        return {**_percentages(result.groups), "val_images": len(annotations), **drawn}
 
     return evaluate_fn
+
+
+def _training_data(gt) -> dict:
+    """What the checkpoint records of its training images (training_data.py): segment and refine compare the
+    images they are given with it."""
+    from .data import default_images_dir
+    from .training_data import summarize_set
+
+    return summarize_set(gt, default_images_dir(gt.json_path))
+
+
+def _panels(gt, sets, images_dir, count: int) -> dict:
+    if not count:
+        return {}
+    from .panoptic import load_set
+    from .tensorboard_events import val_panels
+
+    loaded = [(title, s if hasattr(s, "annotations") else load_set(s, need_categories=False)) for title, s in sets]
+    return {"panels": val_panels(gt, loaded, Path(images_dir), count)}
 
 
 def _percentages(groups: dict, prefix: str = "") -> dict:
@@ -145,7 +170,8 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
     def collate_fn(batch):
         return collate(batch, size_divisibility=config.size_divisibility)
 
-    evaluate_fn = make_val_fn(val, options.val_limit, config.size_divisibility) if val else None
+    evaluate_fn = make_val_fn(val, options.val_limit, config.size_divisibility,
+                              panels=TENSORBOARD_PANELS if train_cfg.tensorboard else 0) if val else None
     _write_model_config(train_cfg, config.to_dict())
     if overwrite:
         train_cfg = dataclasses.replace(train_cfg, overwrite=True)
@@ -154,7 +180,8 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
                "backbone_weights": absolute(options.backbone_weights)}
     return train(model_factory, dataset, train_cfg, kind="base", model_config=config.to_dict(),
                  categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress,
-                 request=request, request_may_change=RESUME_MAY_CHANGE)
+                 request=request, request_may_change=RESUME_MAY_CHANGE,
+                 checkpoint_extra={"training_data": _training_data(gt)})
 
 
 #: Training options a resume may change (logged): validation only, and the initial weights, which the resumed
@@ -245,10 +272,11 @@ def default_postprocess(config) -> dict:
 
 
 def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | None, limit: int,
-                    render_config, post_config, categories) -> Callable:
+                    render_config, post_config, categories, panels: int = 0) -> Callable:
     """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, base_pq, ...}`` (percentages): refine the (first
     ``limit``) val base predictions and evaluate them against the val GT. Without ``base_path`` the base is the
-    val GT corrupted at the default strength with seed 0 (written once to a temporary folder)."""
+    val GT corrupted at the default strength with seed 0 (written once to a temporary folder). ``panels``: as
+    in :func:`make_val_fn` (image | base | refined | GT)."""
     from .data import default_images_dir
     from .evaluate import evaluate
     from .panoptic import PanopticSet, PanopticWriter, load_set, set_paths
@@ -291,7 +319,8 @@ def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | 
                     writer.add({**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])},
                                pred.ids, pred.segments, file_name=item.annotation["file_name"])
             g = evaluate(subset, [tmp], workers=0).results[0].groups
-        return {**_percentages(g), **base_result, "val_images": len(keep)}
+            drawn = _panels(subset, [("base", base), ("refined", tmp)], images_dir, panels)
+        return {**_percentages(g), **base_result, "val_images": len(keep), **drawn}
 
     return evaluate_fn
 
@@ -347,7 +376,8 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
 
     evaluate_fn = None
     if val:
-        evaluate_fn = make_prn_val_fn(val, val_base, options.val_limit, render_config, post_config, categories)
+        evaluate_fn = make_prn_val_fn(val, val_base, options.val_limit, render_config, post_config, categories,
+                                      panels=TENSORBOARD_PANELS if train_cfg.tensorboard else 0)
     ckpt_config = {"model": config.to_dict(), "render": plain_dataclass(render_config),
                    "postprocess": plain_dataclass(post_config)}
     _write_model_config(train_cfg, ckpt_config)
@@ -360,7 +390,7 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
                "val_limit": options.val_limit, "backbone_weights": absolute(options.backbone_weights)}
     return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
                  collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress, request=request,
-                 request_may_change=RESUME_MAY_CHANGE)
+                 request_may_change=RESUME_MAY_CHANGE, checkpoint_extra={"training_data": _training_data(gt)})
 
 
 def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) -> dict:

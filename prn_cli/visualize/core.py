@@ -261,7 +261,9 @@ def _write_gallery(run: _Run, plan: Sequence[ImageJob], gallery: Sequence[str]) 
     # Single-set galleries link only overlays that exist (the first set may not lack images, but be safe).
     entries = [(f, c) for f, c in entries if (run.out / f).is_file()]
     index_html = run.out / INDEX_NAME
-    write_text_atomic(index_html, gallery_html(run.titles, entries))
+    # the heading names the columns of the panels, the photo's included
+    columns = ([IMAGE_TILE_TITLE] if run.panels and any(job.photo is not None for job in plan) else []) + run.titles
+    write_text_atomic(index_html, gallery_html(columns if run.panels else run.titles[:1], entries))
     return index_html
 
 

@@ -462,3 +462,30 @@ def test_set_titles_become_safe_distinct_folder_names(gt_pred, tmp_path):
     assert [s["folder"] for s in summary["sets"]] == ["panels-2", "a_b", "A_B-2"]
     assert set(outputs(tmp_path / "viz")) == {"panels-2/000001.png", "a_b/000001.png", "A_B-2/000001.png",
                                               "panels/000001.png", "viz.json"}
+
+
+def test_gallery_heading_names_the_panel_columns_photo_included(gt_pred, tmp_path):
+    from PIL import Image
+
+    gt, pred = gt_pred
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, (h, w) in enumerate([(24, 32), (30, 40)], start=1):
+        Image.fromarray(np.zeros((h, w, 3), dtype=np.uint8)).save(photos / f"{k:06d}.jpg")
+    visualize([("base", pred), ("ground truth", gt)], tmp_path / "viz", images_dir=photos, html=True)
+    assert "<h1>prn viz: image | base | ground truth</h1>" in (tmp_path / "viz/index.html").read_text()
+    visualize([("base", pred), ("ground truth", gt)], tmp_path / "viz2", html=True)
+    assert "<h1>prn viz: base | ground truth</h1>" in (tmp_path / "viz2/index.html").read_text()
+
+
+def test_default_titles_call_a_datasets_own_annotations_ground_truth(tmp_path):
+    from conftest import write_set
+    from prn_cli.visualize.selection import default_titles
+
+    image = [scene()]
+    gt = load_set(write_set(tmp_path / "annotations/panoptic_val.json", tmp_path / "annotations/panoptic_val", image))
+    base = load_set(write_set(tmp_path / "base/panoptic.json", tmp_path / "base/panoptic", image))
+    other = load_set(write_set(tmp_path / "annotations/panoptic_train.json", tmp_path / "annotations/panoptic_train",
+                               image))
+    assert default_titles([base, gt]) == ["base", "ground truth"]
+    assert default_titles([gt, other]) == ["panoptic_val", "panoptic_train"]   # two datasets: their names
