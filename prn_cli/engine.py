@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import FINAL_NAME, LAST_NAME, METRICS_NAME, check_run_dir, load_checkpoint, save_checkpoint
-from .errors import InvalidInputError, OutputExistsError, PrnError
+from .errors import InvalidInputError, PrnError
 from .io import naming_write_errors
 from .resume import check_same_request, differences, flatten
 from .runtime import (DistributedContext, barrier, check_device_name, init_distributed, resolve_device,

@@ -8,12 +8,15 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import UsageError, fail
 from .io import write_text_atomic
 from .options import PostProcessOverrides, PRNSwitches
 from .resume import absolute
+
+if TYPE_CHECKING:
+    from .engine import TrainSummary
 
 #: Architecture presets; ``--config FILE`` (JSON of MSPanopticFPNConfig fields) overrides them.
 ARCHS = ("tiny", "r18", "r34", "r50", "r101")

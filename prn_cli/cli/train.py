@@ -9,7 +9,7 @@ import typer
 
 from ._common import (RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
                       CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold,
-                      Iters, JsonOut, Lr, NmsKernel, NumWorkers, Overwrite, PRNArch, PRNArchOpt, PostStuffArea,
+                      Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea,
                       RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
                       ValLimit, WarmupIters, command, post_overrides)
 
