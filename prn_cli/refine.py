@@ -169,7 +169,7 @@ def category_translation(base, ckpt_categories: list[dict], map_file: str | None
 def refine_request(base_json: str | os.PathLike, image_inputs: Sequence[str | os.PathLike],
                    weights: str | os.PathLike, options: RefineOptions) -> dict:
     """What a refine run is asked (stored in its progress file; a resume must ask the same)."""
-    return {"base": absolute(base_json), "images": [absolute(i) for i in image_inputs],
+    return {"base": absolute(base_json), "images": sorted(absolute(i) for i in image_inputs),
             "weights": absolute(weights), "weights_sha256": file_digest(weights),
             "category_map": absolute(options.category_map), "category_map_sha256": file_digest(options.category_map),
             **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
