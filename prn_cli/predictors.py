@@ -203,8 +203,13 @@ class Refiner:
         for cid in self.category_map.thing_ids:
             self._thing[self.category_map.class_index(cid)] = True
 
-    def __call__(self, rgb: np.ndarray, base_ids: np.ndarray, base_segments: Sequence[dict]) -> PanopticPrediction:
-        """Refine one base segmentation of the (H, W, 3) uint8 RGB image ``rgb``."""
+    def __call__(self, rgb: np.ndarray, base_ids, base_segments: Sequence[dict] | None = None) -> PanopticPrediction:
+        """Refine one base segmentation of the (H, W, 3) uint8 RGB image ``rgb``: ``base_ids`` and
+        ``base_segments``, or as one argument the ``(ids, segments_info)`` that a converter of
+        :mod:`prn_cli.convert` returns (or a :class:`PanopticPrediction`)."""
+        if base_segments is None:
+            base_ids, base_segments = (base_ids.ids, base_ids.segments) if isinstance(base_ids, PanopticPrediction) \
+                else base_ids
         return self.predict_batch([(rgb, base_ids, base_segments)])[0]
 
     def prepare(self, rgb: np.ndarray, base_ids: np.ndarray, base_segments: Sequence[dict], *,

@@ -25,13 +25,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import InvalidInputError, OutputExistsError, fail
 from .options import PostProcessOverrides
-from .panoptic import PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
+from .panoptic import PanopticSet, PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
 from .resume import ProgressLog, absolute, check_same_request, file_digest
 
 PROGRESS_NAME = ".refine-progress.jsonl"
@@ -50,6 +50,12 @@ class RefineOptions:
     overrides: PostProcessOverrides = field(default_factory=PostProcessOverrides)
     #: JSON file mapping base category ids to the checkpoint's ({"<base id>": <checkpoint id>, ...})
     category_map: str | None = None
+    #: "coco" (a COCO panoptic set), or another framework's predictions converted in memory (prn_cli.convert)
+    base_format: str = "coco"
+    #: the categories a converted base is converted into (a JSON path or a list; None: the checkpoint's)
+    base_categories: Any = None
+    #: how a converted base is read (label map, id2label, label divisor, void, images JSON)
+    base_convert: Any = None
 
 
 @dataclass
@@ -126,7 +132,10 @@ def compare_segmentations(base_ids: np.ndarray, base_cats: dict[int, int], ref_i
 def category_translation(base, ckpt_categories: list[dict], map_file: str | None) -> dict[int, int]:
     """base category id -> checkpoint category id, for every id the base uses."""
     ckpt = {int(c["id"]): c for c in ckpt_categories}
-    used = sorted({int(s["category_id"]) for a in base.annotations for s in a["segments_info"]})
+    # a base converted in memory (segments_info None until read) may use any of its categories
+    used = sorted({int(s["category_id"]) for a in base.annotations for s in a["segments_info"]}
+                  if all(a["segments_info"] is not None for a in base.annotations)
+                  else {int(c["id"]) for c in base.categories})
     if map_file:
         raw = read_json(Path(map_file), what="category map")
         if not isinstance(raw, dict):
@@ -172,6 +181,8 @@ def refine_request(base_json: str | os.PathLike, image_inputs: Sequence[str | os
     return {"base": absolute(base_json), "images": sorted(absolute(i) for i in image_inputs),
             "weights": absolute(weights), "weights_sha256": file_digest(weights),
             "category_map": absolute(options.category_map), "category_map_sha256": file_digest(options.category_map),
+            "base_format": options.base_format, "base_categories": absolute(options.base_categories),
+            "base_convert": (dataclasses.asdict(options.base_convert) if options.base_convert is not None else None),
             **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
 
 
@@ -186,7 +197,13 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     from .segment import list_images
 
     refiner = Refiner(weights, device=options.device, overrides=options.overrides)
-    base_set = load_set(base, need_categories=False)
+    if options.base_format == "coco":
+        base_set = load_set(base, need_categories=False)
+    else:
+        from .convert import ConvertedBase, ConvertOptions
+
+        base_set = ConvertedBase(base, options.base_format, options.base_categories or refiner.categories,
+                                 options.base_convert or ConvertOptions())
     translation = category_translation(base_set, refiner.categories, options.category_map)
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     pairs = pair_with_images(base_set, list_images(image_inputs))
@@ -271,8 +288,12 @@ def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
 
     rgb = read_photo(item.image_path)
     ann = item.annotation
-    png = base_set.png_path(ann)
-    ids = read_id_png(png)
+    if isinstance(base_set, PanopticSet):
+        png = base_set.png_path(ann)
+        ids = read_id_png(png)
+    else:       # another framework's prediction, converted now
+        png, ids, converted = base_set.read(ann)
+        ann = {**ann, "segments_info": converted}
     if ids.shape != rgb.shape[:2]:
         raise InvalidInputError(f"{png}: base PNG is {ids.shape[1]}x{ids.shape[0]} but its image "
                                 f"{item.image_path} is {rgb.shape[1]}x{rgb.shape[0]}; predict the base at the "

@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import UsageError, fail
 from .io import write_text_atomic
@@ -223,7 +223,12 @@ class PRNTrainingOptions:
     strength_range: tuple[float, float] = (0.3, 0.8)
     #: share of samples whose base instance maps are blanked (refine_data.RefineDataOptions)
     base_instance_dropout: float = 0.0
+    #: loss weight of pixels where the base disagrees with the GT (refine_data.RefineDataOptions)
+    disagreement_weight: float = 1.0
     backbone_weights: str | None = None
+    #: start from this PRN checkpoint's network weights (fine-tuning); the network the options describe must
+    #: be the checkpoint's and the categories the training set's
+    init_weights: str | None = None
     val_limit: int = 50
     #: post-processing stored in the checkpoint; fields left None follow the heads present
     postprocess: PostProcessOverrides = field(default_factory=PostProcessOverrides)
@@ -320,14 +325,24 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     data_options = RefineDataOptions(crop=options.crop, scale_range=tuple(options.scale_range),
                                      base_mix=options.base_mix, strength_range=tuple(options.strength_range),
                                      base_instance_dropout=options.base_instance_dropout,
+                                     disagreement_weight=options.disagreement_weight,
                                      render=render_config)
     dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
     if base is not None and dataset.with_base == 0:
         raise fail(base, "no base prediction shares an image_id with the training set",
                    "predict the base on the training images (prn segment --images-json TRAIN_JSON)")
     check_backbone_weights(options.backbone_weights)
+    init_state = None
+    if options.init_weights:
+        if options.backbone_weights:
+            raise UsageError("--init-weights and --backbone-weights both set the backbone; pass one of them")
+        init_state = prn_init_state(options.init_weights, config, categories)
 
     def model_factory():
+        if init_state is not None:
+            model = build_model(config, categories)
+            model.load_state_dict(init_state)
+            return model
         return with_backbone_weights(build_model(config, categories), options.backbone_weights)
 
     evaluate_fn = None
@@ -346,6 +361,29 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
                  collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress, request=request,
                  request_may_change=RESUME_MAY_CHANGE)
+
+
+def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) -> dict:
+    """The network weights of the PRN checkpoint ``path``, checked against the network ``config`` that training
+    builds and the training set's ``categories``; every mismatch is one line naming the file."""
+    from .checkpoint import load_checkpoint
+    from .models.prn.model import build_model
+
+    ckpt = load_checkpoint(path, kind="prn")
+    theirs = [(int(c["id"]), bool(c.get("isthing"))) for c in ckpt["categories"]]
+    ours = [(int(c["id"]), bool(c.get("isthing"))) for c in categories]
+    if sorted(theirs) != sorted(ours):
+        raise fail(path, "checkpoint's categories differ from the training set's",
+                   "fine-tune a PRN trained on the same categories, or train from --backbone-weights")
+    state = ckpt["state_dict"]
+    reference = build_model(config, categories).state_dict()
+    differ = sorted(k for k in set(reference) | set(state)
+                    if k not in reference or k not in state or tuple(reference[k].shape) != tuple(state[k].shape))
+    if differ:
+        raise fail(path, f"checkpoint's network differs from the one these options build (first: {differ[0]})",
+                   "pass the --arch, --config and switch flags the checkpoint was trained with "
+                   "(prn info shows them)")
+    return state
 
 
 def plain_dataclass(obj) -> dict:

@@ -224,3 +224,35 @@ def shipped_or(weights: Path | None, kind: str) -> Path:
     path = shipped_weights(kind)
     info(describe(kind, path))
     return path
+
+
+# --- reading other frameworks' predictions (prn convert, prn refine --base-format) --------------------------------
+Categories = Annotated[Optional[Path], typer.Option("--categories", metavar="CATS", help="JSON with the categories "
+                                                    "to convert into: a panoptic JSON (e.g. the ground truth) or a "
+                                                    "bare list of {id, name, isthing}.")]
+ImagesJson = Annotated[Optional[Path], typer.Option("--images-json", metavar="FILE", help="COCO JSON whose images "
+                                                    "records give image ids, file names and sizes (e.g. the ground "
+                                                    "truth, for prn eval).")]
+Id2Label = Annotated[Optional[Path], typer.Option("--id2label", metavar="FILE", help="The model's label names: its "
+                                                  "config.json, a {\"0\": \"name\"} JSON or a JSON list (for "
+                                                  "--label-map name).")]
+LabelMapOpt = Annotated[Optional[str], typer.Option("--label-map", metavar="index|id|name|separated", help="Label "
+                                                    "-> category: i-th category in id order, the category id, by "
+                                                    "name through --id2label, or detectron2's separated thing/stuff "
+                                                    "labels (default: the format's).")]
+LabelDivisor = Annotated[int, typer.Option("--label-divisor", min=1, metavar="D", help="D of category * D + "
+                                           "instance (divisor, detectron2's Panoptic-DeepLab form).")]
+VoidLabel = Annotated[Optional[int], typer.Option("--void", metavar="V", help="Class label meaning void (divisor: "
+                                                  "none, 2ch: 0, mmdet arrays: the number of categories; negative "
+                                                  "values are always void).")]
+
+
+def convert_options(*, label_map=None, id2label=None, label_divisor=1000, void=None, images_json=None):
+    """The conversion options given on the command line (a bad value is exit 2)."""
+    from ..convert.options import ConvertOptions
+
+    check_file(id2label, "id2label JSON", "pass the model's config.json or a {\"0\": \"name\"} JSON")
+    check_file(images_json, "images JSON", "pass the dataset JSON whose 'images' list the predicted images")
+    return ConvertOptions(label_map=label_map, id2label=str(id2label) if id2label else None,
+                          label_divisor=label_divisor, void=void,
+                          images_json=str(images_json) if images_json else None)

@@ -7,9 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
-                      ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments,
-                      Resume, Threads, TopK, UsePredBbox, Weights, command, post_overrides)
+from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, Categories, CenterThreshold,
+                      Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson,
+                      JsonOut, LabelDivisor, LabelMapOpt, NmsKernel, Out, Overwrite, PostStuffArea,
+                      RestoreBaseSegments, Resume, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
+                      post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def refine_command(
     base: Annotated[Path, typer.Option("--base", "-b", metavar="SET", help="Base panoptic set from any model "
                                        "(folder with panoptic.json + panoptic/, or a JSON whose PNG folder is "
-                                       "beside it).")],
+                                       "beside it), or with --base-format another framework's prediction files.")],
     images: Images,
     out: Out,
     weights: Weights = None,
@@ -39,6 +41,17 @@ def refine_command(
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
     resume: Resume = False,
+    base_format: Annotated[str, typer.Option("--base-format", metavar="FORMAT", help="coco, or a format of prn "
+                                             "convert (hf, detectron2, mmdet, 2ch, divisor, cityscapes), converted "
+                                             "in memory.")] = "coco",
+    categories: Annotated[Optional[Path], typer.Option("--categories", metavar="CATS", help="With --base-format: "
+                                                       "the categories the base's labels name (default: the "
+                                                       "checkpoint's).")] = None,
+    images_json: ImagesJson = None,
+    id2label: Id2Label = None,
+    label_map: LabelMapOpt = None,
+    label_divisor: LabelDivisor = 1000,
+    void: VoidLabel = None,
     overwrite: Overwrite = False,
     threads: Threads = None,
     json_out: JsonOut = None,
@@ -53,6 +66,7 @@ def refine_command(
     from ..errors import EXIT_INVALID_INPUT
     from ..runtime import check_device
     from ._common import check_file, check_set_output, check_weights, shipped_or
+    from .convert import base_convert_options
 
     overrides = post_overrides(foreground_source=foreground_source, use_pred_bbox=use_pred_bbox,
                                center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
@@ -64,6 +78,8 @@ def refine_command(
     check_weights(weights, "prn")
     check_file(category_map, "category map", "pass a JSON {\"<base id>\": <checkpoint id>}")
     check_set_output(out, overwrite, resume=resume)
+    base_convert = base_convert_options(base_format, categories=categories, images_json=images_json,
+                                        id2label=id2label, label_map=label_map, label_divisor=label_divisor, void=void)
     weights = shipped_or(weights, "prn")
 
     from ..refine import RefineOptions, refine
@@ -72,7 +88,8 @@ def refine_command(
 
     set_threads(threads)
     options = RefineOptions(device=device.value, batch_size=batch_size, overrides=overrides,
-                            category_map=str(category_map) if category_map else None)
+                            category_map=str(category_map) if category_map else None, base_format=base_format,
+                            base_categories=str(categories) if categories else None, base_convert=base_convert)
     with progress("refining") as update:
         result = refine(base, images, weights, out, options=options, overwrite=overwrite, resume=resume,
                         progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
@@ -85,3 +102,4 @@ def refine_command(
     if result.failed:
         error_line(f"{len(result.failed)} base image(s) could not be used and were skipped (listed above)")
         raise typer.Exit(EXIT_INVALID_INPUT)
+

@@ -144,6 +144,10 @@ def train_prn_command(
                                                          help="Share of training samples whose base instance maps "
                                                          "(centres, offsets, boxes, boundaries) are blanked, so "
                                                          "that PRN must find things in the image.")] = 0.0,
+    disagreement_weight: Annotated[float, typer.Option("--disagreement-weight", min=1.0, metavar="W",
+                                                       help="Loss weight of the pixels where the base's class or "
+                                                       "foreground differs from the GT (1 = like every other "
+                                                       "pixel), so that copying the base stops being cheap.")] = 1.0,
     val: Annotated[Optional[Path], typer.Option("--val", metavar="SET", help="Validation GT for periodic "
                                                 "PQ.")] = None,
     val_base: Annotated[Optional[Path], typer.Option("--val-base", metavar="SET", help="Base predictions on the "
@@ -169,6 +173,11 @@ def train_prn_command(
     warmup_iters: WarmupIters = 100,
     crop: Crop = 256,
     backbone_weights: BackboneWeights = None,
+    init_weights: Annotated[Optional[Path], typer.Option("--init-weights", metavar="CKPT",
+                                                         help="Start from this PRN checkpoint's network (fine-tune "
+                                                         "it, e.g. the shipped one on your data); the --arch, "
+                                                         "--config and switch flags must describe its network.")]
+    = None,
     checkpoint_every: CheckpointEvery = 200,
     val_every: ValEvery = 0,
     val_limit: ValLimit = 50,
@@ -213,7 +222,8 @@ def train_prn_command(
     _preflight(out, resume, overwrite, device, checks=[
         lambda: check_file(config, "model config JSON", "pass a JSON of PRNConfig fields"),
         lambda: check_file(backbone_weights, "backbone weights file", "pass a local torchvision ResNet state_dict "
-                           "or a prn base checkpoint (nothing is downloaded)")])
+                           "or a prn base checkpoint (nothing is downloaded)"),
+        lambda: check_file(init_weights, "PRN checkpoint", "pass a checkpoint written by prn train prn")])
     train_cfg = _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp,
                               num_workers, seed, resume)
 
@@ -224,8 +234,9 @@ def train_prn_command(
     set_threads(threads)
     options = PRNTrainingOptions(arch=arch.value, config_file=str(config) if config else None, switches=switches,
                                  crop=crop, base_mix=base_mix, strength_range=strength,
-                                 base_instance_dropout=base_instance_dropout,
+                                 base_instance_dropout=base_instance_dropout, disagreement_weight=disagreement_weight,
                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
+                                 init_weights=str(init_weights) if init_weights else None,
                                  val_limit=val_limit, postprocess=postprocess)
     with progress("train prn") as update:
         summary = train_prn(data, train_cfg, options, base=base, val=val, val_base=val_base,
