@@ -284,7 +284,7 @@ def _refine_batch(refiner, batch, base_set, translation, writer, log, per_image,
 def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
     """Read one paired base annotation and its photo, check them, and make PRN's inputs:
     ``{"item", "base_ids", "base_segments" (checkpoint category ids), "inputs"}``."""
-    from .io import read_photo
+    from .io import orientation_hint, read_photo
 
     rgb = read_photo(item.image_path)
     ann = item.annotation
@@ -296,8 +296,8 @@ def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
         ann = {**ann, "segments_info": converted}
     if ids.shape != rgb.shape[:2]:
         raise InvalidInputError(f"{png}: base PNG is {ids.shape[1]}x{ids.shape[0]} but its image "
-                                f"{item.image_path} is {rgb.shape[1]}x{rgb.shape[0]}; predict the base at the "
-                                "image's size")
+                                f"{item.image_path} is {rgb.shape[1]}x{rgb.shape[0]}"
+                                f"{orientation_hint(rgb.shape[:2], ids.shape)}; predict the base at the image's size")
     segs = [{"id": int(s["id"]), "category_id": translation.get(int(s["category_id"]), int(s["category_id"])),
              "iscrowd": 0} for s in ann["segments_info"]]
     check_annotation(base_set, {**ann, "segments_info": segs}, ids, {int(c["id"]): c for c in refiner.categories},
