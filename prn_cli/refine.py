@@ -181,7 +181,10 @@ def refine_request(base_json: str | os.PathLike, image_inputs: Sequence[str | os
     return {"base": absolute(base_json), "images": sorted(absolute(i) for i in image_inputs),
             "weights": absolute(weights), "weights_sha256": file_digest(weights),
             "category_map": absolute(options.category_map), "category_map_sha256": file_digest(options.category_map),
-            "base_format": options.base_format, "base_categories": absolute(options.base_categories),
+            "base_format": options.base_format,
+            # a JSON path, or the categories themselves (the API takes a list)
+            "base_categories": (absolute(options.base_categories)
+                                if isinstance(options.base_categories, (str, os.PathLike)) else options.base_categories),
             "base_convert": (dataclasses.asdict(options.base_convert) if options.base_convert is not None else None),
             **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
 
