@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import InvalidInputError, fail
-from .io import read_photo
+from .io import orientation_hint, read_photo
 from .panoptic import PanopticSet, load_set, read_id_png, safe_join
 
 IGNORE = 255
@@ -345,7 +345,8 @@ class PanopticTrainingSet(Dataset):
         ids = read_id_png(png_path)
         if rgb.shape[:2] != ids.shape:
             raise fail(png_path, f"panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its image {image_path} is "
-                       f"{rgb.shape[1]}x{rgb.shape[0]}", "write the PNG at the image's size")
+                       f"{rgb.shape[1]}x{rgb.shape[0]}{orientation_hint(rgb.shape[:2], ids.shape)}",
+                       "write the PNG at the image's size")
         image = normalize(rgb)
         ids_t = torch.from_numpy(ids.astype(np.int64))
         if self.transform is not None:

@@ -169,6 +169,15 @@ def read_photo(path: str | os.PathLike) -> "np.ndarray":
                    "the file is corrupt, truncated or not an image; replace or remove it") from None
 
 
+def orientation_hint(photo_hw: Sequence[int], png_hw: Sequence[int]) -> str:
+    """For a PNG whose size is the photo's turned by 90 degrees: a sentence saying why (the photo's EXIF
+    orientation, which prn applies), to end a size-mismatch message with; else ``""``."""
+    if tuple(photo_hw) != tuple(png_hw) and tuple(photo_hw) == tuple(png_hw)[::-1]:
+        return (" (the photo's EXIF orientation turns it upright, as detectron2's read_image does; the PNG must be "
+                "of the upright photo)")
+    return ""
+
+
 def _upright(im):
     """``im`` turned by its EXIF orientation (2-8: flips and rotations), or ``im`` itself."""
     from PIL import ImageOps
@@ -224,5 +233,5 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, marker_names
     return found
 
 
-__all__ = ["WRITE_ERRNOS", "write_error", "naming_write_errors", "atomic_output", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_png_atomic",
+__all__ = ["orientation_hint", "WRITE_ERRNOS", "write_error", "naming_write_errors", "atomic_output", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_png_atomic",
            "read_photo", "refuse_file_as_folder", "prepare_output_dir"]

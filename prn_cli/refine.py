@@ -178,10 +178,13 @@ def category_translation(base, ckpt_categories: list[dict], map_file: str | None
 def refine_request(base_json: str | os.PathLike, image_inputs: Sequence[str | os.PathLike],
                    weights: str | os.PathLike, options: RefineOptions) -> dict:
     """What a refine run is asked (stored in its progress file; a resume must ask the same)."""
-    return {"base": absolute(base_json), "images": [absolute(i) for i in image_inputs],
+    return {"base": absolute(base_json), "images": sorted(absolute(i) for i in image_inputs),
             "weights": absolute(weights), "weights_sha256": file_digest(weights),
             "category_map": absolute(options.category_map), "category_map_sha256": file_digest(options.category_map),
-            "base_format": options.base_format, "base_categories": (absolute(options.base_categories) if options.base_categories
+            "base_format": options.base_format,
+            # a CATS file as its absolute path; a named list ("cityscapes") or the categories themselves as given
+            "base_categories": (absolute(options.base_categories)
+                                if isinstance(options.base_categories, (str, os.PathLike))
                                 and Path(options.base_categories).exists() else options.base_categories),
             "base_convert": (dataclasses.asdict(options.base_convert) if options.base_convert is not None else None),
             **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
@@ -292,7 +295,7 @@ def _refine_batch(refiner, batch, base_set, translation, writer, log, per_image,
 def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
     """Read one paired base annotation and its photo, check them, and make PRN's inputs:
     ``{"item", "base_ids", "base_segments" (checkpoint category ids), "inputs"}``."""
-    from .io import read_photo
+    from .io import orientation_hint, read_photo
 
     rgb = read_photo(item.image_path)
     ann = item.annotation
@@ -304,8 +307,8 @@ def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:
         ann = {**ann, "segments_info": converted}
     if ids.shape != rgb.shape[:2]:
         raise InvalidInputError(f"{png}: base PNG is {ids.shape[1]}x{ids.shape[0]} but its image "
-                                f"{item.image_path} is {rgb.shape[1]}x{rgb.shape[0]}; predict the base at the "
-                                "image's size")
+                                f"{item.image_path} is {rgb.shape[1]}x{rgb.shape[0]}"
+                                f"{orientation_hint(rgb.shape[:2], ids.shape)}; predict the base at the image's size")
     segs = [{"id": int(s["id"]), "category_id": translation.get(int(s["category_id"]), int(s["category_id"])),
              "iscrowd": 0} for s in ann["segments_info"]]
     check_annotation(base_set, {**ann, "segments_info": segs}, ids, {int(c["id"]): c for c in refiner.categories},

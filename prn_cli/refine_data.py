@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from .data import (TrainTransform, annotation_image_path, check_has_annotations, load_rgb, normalize, plain_segments,
                    resolve_images_dir)
 from .errors import InvalidInputError, fail
+from .io import orientation_hint
 from .panoptic import PanopticSet, load_set, read_id_png
 
 #: GT and base ids (< 2^24 each) travel through the transform packed into one int64 map.
@@ -142,7 +143,8 @@ class RefinementTrainingSet(Dataset):
         gt_ids = read_id_png(png_path)
         if rgb.shape[:2] != gt_ids.shape:
             raise fail(png_path, f"panoptic PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} but its image {image_path} "
-                       f"is {rgb.shape[1]}x{rgb.shape[0]}", "write the PNG at the image's size")
+                       f"is {rgb.shape[1]}x{rgb.shape[0]}{orientation_hint(rgb.shape[:2], gt_ids.shape)}",
+                       "write the PNG at the image's size")
         rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2 ** 63 - 1), 7]))
         if base_item is not None and rng.random() < self.options.base_mix:
             base_png, base_segments = base_item

@@ -89,7 +89,7 @@ def assign_image_ids(files: Sequence[Path], images_json: str | None) -> list[dic
 def segment_request(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike,
                     options: SegmentOptions) -> dict:
     """What a segment run is asked (stored in its progress file; a resume must ask the same)."""
-    return {"images": [absolute(i) for i in inputs], "weights": absolute(weights), "weights_sha256":
+    return {"images": sorted(absolute(i) for i in inputs), "weights": absolute(weights), "weights_sha256":
             file_digest(weights), "images_json": absolute(options.images_json), "max_size": options.max_size,
             **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
 

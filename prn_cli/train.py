@@ -178,9 +178,7 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
     _write_model_config(train_cfg, config.to_dict())
     if overwrite:
         train_cfg = dataclasses.replace(train_cfg, overwrite=True)
-    request = {"data": absolute(gt.json_path), "crop": options.crop, "scale_range": list(options.scale_range),
-               "val": absolute(val), "val_limit": options.val_limit,
-               "backbone_weights": absolute(options.backbone_weights)}
+    request = training_request(options, data=gt.json_path, val=val)
     return train(model_factory, dataset, train_cfg, kind="base", model_config=config.to_dict(),
                  categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress,
                  request=request, request_may_change=RESUME_MAY_CHANGE,
@@ -189,7 +187,24 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
 
 #: Training options a resume may change (logged): validation only, and the initial weights, which the resumed
 #: state replaces anyway. The engine adds its own (device, workers, checkpoint interval).
-RESUME_MAY_CHANGE = ("val", "val_base", "val_limit", "backbone_weights")
+RESUME_MAY_CHANGE = ("val", "val_base", "val_limit", "backbone_weights", "init_weights")
+#: Options that the checkpoint's model configuration holds (the engine compares that as a whole)
+_IN_MODEL_CONFIG = ("arch", "config_file", "switches", "postprocess")
+_PATH_OPTIONS = ("backbone_weights", "init_weights")
+
+
+def training_request(options, **paths) -> dict:
+    """What a training run is asked beside the schedule and the model configuration (stored in last.pt; a resume
+    must ask the same but for :data:`RESUME_MAY_CHANGE`): every field of ``options`` (so a new option is covered
+    without being listed here) and the sets in ``paths``, as absolute paths."""
+    request = {k: absolute(v) for k, v in paths.items()}
+    for f in dataclasses.fields(options):
+        if f.name in _IN_MODEL_CONFIG:
+            continue
+        value = getattr(options, f.name)
+        request[f.name] = absolute(value) if f.name in _PATH_OPTIONS else (
+            list(value) if isinstance(value, tuple) else value)
+    return request
 
 
 def _write_model_config(train_cfg, config: dict) -> None:
@@ -386,11 +401,7 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     _write_model_config(train_cfg, ckpt_config)
     if overwrite:
         train_cfg = dataclasses.replace(train_cfg, overwrite=True)
-    request = {"data": absolute(gt.json_path), "base": absolute(base), "base_mix": options.base_mix,
-               "strength_range": list(options.strength_range),
-               "base_instance_dropout": options.base_instance_dropout, "crop": options.crop,
-               "scale_range": list(options.scale_range), "val": absolute(val), "val_base": absolute(val_base),
-               "val_limit": options.val_limit, "backbone_weights": absolute(options.backbone_weights)}
+    request = training_request(options, data=gt.json_path, base=base, val=val, val_base=val_base)
     return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
                  collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress, request=request,
                  request_may_change=RESUME_MAY_CHANGE, checkpoint_extra={"training_data": _training_data(gt)})

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, fail
-from ..io import prepare_output_dir, read_photo, refuse_file_as_folder, write_json_atomic, write_png_atomic, \
+from ..io import orientation_hint, prepare_output_dir, read_photo, refuse_file_as_folder, write_json_atomic, write_png_atomic, \
     write_text_atomic
 from ..panoptic import PanopticSet, read_json, where
 from .gallery import gallery_html
@@ -225,7 +225,8 @@ def _draw_overlays(run: _Run, job: ImageJob,
         if photo is not None and photo.shape[:2] != ids.shape:
             raise InvalidInputError(
                 f"{job.photo} is {photo.shape[1]}x{photo.shape[0]} but its panoptic PNG "
-                f"{pset.png_path(set_ann)} is {ids.shape[1]}x{ids.shape[0]}; the PNG must have the photo's size")
+                f"{pset.png_path(set_ann)} is {ids.shape[1]}x{ids.shape[0]}"
+                f"{orientation_hint(photo.shape[:2], ids.shape)}; the PNG must have the photo's size")
         tile = render_overlay(photo, ids, set_ann["segments_info"], run.categories, run.options,
                               source=where(pset, set_ann))
         shape = shape or tile.shape[:2]

@@ -326,3 +326,28 @@ def test_a_resume_with_other_options_is_refused_naming_the_option(tmp_path, caps
     done = _run(_cfg(run, checkpoint_every=4, resume=True), request={"crop": 64})
     assert done.start_step == 2 and done.steps == 8
     assert "resuming with --checkpoint-every 2 there, 4 now" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("network", ["base", "prn"])
+def test_every_training_option_is_in_the_resume_request(network, tmp_path, monkeypatch):
+    # an option added to the training options is checked on resume without being listed anywhere
+    import dataclasses
+
+    import prn_cli.engine as engine
+    from prn_cli.synth import SynthConfig, write_dataset
+    from prn_cli.train import (RESUME_MAY_CHANGE, BaseTrainingOptions, PRNTrainingOptions, train_base, train_prn)
+
+    seen = {}
+
+    def capture(*args, request=None, request_may_change=(), **kwargs):
+        seen.update(request=request, may_change=request_may_change)
+
+    monkeypatch.setattr(engine, "train", capture)
+    data = write_dataset(tmp_path / "d", SynthConfig(n=1, width=32, height=32, seed=0, split="train"))["json"]
+    options = BaseTrainingOptions(crop=64) if network == "base" else PRNTrainingOptions(crop=64, base_mix=0.0)
+    (train_base if network == "base" else train_prn)(data, _cfg(tmp_path / "run"), options)
+    in_model_config = {"arch", "config_file", "switches", "postprocess"}
+    assert set(seen["request"]) >= {f.name for f in dataclasses.fields(options)} - in_model_config
+    assert seen["request"]["data"] == str(Path(data).resolve()) and seen["request"]["crop"] == 64
+    assert set(seen["may_change"]) == set(RESUME_MAY_CHANGE)
+    assert "crop" not in RESUME_MAY_CHANGE and "disagreement_weight" not in RESUME_MAY_CHANGE

@@ -189,3 +189,27 @@ def test_segment_refine_and_viz_read_a_sideways_photo_upright(setup, tmp_path):
     visualize([("base", base), ("refined", refined)], tmp_path / "viz", images_dir=photos)
     with Image.open(tmp_path / "viz" / "base" / "000000000005.png") as overlay:
         assert overlay.size == (64, 96)
+
+
+def test_a_base_predicted_on_the_stored_grid_is_told_why_its_size_is_swapped(setup, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from prn_cli.refine import refine
+    from prn_cli.shipped import shipped_weights
+
+    root, weights, summary = setup
+    stored = np.asarray(Image.open(sorted(Path(summary["images_dir"]).iterdir())[0]).convert("RGB"))
+    plain, sideways = tmp_path / "plain", tmp_path / "sideways"
+    plain.mkdir()
+    sideways.mkdir()
+    Image.fromarray(stored).save(plain / "000000000005.jpg", quality=95)      # a model that ignored EXIF saw this
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(sideways / "000000000005.jpg", exif=exif, quality=95)
+    segment([plain], weights, tmp_path / "base")
+    result = refine(tmp_path / "base", sideways, shipped_weights("prn"), tmp_path / "refined")
+    assert result.written == 0 and len(result.failed) == 1
+    message = result.failed[0][1]
+    assert "base PNG is 96x64 but its image" in message and "is 64x96 (the photo's EXIF orientation" in message
+    assert message.endswith("predict the base at the image's size") and "\n" not in message
