@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, fail
-from .options import PostProcessOverrides
+from .options import PostProcessOverrides, ProcessingSize
 from .panoptic import PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
 
 CHANGE_KEYS = ("segments_base", "segments_refined", "added", "removed", "split", "merged", "relabelled",
@@ -36,6 +36,8 @@ class RefineOptions:
     batch_size: int = 1
     #: post-processing replacing the checkpoint's stored values
     overrides: PostProcessOverrides = field(default_factory=PostProcessOverrides)
+    #: the size PRN runs at (--min-size, --max-size); the PNGs are written at each image's size
+    processing_size: ProcessingSize = field(default_factory=ProcessingSize)
     #: JSON file mapping base category ids to the checkpoint's ({"<base id>": <checkpoint id>, ...})
     category_map: str | None = None
 
@@ -57,10 +59,12 @@ def compare_segmentations(base_ids: np.ndarray, base_cats: dict[int, int], ref_i
                           ref_cats: dict[int, int]) -> dict:
     """Segment-level changes from ``base`` to ``refined`` (see the module docstring). ``*_cats`` map segment id
     -> category id; id 0 is void in both."""
-    b_uniq, b_inv = np.unique(base_ids.ravel(), return_inverse=True)
-    r_uniq, r_inv = np.unique(ref_ids.ravel(), return_inverse=True)
+    from .models.prn.base_fusion import dense_labels
+
+    b_uniq, b_inv = dense_labels(base_ids)
+    r_uniq, r_inv = dense_labels(ref_ids)
     nb, nr = len(b_uniq), len(r_uniq)
-    inter = np.bincount(b_inv.astype(np.int64) * nr + r_inv, minlength=nb * nr).reshape(nb, nr)
+    inter = np.bincount(b_inv * nr + r_inv, minlength=nb * nr).reshape(nb, nr)
     b_area, r_area = inter.sum(1), inter.sum(0)
     b_real = b_uniq != 0
     r_real = r_uniq != 0
@@ -160,7 +164,8 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     from .refine_data import pair_with_images
     from .segment import list_images
 
-    refiner = Refiner(weights, device=options.device, overrides=options.overrides)
+    refiner = Refiner(weights, device=options.device, overrides=options.overrides,
+                      processing_size=options.processing_size)
     base_set = load_set(base, need_categories=False)
     translation = category_translation(base_set, refiner.categories, options.category_map)
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, OutputExistsError, fail
-from .options import SegmentOverrides
+from .options import ProcessingSize, SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
 
 PROGRESS_NAME = ".segment-progress.jsonl"
@@ -30,7 +30,8 @@ PROGRESS_NAME = ".segment-progress.jsonl"
 class SegmentOptions:
     device: str = "auto"
     batch_size: int = 1
-    max_size: int | None = None          # resize so the long side is at most this (outputs at the original size)
+    #: the size the network runs at (--min-size, --max-size); the PNGs are written at each image's size
+    processing_size: ProcessingSize = field(default_factory=ProcessingSize)
     images_json: str | None = None
     #: thresholds replacing the checkpoint's InferenceConfig values
     overrides: SegmentOverrides = field(default_factory=SegmentOverrides)
@@ -102,7 +103,8 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
-    segmenter = Segmenter(weights, device=options.device, overrides=options.overrides, max_size=options.max_size)
+    segmenter = Segmenter(weights, device=options.device, overrides=options.overrides,
+                          processing_size=options.processing_size)
     categories = segmenter.categories
 
     json_path, png_dir = set_paths(out_dir)

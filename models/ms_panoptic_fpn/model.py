@@ -118,8 +118,9 @@ class MSPanopticFPN(nn.Module):
     def panoptic(self, output: dict, out_size: tuple[int, int] | None = None):
         """(ids (H, W) int64 numpy, segments_info) for one inference output, at ``out_size`` (default: as input).
 
-        Masks and semantics are resized to ``out_size`` before fusion, so the segmentation is made at the
-        resolution it is written at.
+        Masks and semantics are resized to ``out_size`` before fusion, so the segmentation is made at that
+        resolution. Masks are pasted already binarised (bool), in bounded groups: memory is one byte per pixel
+        and instance, not four. ``prn segment`` fuses at the processing size and enlarges only the id map.
         """
         sem = output["semantic_logits"]
         h, w = sem.shape[-2:]
@@ -130,7 +131,7 @@ class MSPanopticFPN(nn.Module):
             scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
             boxes = boxes * scale
             h, w = oh, ow
-        masks = paste_masks(output["mask_probs"], boxes, (h, w))
+        masks = paste_masks(output["mask_probs"], boxes, (h, w), threshold=self.config.inference.mask_threshold)
         return panoptic_fusion(masks, output["scores"], output["labels"], sem.argmax(0), self.category_map,
                                self.config.inference)
 

@@ -134,12 +134,7 @@ def find_centers(center: torch.Tensor, threshold: float = 0.1, nms_kernel: int =
     if heat.dim() != 2:
         raise ValueError(f"center heatmap must be (1, H, W) or (H, W), got {tuple(center.shape)}")
     w = heat.shape[1]
-    # A square-window max is a row max of column maxes: two 1-D pools give the same values as one k x k pool
-    # (k = 41 on COCO is ~20x cheaper). Padding with -inf (max_pool2d's) means border pixels compete only with
-    # real neighbours.
-    r = nms_kernel // 2
-    pooled = F.max_pool2d(heat[None, None], (1, nms_kernel), stride=1, padding=(0, r))
-    pooled = F.max_pool2d(pooled, (nms_kernel, 1), stride=1, padding=(r, 0))[0, 0]
+    pooled = window_max(heat, nms_kernel)
     peak = (heat == pooled) & (heat > threshold)
     idx = peak.flatten().nonzero().squeeze(1)                       # raster order
     scores = heat.flatten()[idx]
@@ -147,6 +142,38 @@ def find_centers(center: torch.Tensor, threshold: float = 0.1, nms_kernel: int =
     idx = idx[order]
     coords = torch.stack((torch.div(idx, w, rounding_mode="floor"), idx % w), dim=1)
     return coords, scores[order]
+
+
+def window_max(heat: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The max over each pixel's ``kernel`` x ``kernel`` window of an (H, W) map, as ``max_pool2d`` with stride 1
+    and same padding (-inf padding: border pixels compete only with real neighbours).
+
+    A square-window max is a row max of column maxes, and each 1-D max is ``kernel`` - 1 elementwise maxima of
+    shifted views: exact, and ~10x faster on CPU than max_pool2d for the small kernels PRN uses. Kernels above
+    15 (Panoptic-DeepLab's 41 on COCO) go through two 1-D max pools instead.
+    """
+    r = kernel // 2
+    if r == 0:
+        return heat.clone()
+    if kernel > 15:
+        pooled = F.max_pool2d(heat[None, None], (1, kernel), stride=1, padding=(0, r))
+        return F.max_pool2d(pooled, (kernel, 1), stride=1, padding=(r, 0))[0, 0]
+    h, w = heat.shape
+    padded = F.pad(heat, (r, r), value=float("-inf"))
+    rows = padded[:, :w].clone()
+    for d in range(1, kernel):
+        torch.maximum(rows, padded[:, d:d + w], out=rows)
+    padded = F.pad(rows, (0, 0, r, r), value=float("-inf"))
+    out = padded[:h].clone()
+    for d in range(1, kernel):
+        torch.maximum(out, padded[d:d + h], out=out)
+    return out
+
+
+def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Argmax over dim 0 of (C, N) logits, first index on ties (as ``argmax``). ``max(0)`` gives the same indices
+    ~4x faster on CPU than ``argmax(0)``, whose reduction over the outer dimension is slow."""
+    return logits.max(0).indices
 
 
 def pixel_boxes(box: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
@@ -234,7 +261,7 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
     box = _map(outputs, "box", 4, h, w) if cfg.use_pred_bbox else None
 
     flat_logits = logits.detach().reshape(c, h * w)
-    semantic = flat_logits.argmax(0)                                           # (HW,)
+    semantic = channel_argmax(flat_logits)                                     # (HW,)
     if not bool(thing.any()):
         fg = torch.zeros(h * w, dtype=torch.bool, device=device)
     elif fg_logits is not None:
@@ -273,7 +300,7 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
             pix_cls = semantic[fg_idx]
         else:
             thing_idx = thing.nonzero().squeeze(1)
-            pix_cls = thing_idx[flat_logits[thing_idx[:, None], fg_idx[None, :]].argmax(0)]
+            pix_cls = thing_idx[channel_argmax(flat_logits[thing_idx[:, None], fg_idx[None, :]])]
         votes_per_class = torch.bincount(assign * c + pix_cls, minlength=k * c).reshape(k, c)
         area = votes_per_class.sum(1)
         cls = votes_per_class.argmax(1)                                        # ties: lower class index
