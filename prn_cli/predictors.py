@@ -295,13 +295,18 @@ class Refiner:
         if post.base_snap_confidence > 0 or post.restore_base_segments != "none":
             base_ids = np.asarray(base[0])
             base_labels = dense_labels(base_ids, known=[s["id"] for s in base[1]])
+            # the refined map's dense labels come from the segment indices: no search over its pixels
+            values = np.unique(lut)
+            labels = (values, resize_ids(np.searchsorted(values, lut).astype(np.int32)[seg_map], (height, width)).ravel())
         if post.base_snap_confidence > 0:
             unsure = (confidence_map(outputs, post.foreground_source) < post.base_snap_confidence).cpu().numpy()
             things = {s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids}
-            ids = snap_to_base(ids, base_ids, resize_ids(unsure, (height, width)), things, base_labels=base_labels)
-            present = set(np.unique(ids).tolist())
+            ids, labels = snap_to_base(ids, base_ids, resize_ids(unsure, (height, width)), things,
+                                       base_labels=base_labels, labels=labels, return_labels=True)
+            present = set(labels[0][np.bincount(labels[1], minlength=len(labels[0])) > 0].tolist())
             segs = [s for s in segs if s["id"] in present]
         if post.restore_base_segments != "none":
             ids, segs = restore_base_segments(ids, segs, base_ids, list(base[1]), set(self.category_map.thing_ids),
-                                              stuff=post.restore_base_segments == "all", base_labels=base_labels)
+                                              stuff=post.restore_base_segments == "all", base_labels=base_labels,
+                                              labels=labels)
         return PanopticPrediction(ids, segs)
