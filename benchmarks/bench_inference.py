@@ -3,7 +3,8 @@ input preparation, the network, post-processing, the change summary (refine) and
 tiny models (the shipped PRN has every Table 1 switch on: foreground branch, both CoordConvs, box branch with
 PredBbox grouping, plus the base fusion it stores).
 
-Inputs are --images synthetic --size x --size photos (``prn synth``'s generator) and, for refine, their ground truth
+Each stage calls the function the command calls (``refine.prepare_item``: decode the photo and the base PNG, check
+the annotation, render PRN's inputs; ``PanopticWriter.add``: area, bbox and the PNG). Inputs are --images synthetic --size x --size photos (``prn synth``'s generator) and, for refine, their ground truth
 corrupted at strength 0.5 (``write_corrupted_set``) as the base, written to a temporary folder first.
 
 Times are CPU seconds of this process (``time.process_time``; with --threads N the threads' times add up), which
@@ -35,26 +36,25 @@ def cpu_timer():
 def bench_refine(data: dict, base_dir: Path, out_dir: Path) -> dict:
     import torch
 
-    from prn_cli.io import read_photo
-    from prn_cli.panoptic import load_set, read_id_png, write_id_png
+    from prn_cli.panoptic import PanopticWriter, load_set
     from prn_cli.predictors import Refiner
-    from prn_cli.refine import compare_segmentations
-    from prn_cli.refine_data import collate_refine
+    from prn_cli.refine import category_translation, compare_segmentations, prepare_item
+    from prn_cli.refine_data import collate_refine, pair_with_images
+    from prn_cli.segment import list_images
 
     refiner = Refiner(device="cpu")
     base = load_set(base_dir)
-    images = {im["id"]: im for im in base.images}
+    translation = category_translation(base, refiner.categories, None)
+    pairs = pair_with_images(base, list_images([data["images_dir"]]))
+    writer = PanopticWriter(out_dir / "refined" / "panoptic.json", out_dir / "refined" / "panoptic",
+                            refiner.categories, overwrite=True)
     network_keys = ("image", "base_semantic", "base_maps")
-    stages: dict[str, list[float]] = {k: [] for k in ("decode", "prepare", "network", "postprocess", "changes",
+    stages: dict[str, list[float]] = {k: [] for k in ("read+prepare", "network", "postprocess", "changes",
                                                      "write")}
-    for k, ann in enumerate(base.annotations):
-        clock = cpu_timer()
-        rgb = read_photo(Path(data["images_dir"]) / images[ann["image_id"]]["file_name"])
-        ids = read_id_png(base.png_path(ann))
-        segs = [{"id": s["id"], "category_id": s["category_id"]} for s in ann["segments_info"]]
-        t_decode = clock()
-        clock = cpu_timer()
-        prepared = refiner.prepare(rgb, ids, segs)
+    for k, item in enumerate(pairs):
+        clock = cpu_timer()       # what prn refine does per image before the network: decode, check, render
+        ready = prepare_item(refiner, item, base, translation)
+        prepared, ids, segs = ready["inputs"], ready["base_ids"], ready["base_segments"]
         t_prepare = clock()
         inputs, _ = collate_refine([({key: prepared[key] for key in network_keys}, None)])
         clock = cpu_timer()
@@ -77,10 +77,11 @@ def bench_refine(data: dict, base_dir: Path, out_dir: Path) -> dict:
                               {s["id"]: s["category_id"] for s in pred.segments})
         t_changes = clock()
         clock = cpu_timer()
-        write_id_png(out_dir / f"refined_{k}.png", pred.ids)
+        writer.add({**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])}, pred.ids,
+                   pred.segments, file_name=item.annotation["file_name"])
         t_write = clock()
         if k:  # the first image warms up allocators and kernels
-            for name, t in zip(stages, (t_decode, t_prepare, t_network, t_post, t_changes, t_write)):
+            for name, t in zip(stages, (t_prepare, t_network, t_post, t_changes, t_write)):
                 stages[name].append(t)
     return summarise(stages)
 
@@ -91,10 +92,12 @@ def bench_segment(data: dict, out_dir: Path) -> dict:
 
     from prn_cli.data import collate, normalize
     from prn_cli.io import read_photo
-    from prn_cli.panoptic import write_id_png
+    from prn_cli.panoptic import PanopticWriter
     from prn_cli.predictors import Segmenter
 
     segmenter = Segmenter(device="cpu")
+    writer = PanopticWriter(out_dir / "segmented" / "panoptic.json", out_dir / "segmented" / "panoptic",
+                            segmenter.categories, overwrite=True)
     files = sorted(Path(data["images_dir"]).glob("*.jpg"))
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "network", "postprocess", "write")}
     for k, f in enumerate(files):
@@ -110,7 +113,8 @@ def bench_segment(data: dict, out_dir: Path) -> dict:
         pred = segmenter.predict_batch([rgb])[0]          # network + post-processing
         t_post = clock() - t_network
         clock = cpu_timer()
-        write_id_png(out_dir / f"segmented_{k}.png", np.asarray(pred.ids))
+        writer.add({"id": k + 1, "file_name": f.name, "height": rgb.shape[0], "width": rgb.shape[1]},
+                   np.asarray(pred.ids), pred.segments)
         t_write = clock()
         del outputs
         if k:

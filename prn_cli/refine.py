@@ -161,6 +161,7 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     """Refine the base set ``base`` (paired with ``images``) with the PRN checkpoint ``weights`` (None: the
     shipped one) into ``out_dir`` (panoptic.json + panoptic/)."""
     from .predictors import Refiner
+    from .prefetch import attempt, prefetch
     from .refine_data import pair_with_images
     from .segment import list_images
 
@@ -180,15 +181,22 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     if progress:
         progress(0, total)
     bs = max(1, int(options.batch_size))
-    for start in range(0, total, bs):
+    chunks = [pairs[start:start + bs] for start in range(0, total, bs)]
+    done = 0
+
+    def prepare_chunk(chunk):
+        return [attempt(prepare_item, refiner, item, base_set, translation) for item in chunk]
+
+    # the next batch is decoded, checked and rendered while the network runs on this one
+    for chunk, prepared in prefetch(prepare_chunk, chunks):
         ready = []
-        for item in pairs[start:start + bs]:
-            try:
-                ready.append(prepare_item(refiner, item, base_set, translation))
-            except InvalidInputError as exc:
-                failed.append((str(item.image_path), exc.message))
+        for item, prep in zip(chunk, prepared.result()):
+            if isinstance(prep, InvalidInputError):
+                failed.append((str(item.image_path), prep.message))
                 if on_failure:
-                    on_failure(str(item.image_path), exc.message)
+                    on_failure(str(item.image_path), prep.message)
+            else:
+                ready.append(prep)
         predictions = refiner.predict_prepared([p["inputs"] for p in ready],
                                                bases=[(p["base_ids"], p["base_segments"]) for p in ready])
         for prep, pred in zip(ready, predictions):
@@ -199,8 +207,9 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
                                            {s["id"]: s["category_id"] for s in pred.segments})
             per_image.append({"image_id": item.annotation["image_id"], "file_name": item.annotation["file_name"],
                               **change})
+        done += len(chunk)
         if progress:
-            progress(min(start + bs, total), total)
+            progress(done, total)
     writer.commit()
     totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
     return RefineResult(json_path, len(per_image), failed, totals, per_image)

@@ -98,8 +98,8 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
             on_failure: Callable[[str, str], None] | None = None) -> SegmentResult:
     """Segment ``inputs`` with the base-model checkpoint ``weights`` (None: the shipped one) into ``out_dir``
     (panoptic.json + panoptic/)."""
-    from .io import read_photo
     from .predictors import Segmenter
+    from .prefetch import prefetch
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
@@ -132,27 +132,36 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
     if progress:
         progress(finished, total)
     step = max(1, options.batch_size)
+    chunks = [todo[start: start + step] for start in range(0, len(todo), step)]
     with open(progress_path, "a", encoding="utf-8") as log:
-        for start in range(0, len(todo), step):
+        # the next batch's photos are decoded while the network runs on this one
+        for chunk, photos in prefetch(read_photos, chunks):
             batch = []
-            for f, rec in todo[start: start + step]:
-                try:
-                    rgb = read_photo(f)
-                except InvalidInputError as exc:
-                    failed.append((str(f), exc.message))
+            for (f, rec), rgb in zip(chunk, photos.result()):
+                if isinstance(rgb, InvalidInputError):
+                    failed.append((str(f), rgb.message))
                     if on_failure:
-                        on_failure(str(f), exc.message)
+                        on_failure(str(f), rgb.message)
                     continue
                 batch.append((rec, rgb))
             if batch:
                 write_predictions(segmenter, batch, writer, log)
-            finished += len(todo[start: start + step])
+            finished += len(chunk)
             if progress:
                 progress(finished, total)
     writer.commit()
     progress_path.unlink(missing_ok=True)
     return SegmentResult(json_path, total - len(failed) - len(writer.adopted_names), len(writer.adopted_names),
                          failed)
+
+
+def read_photos(chunk: Sequence[tuple[Path, dict]]) -> list:
+    """The RGB photo of each ``(file, record)`` of ``chunk``, or the :class:`InvalidInputError` that reading it
+    raised (reported by the caller, in order)."""
+    from .io import read_photo
+    from .prefetch import attempt
+
+    return [attempt(read_photo, f) for f, _ in chunk]
 
 
 def write_predictions(segmenter, batch: Sequence[tuple[dict, np.ndarray]], writer: PanopticWriter, log=None) -> None:
