@@ -372,7 +372,10 @@ def checkpoint_configs(weights: str | Path | None):
     except Exception:   # predictors mid-edit: read the stored configuration directly
         Refiner = None
     if Refiner is not None:
-        refiner = Refiner(weights, device="cpu")
+        from prn_cli.options import ProcessingSize
+
+        # the oracles compare PRN's maps with GT maps pixel for pixel: run at the photos' own size
+        refiner = Refiner(weights, device="cpu", processing_size=ProcessingSize(min_size=1 << 30, max_size=1 << 30))
         return refiner.postprocess_config, refiner.render_config, str(refiner.weights), refiner
     from prn_cli.checkpoint import load_checkpoint
     from prn_cli.shipped import shipped_weights
@@ -535,7 +538,8 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
         b_segs = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0}
                   for s in b_ann["segments_info"] if int(s["id"]) != 0]
         prepared = refiner.prepare(rgb, b_ids, b_segs, where=str(inputs.base.png_path(b_ann)))
-        batch, _ = collate_refine([(prepared, None)], size_divisibility=32)
+        batch, _ = collate_refine([({k: prepared[k] for k in ("image", "base_semantic", "base_maps")}, None)],
+                                  size_divisibility=32)
         with torch.inference_mode():
             out = refiner.model({k: v.to(refiner.device) for k, v in batch.items()})
         h, w = gt_ids.shape

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, OutputExistsError, fail
-from .options import PostProcessOverrides
+from .options import PostProcessOverrides, ProcessingSize
 from .panoptic import PanopticSet, PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
 from .resume import ProgressLog, absolute, check_same_request, file_digest
 
@@ -48,6 +48,8 @@ class RefineOptions:
     batch_size: int = 1
     #: post-processing replacing the checkpoint's stored values
     overrides: PostProcessOverrides = field(default_factory=PostProcessOverrides)
+    #: the size PRN runs at (--min-size, --max-size); the PNGs are written at each image's size
+    processing_size: ProcessingSize = field(default_factory=ProcessingSize)
     #: JSON file mapping base category ids to the checkpoint's ({"<base id>": <checkpoint id>, ...})
     category_map: str | None = None
     #: "coco" (a COCO panoptic set), or another framework's predictions converted in memory (prn_cli.convert)
@@ -76,10 +78,12 @@ def compare_segmentations(base_ids: np.ndarray, base_cats: dict[int, int], ref_i
                           ref_cats: dict[int, int]) -> dict:
     """Segment-level changes from ``base`` to ``refined`` (see the module docstring). ``*_cats`` map segment id
     -> category id; id 0 is void in both."""
-    b_uniq, b_inv = np.unique(base_ids.ravel(), return_inverse=True)
-    r_uniq, r_inv = np.unique(ref_ids.ravel(), return_inverse=True)
+    from .models.prn.base_fusion import dense_labels
+
+    b_uniq, b_inv = dense_labels(base_ids)
+    r_uniq, r_inv = dense_labels(ref_ids)
     nb, nr = len(b_uniq), len(r_uniq)
-    inter = np.bincount(b_inv.astype(np.int64) * nr + r_inv, minlength=nb * nr).reshape(nb, nr)
+    inter = np.bincount(b_inv * nr + r_inv, minlength=nb * nr).reshape(nb, nr)
     b_area, r_area = inter.sum(1), inter.sum(0)
     b_real = b_uniq != 0
     r_real = r_uniq != 0
@@ -187,6 +191,7 @@ def refine_request(base_json: str | os.PathLike, image_inputs: Sequence[str | os
                                 if isinstance(options.base_categories, (str, os.PathLike))
                                 and Path(options.base_categories).exists() else options.base_categories),
             "base_convert": (dataclasses.asdict(options.base_convert) if options.base_convert is not None else None),
+            "min_size": options.processing_size.min_size, "max_size": options.processing_size.max_size,
             **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
 
 
@@ -197,12 +202,14 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     """Refine the base set ``base`` (paired with ``images``) with the PRN checkpoint ``weights`` (None: the
     shipped one) into ``out_dir`` (panoptic.json + panoptic/); ``resume`` finishes an interrupted run."""
     from .predictors import Refiner
+    from .prefetch import attempt, prefetch
     from .refine_data import pair_with_images
     from .segment import list_images
 
     from .training_data import InputCheck
 
-    refiner = Refiner(weights, device=options.device, overrides=options.overrides)
+    refiner = Refiner(weights, device=options.device, overrides=options.overrides,
+                      processing_size=options.processing_size)
     input_check = InputCheck.for_predictor(refiner)   # warns once if the images are unlike its training data
     if options.base_format == "coco":
         base_set = load_set(base, need_categories=False)
@@ -252,12 +259,19 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     if progress:
         progress(adopted, total)
     bs = max(1, int(options.batch_size))
+    chunks = [todo[start:start + bs] for start in range(0, len(todo), bs)]
+
+    def prepare_chunk(chunk):
+        return [attempt(prepare_item, refiner, item, base_set, translation) for item in chunk]
+
+    done = 0
     with progress_log.open(request, resume=resume) as log:
-        for start in range(0, len(todo), bs):
-            _refine_batch(refiner, todo[start:start + bs], base_set, translation, writer, log, per_image, failed,
-                          on_failure, input_check)
+        # the next batch is decoded, checked and rendered while the network runs on this one
+        for chunk, prepared in prefetch(prepare_chunk, chunks):
+            _refine_batch(refiner, chunk, prepared.result(), writer, log, per_image, failed, on_failure, input_check)
+            done += len(chunk)
             if progress:
-                progress(adopted + min(start + bs, len(todo)), total)
+                progress(adopted + done, total)
     input_check.finish()
     writer.commit()
     progress_log.remove()
@@ -265,19 +279,19 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     return RefineResult(json_path, len(per_image) - adopted, failed, totals, per_image, adopted)
 
 
-def _refine_batch(refiner, batch, base_set, translation, writer, log, per_image, failed, on_failure,
-                  input_check=None) -> None:
-    """Refine one batch of paired base annotations, write each result, its changes and its progress line."""
+def _refine_batch(refiner, batch, prepared, writer, log, per_image, failed, on_failure, input_check=None) -> None:
+    """Refine one batch of paired base annotations (``prepared``: :func:`prepare_item`'s result for each, or the
+    InvalidInputError it raised), write each result, its changes and its progress line."""
     ready = []
-    for item in batch:
-        try:
-            ready.append(prepare_item(refiner, item, base_set, translation))
-            if input_check is not None:
-                input_check.observe(ready[-1]["image"])
-        except InvalidInputError as exc:
-            failed.append((str(item.image_path), exc.message))
+    for item, prep in zip(batch, prepared):
+        if isinstance(prep, InvalidInputError):
+            failed.append((str(item.image_path), prep.message))
             if on_failure:
-                on_failure(str(item.image_path), exc.message)
+                on_failure(str(item.image_path), prep.message)
+            continue
+        if input_check is not None:
+            input_check.observe(prep["image"])
+        ready.append(prep)
     predictions = refiner.predict_prepared([p["inputs"] for p in ready],
                                            bases=[(p["base_ids"], p["base_segments"]) for p in ready])
     for prep, pred in zip(ready, predictions):

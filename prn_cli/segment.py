@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, OutputExistsError, fail
-from .options import SegmentOverrides
+from .options import ProcessingSize, SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
 from .resume import ProgressLog, absolute, check_same_request, file_digest
 
@@ -36,7 +36,8 @@ RESUME_MAY_CHANGE = ("device", "batch_size")
 class SegmentOptions:
     device: str = "auto"
     batch_size: int = 1
-    max_size: int | None = None          # resize so the long side is at most this (outputs at the original size)
+    #: the size the network runs at (--min-size, --max-size); the PNGs are written at each image's size
+    processing_size: ProcessingSize = field(default_factory=ProcessingSize)
     images_json: str | None = None
     #: thresholds replacing the checkpoint's InferenceConfig values
     overrides: SegmentOverrides = field(default_factory=SegmentOverrides)
@@ -90,7 +91,8 @@ def segment_request(inputs: Sequence[str | os.PathLike], weights: str | os.PathL
                     options: SegmentOptions) -> dict:
     """What a segment run is asked (stored in its progress file; a resume must ask the same)."""
     return {"images": sorted(absolute(i) for i in inputs), "weights": absolute(weights), "weights_sha256":
-            file_digest(weights), "images_json": absolute(options.images_json), "max_size": options.max_size,
+            file_digest(weights), "images_json": absolute(options.images_json),
+            "min_size": options.processing_size.min_size, "max_size": options.processing_size.max_size,
             **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
 
 
@@ -100,13 +102,14 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
             on_failure: Callable[[str, str], None] | None = None) -> SegmentResult:
     """Segment ``inputs`` with the base-model checkpoint ``weights`` (None: the shipped one) into ``out_dir``
     (panoptic.json + panoptic/)."""
-    from .io import read_photo
     from .predictors import Segmenter
     from .training_data import InputCheck
+    from .prefetch import prefetch
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
-    segmenter = Segmenter(weights, device=options.device, overrides=options.overrides, max_size=options.max_size)
+    segmenter = Segmenter(weights, device=options.device, overrides=options.overrides,
+                          processing_size=options.processing_size)
     categories = segmenter.categories
     input_check = InputCheck.for_predictor(segmenter)   # warns once if the images are unlike its training data
 
@@ -145,28 +148,37 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
     if progress:
         progress(finished, total)
     step = max(1, options.batch_size)
+    chunks = [todo[start: start + step] for start in range(0, len(todo), step)]
     with progress_log.open(request, resume=resume) as log:
-        for start in range(0, len(todo), step):
+        # the next batch's photos are decoded while the network runs on this one
+        for chunk, photos in prefetch(read_photos, chunks):
             batch = []
-            for f, rec in todo[start: start + step]:
-                try:
-                    rgb = read_photo(f)
-                except InvalidInputError as exc:
-                    failed.append((str(f), exc.message))
+            for (f, rec), rgb in zip(chunk, photos.result()):
+                if isinstance(rgb, InvalidInputError):
+                    failed.append((str(f), rgb.message))
                     if on_failure:
-                        on_failure(str(f), exc.message)
+                        on_failure(str(f), rgb.message)
                     continue
                 input_check.observe(rgb)
                 batch.append((rec, rgb))
             if batch:
                 write_predictions(segmenter, batch, writer, log)
-            finished += len(todo[start: start + step])
+            finished += len(chunk)
             if progress:
                 progress(finished, total)
     input_check.finish()
     writer.commit()
     progress_log.remove()
     return SegmentResult(json_path, len(todo) - len(failed), len(writer.adopted_names), failed)
+
+
+def read_photos(chunk: Sequence[tuple[Path, dict]]) -> list:
+    """The RGB photo of each ``(file, record)`` of ``chunk``, or the :class:`InvalidInputError` that reading it
+    raised (reported by the caller, in order)."""
+    from .io import read_photo
+    from .prefetch import attempt
+
+    return [attempt(read_photo, f) for f, _ in chunk]
 
 
 def write_predictions(segmenter, batch: Sequence[tuple[dict, np.ndarray]], writer: PanopticWriter, log=None) -> None:

@@ -95,6 +95,11 @@ DeviceOpt = Annotated[Device, typer.Option("--device", metavar="auto|cpu|cuda",
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU intra-op threads "
                                                 "(default: torch's; 1 is often fastest on small shared CPUs).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Images per forward pass.")]
+MinSize = Annotated[int, typer.Option("--min-size", min=32, metavar="PX", help="Processing size, shorter side: a "
+                                      "larger photo is shrunk to this for the network (detectron2's "
+                                      "MIN_SIZE_TEST); never enlarged. The PNG is written at the photo's size.")]
+MaxSize = Annotated[int, typer.Option("--max-size", min=32, metavar="PX", help="Processing size, longer side: at "
+                                      "most this (detectron2's MAX_SIZE_TEST).")]
 Images = Annotated[List[Path], typer.Option("--images", "-i", metavar="PATH", help="Image files or folders of "
                                             "images (repeatable).")]
 Weights = Annotated[Optional[Path], typer.Option("--weights", "-w", metavar="FILE", help="Checkpoint; default: "

@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold,
                       Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson,
-                      JsonOut, LabelDivisor, LabelMapOpt, NmsKernel, Out, Overwrite, PostStuffArea,
+                      JsonOut, LabelDivisor, LabelMapOpt, MaxSize, MinSize, NmsKernel, Out, Overwrite, PostStuffArea,
                       RestoreBaseSegments, Resume, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
                       post_overrides)
 
@@ -27,6 +28,8 @@ def refine_command(
     weights: Weights = None,
     device: DeviceOpt = Device.auto,
     batch_size: BatchSize = 1,
+    min_size: MinSize = DEFAULT_MIN_SIZE,
+    max_size: MaxSize = DEFAULT_MAX_SIZE,
     foreground_source: ForegroundSourceOpt = None,
     use_pred_bbox: UsePredBbox = None,
     center_threshold: CenterThreshold = None,
@@ -69,6 +72,9 @@ def refine_command(
     from ._common import check_file, check_set_output, check_weights, shipped_or
     from .convert import base_convert_options
 
+    from ..options import ProcessingSize
+
+    processing_size = ProcessingSize(min_size=min_size, max_size=max_size)
     overrides = post_overrides(foreground_source=foreground_source, use_pred_bbox=use_pred_bbox,
                                center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                foreground_threshold=foreground_threshold, stuff_area=stuff_area,
@@ -89,6 +95,7 @@ def refine_command(
 
     set_threads(threads)
     options = RefineOptions(device=device.value, batch_size=batch_size, overrides=overrides,
+                            processing_size=processing_size,
                             category_map=str(category_map) if category_map else None, base_format=base_format,
                             base_categories=str(categories) if categories else None, base_convert=base_convert)
     with progress("refining") as update:

@@ -15,6 +15,7 @@ from prn_cli.errors import InvalidInputError, OutputExistsError
 from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
 from prn_cli.models.ms_panoptic_fpn.model import build_model
 from prn_cli.panoptic import load_set, validate_set
+from prn_cli.options import ProcessingSize
 from prn_cli.segment import SegmentOptions, segment
 from prn_cli.synth import SynthConfig, synth_categories, write_dataset
 
@@ -105,7 +106,8 @@ def test_resume_refuses_other_inputs_or_options_naming_them(setup, tmp_path, mon
     for kwargs, needle in [
         (dict(options=SegmentOptions(overrides=SegmentOverrides(instance_score_threshold=0.9))),
          "--instance-score-threshold None there, 0.9 now"),
-        (dict(options=SegmentOptions(max_size=64)), "--max-size None there, 64 now"),
+        (dict(options=SegmentOptions(processing_size=ProcessingSize(max_size=64))), "--max-size 1333 there, 64 now"),
+        (dict(options=SegmentOptions(processing_size=ProcessingSize(min_size=64))), "--min-size 800 there, 64 now"),
         (dict(inputs=[other_images]), f"--images [{str(Path(summary['images_dir']).resolve())!r}] there, "
                                       f"[{str(other_images.resolve())!r}] now"),
         (dict(weights=other_weights), "--weights"),
