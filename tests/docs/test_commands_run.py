@@ -199,6 +199,9 @@ def split_prn_part(cmd: str) -> tuple[str, str]:
     """(the prn command, the rest: a pipe or redirection that follows it)."""
     for i, ch, top in _scan_top_level(cmd):
         if top and ch in "|>":
+            # a file-descriptor redirection (``2> log``) belongs with its ``>``
+            if ch == ">" and i >= 2 and cmd[i - 1].isdigit() and cmd[i - 2].isspace():
+                i -= 1
             return cmd[:i].rstrip(), cmd[i:]
     return cmd, ""
 

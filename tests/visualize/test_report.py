@@ -134,6 +134,7 @@ def _browser():
 
 @pytest.mark.slow
 def test_report_in_headless_chromium_sorts_filters_hovers_and_toggles(tmp_path):
+    pytest.importorskip("selenium.webdriver")
     gt, base, refined, photos = _make_inputs(tmp_path)
     out = tmp_path / "report"
     write_report(gt, [base, refined], out, images_dir=photos, names=["base", "refined"], workers=0)
