@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -577,6 +577,22 @@ class PanopticWriter:
         self.adopted_names.add(image["file_name"])
         self.images.append(dict(image))
         self.annotations.append(dict(annotation))
+
+    def add_records(self, images: list[dict], annotations: list[dict]) -> None:
+        """Record images whose PNGs another process of the same run wrote into this set's folder (torchrun)."""
+        for image, annotation in zip(images, annotations):
+            name = annotation["file_name"]
+            if name in self._file_names:
+                raise ValueError(f"two images write the same PNG {name!r}")
+            self._file_names.add(name)
+            self.images.append(dict(image))
+            self.annotations.append(dict(annotation))
+
+    def reorder(self, key: Callable[[dict, dict], Any]) -> None:
+        """Order the images (each with its annotation) by ``key(image, annotation)`` before :meth:`commit`."""
+        pairs = sorted(zip(self.images, self.annotations), key=lambda pair: key(*pair))
+        self.images = [image for image, _ in pairs]
+        self.annotations = [annotation for _, annotation in pairs]
 
     def commit(self) -> Path:
         data: dict[str, Any] = {}

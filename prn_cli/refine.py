@@ -4,7 +4,9 @@ Each base annotation is paired with its image (``refine_data.pair_with_images``)
 maps by the same renderer that made its training targets, refined, post-processed (every Table 1 switch is
 an option) and written with the checkpoint's categories. A base image that cannot be used (unreadable image
 or PNG, a PNG that disagrees with its segments_info or its image's size) is reported and skipped; the set's
-JSON is written last, so an interrupted run leaves no half-written set.
+JSON is written last, so an interrupted run leaves no half-written set; ``--resume`` finishes it (each finished
+image is logged in ``DIR/.refine-progress.jsonl``). Under torchrun the images are shared out over the ranks
+(:mod:`prn_cli.sharding`).
 
 What changed is reported per image and in total, by matching base and refined segments (IoU > 0.5, the PQ
 rule): ``relabelled`` (matched, other category), ``split`` (an unmatched base segment that holds most of two
@@ -15,6 +17,7 @@ segment is not the match of their base segment, or whose category changed).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +25,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError, fail
+from .errors import InvalidInputError, OutputExistsError, fail
 from .options import PostProcessOverrides
 from .panoptic import PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
 
+PROGRESS_STEM = ".refine-progress"   # resume: one line per finished image (prn_cli.sharding)
 CHANGE_KEYS = ("segments_base", "segments_refined", "added", "removed", "split", "merged", "relabelled",
                "pixels_changed", "pixels")
 
@@ -47,6 +51,8 @@ class RefineResult:
     failed: list[tuple[str, str]]
     changes: dict                       # totals over the written images, keys CHANGE_KEYS
     per_image: list[dict]               # {"image_id", "file_name", **changes}
+    #: False on the ranks other than 0 of a torchrun group (rank 0 reports the run)
+    main: bool = True
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -152,13 +158,16 @@ def category_translation(base, ckpt_categories: list[dict], map_file: str | None
 
 def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike,
            weights: str | os.PathLike | None, out_dir: str | os.PathLike, *, options: RefineOptions = RefineOptions(),
-           overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+           overwrite: bool = False, resume: bool = False, progress: Callable[[int, int], None] | None = None,
            on_failure: Callable[[str, str], None] | None = None) -> RefineResult:
     """Refine the base set ``base`` (paired with ``images``) with the PRN checkpoint ``weights`` (None: the
-    shipped one) into ``out_dir`` (panoptic.json + panoptic/)."""
+    shipped one) into ``out_dir`` (panoptic.json + panoptic/). ``resume`` finishes an interrupted run. Under
+    torchrun every rank refines its share of the images (:mod:`prn_cli.sharding`); rank 0 writes the JSON and
+    returns the whole run's figures."""
     from .predictors import Refiner
     from .refine_data import pair_with_images
     from .segment import list_images
+    from .sharding import ShardedRun, merge_into
 
     refiner = Refiner(weights, device=options.device, overrides=options.overrides)
     base_set = load_set(base, need_categories=False)
@@ -166,39 +175,100 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     pairs = pair_with_images(base_set, list_images(image_inputs))
     json_path, png_dir = set_paths(out_dir)
-    writer = PanopticWriter(json_path, png_dir, refiner.categories, overwrite=overwrite,
-                            info={"description": "prn refine (PRN)", "weights": str(refiner.weights),
-                                  "base": str(base_set.json_path)})
+    info = {"description": "prn refine (PRN)", "weights": str(refiner.weights), "base": str(base_set.json_path)}
+    total = len(pairs)
+    with ShardedRun(options.device, out_dir, PROGRESS_STEM) as run:
+        opened: dict = {}
+
+        def open_output() -> list[dict]:
+            opened["writer"], adopted = _open_output(run, json_path, png_dir, refiner.categories, info, resume,
+                                                     overwrite)
+            return adopted
+
+        adopted = run.on_main(open_output)
+        writer = opened.get("writer") or PanopticWriter(json_path, png_dir, refiner.categories, overwrite=True,
+                                                        info=info)
+        done = {change["file_name"] for change in adopted}
+        todo = run.mine([item for item in pairs if item.annotation["file_name"] not in done])
+        report = None
+        if progress and run.main:
+            progress(len(done), total)
+            report = lambda k: progress(min(total, len(done) + k * run.context.world_size), total)  # noqa: E731
+        failed, per_image = _refine_pairs(refiner, todo, base_set, translation, writer, run.progress_path(),
+                                          options.batch_size, report, on_failure)
+        skip = len(adopted) if run.main else 0
+        shares = run.gather({"images": writer.images[skip:], "annotations": writer.annotations[skip:],
+                             "failed": failed, "per_image": per_image})
+        position = {item.annotation["file_name"]: k for k, item in enumerate(pairs)}
+        per_image = sorted(adopted + [c for s in shares for c in s["per_image"]],
+                           key=lambda change: position.get(change["file_name"], total))
+        where = {str(item.image_path): position[item.annotation["file_name"]] for item in pairs}
+        failed = sorted((tuple(f) for s in shares for f in s["failed"]), key=lambda f: where.get(f[0], total))
+        if run.main:
+            merge_into(writer, shares, position)
+            writer.commit()
+            run.remove_progress()
+            if progress:
+                progress(total, total)
+    totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
+    return RefineResult(json_path, len(per_image), failed, totals, per_image, main=run.main)
+
+
+def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], info: dict, resume: bool,
+                 overwrite: bool) -> tuple[PanopticWriter, list[dict]]:
+    """Rank 0: check and prepare the output folder; with ``resume``, adopt what an interrupted run finished
+    (returns the writer and the adopted images' change records)."""
+    done: dict = {}
+    if resume:
+        if json_path.exists() and not run.progress_files():
+            raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
+        done = {d["annotation"]["file_name"]: d for d in run.read_progress()}
+    elif run.progress_files() and not overwrite:
+        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn refine run; pass --resume to finish it "
+                                "or --overwrite to start again")
+    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume, info=info)
+    if not resume:
+        run.remove_progress()
+    adopted = []
+    for d in done.values():
+        if (png_dir / d["annotation"]["file_name"]).exists():
+            writer.adopt(d["image"], d["annotation"])
+            adopted.append(d["change"])
+    return writer, adopted
+
+
+def _refine_pairs(refiner, todo, base_set, translation: dict[int, int], writer: PanopticWriter,
+                  progress_path: Path, batch_size: int, report, on_failure) -> tuple[list, list[dict]]:
+    """Refine ``todo`` (paired base annotations) in batches into ``writer``, logging each image for resume.
+    Returns the failures and each written image's change record."""
     failed: list[tuple[str, str]] = []
     per_image: list[dict] = []
-    total = len(pairs)
-    if progress:
-        progress(0, total)
-    bs = max(1, int(options.batch_size))
-    for start in range(0, total, bs):
-        ready = []
-        for item in pairs[start:start + bs]:
-            try:
-                ready.append(prepare_item(refiner, item, base_set, translation))
-            except InvalidInputError as exc:
-                failed.append((str(item.image_path), exc.message))
-                if on_failure:
-                    on_failure(str(item.image_path), exc.message)
-        predictions = refiner.predict_prepared([p["inputs"] for p in ready],
-                                               bases=[(p["base_ids"], p["base_segments"]) for p in ready])
-        for prep, pred in zip(ready, predictions):
-            item, base_ids, base_segs = prep["item"], prep["base_ids"], prep["base_segments"]
-            image = {**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])}
-            writer.add(image, pred.ids, pred.segments, file_name=item.annotation["file_name"])
-            change = compare_segmentations(base_ids, {s["id"]: s["category_id"] for s in base_segs}, pred.ids,
-                                           {s["id"]: s["category_id"] for s in pred.segments})
-            per_image.append({"image_id": item.annotation["image_id"], "file_name": item.annotation["file_name"],
-                              **change})
-        if progress:
-            progress(min(start + bs, total), total)
-    writer.commit()
-    totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
-    return RefineResult(json_path, len(per_image), failed, totals, per_image)
+    bs = max(1, int(batch_size))
+    with open(progress_path, "a", encoding="utf-8") as log:
+        for start in range(0, len(todo), bs):
+            ready = []
+            for item in todo[start:start + bs]:
+                try:
+                    ready.append(prepare_item(refiner, item, base_set, translation))
+                except InvalidInputError as exc:
+                    failed.append((str(item.image_path), exc.message))
+                    if on_failure:
+                        on_failure(str(item.image_path), exc.message)
+            predictions = refiner.predict_prepared([p["inputs"] for p in ready],
+                                                   bases=[(p["base_ids"], p["base_segments"]) for p in ready])
+            for prep, pred in zip(ready, predictions):
+                item, base_ids, base_segs = prep["item"], prep["base_ids"], prep["base_segments"]
+                image = {**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])}
+                ann = writer.add(image, pred.ids, pred.segments, file_name=item.annotation["file_name"])
+                change = compare_segmentations(base_ids, {s["id"]: s["category_id"] for s in base_segs}, pred.ids,
+                                               {s["id"]: s["category_id"] for s in pred.segments})
+                per_image.append({"image_id": item.annotation["image_id"],
+                                  "file_name": item.annotation["file_name"], **change})
+                log.write(json.dumps({"image": image, "annotation": ann, "change": per_image[-1]}) + "\n")
+                log.flush()
+            if report:
+                report(min(start + bs, len(todo)))
+    return failed, per_image
 
 
 def prepare_item(refiner, item, base_set, translation: dict[int, int]) -> dict:

@@ -5,8 +5,8 @@ truth, so that ``prn eval`` pairs predictions with it), else from a numeric file
 ``000000139.jpg`` -> 139), else sequential in sorted file order.
 
 Resume: each finished image appends its record to ``DIR/.segment-progress.jsonl`` after its PNG is written;
-``--resume`` adopts those images and does the rest. The set's JSON is written last, then the progress file
-is removed.
+``--resume`` adopts those images and does the rest. The set's JSON is written last, in input order, then the
+progress file is removed. Under torchrun the images are shared out over the ranks (:mod:`prn_cli.sharding`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .errors import InvalidInputError, OutputExistsError, fail
 from .options import SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
 
-PROGRESS_NAME = ".segment-progress.jsonl"
+PROGRESS_STEM = ".segment-progress"
+PROGRESS_NAME = PROGRESS_STEM + ".jsonl"   # rank 0's (and a single process's); see prn_cli.sharding
 
 
 @dataclass
@@ -42,6 +43,8 @@ class SegmentResult:
     written: int
     adopted: int
     failed: list[tuple[str, str]]
+    #: False on the ranks other than 0 of a torchrun group (rank 0 reports the run)
+    main: bool = True
 
 
 def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -80,56 +83,88 @@ def assign_image_ids(files: Sequence[Path], images_json: str | None) -> list[dic
     return [{"id": k, "file_name": f.name} for k, f in enumerate(files, start=1)]
 
 
-def _read_progress(path: Path) -> list[dict]:
-    done = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                done.append(json.loads(line))
-            except ValueError:
-                break   # a line cut by an interruption: that image is simply done again
-    return done
-
-
 def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | None, out_dir: str | os.PathLike, *,
             options: SegmentOptions = SegmentOptions(), resume: bool = False, overwrite: bool = False,
             progress: Callable[[int, int], None] | None = None,
             on_failure: Callable[[str, str], None] | None = None) -> SegmentResult:
     """Segment ``inputs`` with the base-model checkpoint ``weights`` (None: the shipped one) into ``out_dir``
-    (panoptic.json + panoptic/)."""
-    from .io import read_photo
+    (panoptic.json + panoptic/). Under torchrun every rank segments its share of the images
+    (:mod:`prn_cli.sharding`); rank 0 writes the JSON and returns the whole run's figures."""
     from .predictors import Segmenter
+    from .sharding import ShardedRun
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
     segmenter = Segmenter(weights, device=options.device, overrides=options.overrides, max_size=options.max_size)
-    categories = segmenter.categories
-
     json_path, png_dir = set_paths(out_dir)
-    progress_path = Path(out_dir) / PROGRESS_NAME
+    info = {"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)}
+    with ShardedRun(options.device, out_dir, PROGRESS_STEM) as run:
+        opened: dict = {}
+
+        def open_output() -> list[str]:
+            opened["writer"] = _open_output(run, json_path, png_dir, segmenter.categories, info, resume, overwrite)
+            return sorted(opened["writer"].adopted_names)
+
+        adopted = set(run.on_main(open_output))
+        # the other ranks start after rank 0 has cleared the folder, so their writers find nothing to remove
+        writer = opened.get("writer") or PanopticWriter(json_path, png_dir, segmenter.categories, overwrite=True,
+                                                        info=info)
+        todo = run.mine([(f, r) for f, r in zip(files, records) if r["file_name"] not in adopted])
+        report = _progress_on_main(run, progress, len(adopted), len(files))
+        failed = _segment_images(segmenter, todo, writer, run.progress_path(), options.batch_size, report,
+                                 on_failure)
+        shares = run.gather({"images": writer.images[len(adopted) if run.main else 0:],
+                             "annotations": writer.annotations[len(adopted) if run.main else 0:], "failed": failed})
+        written = sum(len(s["images"]) for s in shares)
+        position = {str(f): k for k, f in enumerate(files)}
+        failed = sorted((tuple(f) for s in shares for f in s["failed"]), key=lambda item: position.get(item[0], 0))
+        if run.main:
+            from .sharding import merge_into
+
+            merge_into(writer, shares, {png_name(r): k for k, r in enumerate(records)})
+            writer.commit()
+            run.remove_progress()
+            if progress:
+                progress(len(files), len(files))
+        return SegmentResult(json_path, written, len(adopted), failed, main=run.main)
+
+
+def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], info: dict, resume: bool,
+                 overwrite: bool) -> PanopticWriter:
+    """Rank 0: check and prepare the output folder, adopting what an interrupted run finished (``resume``)."""
     done: dict = {}
     if resume:
-        if json_path.exists() and not progress_path.exists():
+        if json_path.exists() and not run.progress_files():
             raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
-        done = {d["image"]["file_name"]: d for d in _read_progress(progress_path)}
-    elif progress_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
-                                "--overwrite to start again")
-    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume,
-                            info={"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)})
-    if not resume and progress_path.exists():
-        progress_path.unlink()
+        done = {d["image"]["file_name"]: d for d in run.read_progress()}
+    elif run.progress_files() and not overwrite:
+        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn segment run; pass --resume to finish it "
+                                "or --overwrite to start again")
+    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume, info=info)
+    if not resume:
+        run.remove_progress()
     for d in done.values():
-        if not (png_dir / d["annotation"]["file_name"]).exists():
-            continue
-        writer.adopt(d["image"], d["annotation"])
-    todo = [(f, r) for f, r in zip(files, records) if r["file_name"] not in writer.adopted_names]
+        if (png_dir / d["annotation"]["file_name"]).exists():
+            writer.adopt(d["image"], d["annotation"])
+    return writer
+
+
+def _progress_on_main(run, progress, already: int, total: int):
+    """Rank 0 shows the run's progress, estimated from its own share; the other ranks show none."""
+    if progress is None or not run.main:
+        return None
+    world = run.context.world_size
+    progress(already, total)
+    return lambda done: progress(min(total, already + done * world), total)
+
+
+def _segment_images(segmenter, todo, writer: PanopticWriter, progress_path: Path, batch_size: int, report,
+                    on_failure) -> list[tuple[str, str]]:
+    """Segment ``todo`` (``(file, image record)``) in batches into ``writer``, logging each image for resume."""
+    from .io import read_photo
+
     failed: list[tuple[str, str]] = []
-    total = len(files)
-    finished = total - len(todo)
-    if progress:
-        progress(finished, total)
-    step = max(1, options.batch_size)
+    step = max(1, batch_size)
     with open(progress_path, "a", encoding="utf-8") as log:
         for start in range(0, len(todo), step):
             batch = []
@@ -144,13 +179,14 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
                 batch.append((rec, rgb))
             if batch:
                 write_predictions(segmenter, batch, writer, log)
-            finished += len(todo[start: start + step])
-            if progress:
-                progress(finished, total)
-    writer.commit()
-    progress_path.unlink(missing_ok=True)
-    return SegmentResult(json_path, total - len(failed) - len(writer.adopted_names), len(writer.adopted_names),
-                         failed)
+            if report:
+                report(min(start + step, len(todo)))
+    return failed
+
+
+def png_name(record: dict) -> str:
+    """The PNG that an image record's prediction is written to (PanopticWriter's default name)."""
+    return Path(str(record["file_name"])).with_suffix(".png").as_posix()
 
 
 def write_predictions(segmenter, batch: Sequence[tuple[dict, np.ndarray]], writer: PanopticWriter, log=None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,11 +10,11 @@ import typer
 
 from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
                       ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments,
-                      Threads, TopK, UsePredBbox, Weights, command, post_overrides)
+                      Resume, Threads, TopK, UsePredBbox, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "refine")(refine_command)
+    command(app, "refine", resume_hint="rerun with --resume to finish the images left")(refine_command)
 
 
 def refine_command(
@@ -38,6 +39,7 @@ def refine_command(
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
+    resume: Resume = False,
     overwrite: Overwrite = False,
     threads: Threads = None,
     json_out: JsonOut = None,
@@ -62,7 +64,7 @@ def refine_command(
     check_device(device.value)
     check_weights(weights, "prn")
     check_file(category_map, "category map", "pass a JSON {\"<base id>\": <checkpoint id>}")
-    check_set_output(out, overwrite)
+    check_set_output(out, overwrite, resume=resume)
     weights = shipped_or(weights, "prn")
 
     from ..refine import RefineOptions, refine
@@ -72,9 +74,11 @@ def refine_command(
     set_threads(threads)
     options = RefineOptions(device=device.value, batch_size=batch_size, overrides=overrides,
                             category_map=str(category_map) if category_map else None)
-    with progress("refining") as update:
-        result = refine(base, images, weights, out, options=options, overwrite=overwrite, progress=update,
-                        on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    with progress("refining", enabled=os.environ.get("RANK", "0") == "0") as update:  # torchrun: rank 0 only
+        result = refine(base, images, weights, out, options=options, overwrite=overwrite, resume=resume,
+                        progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    if not result.main:   # another torchrun rank: rank 0 reports the run
+        raise typer.Exit(EXIT_INVALID_INPUT if result.failed else 0)
     show_changes(result.changes, result.written, human(json_out))
     say(f"wrote {result.written} image(s) to {result.json_path}", json_out)
     emit_json({"json": str(result.json_path), "written": result.written,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,9 +69,11 @@ def segment_command(
     set_threads(threads)
     options = SegmentOptions(device=device.value, batch_size=batch_size, max_size=max_size,
                              images_json=str(images_json) if images_json else None, overrides=overrides)
-    with progress("segmenting") as update:
+    with progress("segmenting", enabled=os.environ.get("RANK", "0") == "0") as update:  # torchrun: rank 0 only
         result = segment(images, weights, out, options=options, resume=resume, overwrite=overwrite,
                          progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    if not result.main:   # another torchrun rank: rank 0 reports the run
+        raise typer.Exit(EXIT_INVALID_INPUT if result.failed else 0)
     say(f"wrote {result.written} image(s)" + (f" (+{result.adopted} from the interrupted run)" if result.adopted
                                                else "") + f" to {result.json_path}", json_out)
     emit_json({"json": str(result.json_path), "written": result.written, "adopted": result.adopted,
