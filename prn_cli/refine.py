@@ -42,6 +42,8 @@ class RefineOptions:
     overrides: PostProcessOverrides = field(default_factory=PostProcessOverrides)
     #: JSON file mapping base category ids to the checkpoint's ({"<base id>": <checkpoint id>, ...})
     category_map: str | None = None
+    #: "torch" runs a checkpoint; "onnxruntime" runs a file written by prn export (prn_cli.onnx_runtime)
+    runtime: str = "torch"
 
 
 @dataclass
@@ -169,7 +171,12 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     from .segment import list_images
     from .sharding import ShardedRun, merge_into
 
-    refiner = Refiner(weights, device=options.device, overrides=options.overrides)
+    if options.runtime == "onnxruntime":
+        from .onnx_runtime import onnx_refiner
+
+        refiner = onnx_refiner(weights, overrides=options.overrides)
+    else:
+        refiner = Refiner(weights, device=options.device, overrides=options.overrides)
     base_set = load_set(base, need_categories=False)
     translation = category_translation(base_set, refiner.categories, options.category_map)
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)

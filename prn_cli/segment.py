@@ -33,6 +33,8 @@ class SegmentOptions:
     batch_size: int = 1
     max_size: int | None = None          # resize so the long side is at most this (outputs at the original size)
     images_json: str | None = None
+    #: "torch" runs a checkpoint; "onnxruntime" runs a file written by prn export (prn_cli.onnx_runtime)
+    runtime: str = "torch"
     #: thresholds replacing the checkpoint's InferenceConfig values
     overrides: SegmentOverrides = field(default_factory=SegmentOverrides)
 
@@ -95,7 +97,13 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
-    segmenter = Segmenter(weights, device=options.device, overrides=options.overrides, max_size=options.max_size)
+    if options.runtime == "onnxruntime":
+        from .onnx_runtime import onnx_segmenter
+
+        segmenter = onnx_segmenter(weights, overrides=options.overrides, max_size=options.max_size)
+    else:
+        segmenter = Segmenter(weights, device=options.device, overrides=options.overrides,
+                              max_size=options.max_size)
     json_path, png_dir = set_paths(out_dir)
     info = {"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)}
     with ShardedRun(options.device, out_dir, PROGRESS_STEM) as run:

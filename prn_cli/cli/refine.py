@@ -10,7 +10,7 @@ import typer
 
 from ._common import (BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
                       ForegroundThreshold, Images, JsonOut, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments,
-                      Resume, Threads, TopK, UsePredBbox, Weights, command, post_overrides)
+                      Resume, Runtime, Threads, TopK, UsePredBbox, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +42,7 @@ def refine_command(
     resume: Resume = False,
     overwrite: Overwrite = False,
     threads: Threads = None,
+    runtime: Runtime = "torch",
     json_out: JsonOut = None,
 ) -> None:
     """Refine any model's panoptic segmentation with PRN, and report what changed.
@@ -62,7 +63,13 @@ def refine_command(
                                restore_base_segments=restore_base_segments,
                                base_snap_confidence=base_snap_confidence)
     check_device(device.value)
-    check_weights(weights, "prn")
+    from ..onnx_runtime import check_runtime
+
+    check_runtime(runtime, weights, device.value)
+    if runtime == "onnxruntime":
+        check_file(weights, "ONNX file", "write it with prn export CKPT --format onnx --out FILE")
+    else:
+        check_weights(weights, "prn")
     check_file(category_map, "category map", "pass a JSON {\"<base id>\": <checkpoint id>}")
     check_set_output(out, overwrite, resume=resume)
     weights = shipped_or(weights, "prn")
@@ -73,7 +80,7 @@ def refine_command(
 
     set_threads(threads)
     options = RefineOptions(device=device.value, batch_size=batch_size, overrides=overrides,
-                            category_map=str(category_map) if category_map else None)
+                            category_map=str(category_map) if category_map else None, runtime=runtime)
     with progress("refining", enabled=os.environ.get("RANK", "0") == "0") as update:  # torchrun: rank 0 only
         result = refine(base, images, weights, out, options=options, overwrite=overwrite, resume=resume,
                         progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))

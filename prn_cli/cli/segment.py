@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BatchSize, Device, DeviceOpt, Images, JsonOut, Out, Overwrite, Resume, Threads, Weights, command)
+from ._common import (BatchSize, Device, DeviceOpt, Images, JsonOut, Out, Overwrite, Resume, Runtime, Threads, Weights,
+                      command)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +40,7 @@ def segment_command(
     resume: Resume = False,
     overwrite: Overwrite = False,
     threads: Threads = None,
+    runtime: Runtime = "torch",
     json_out: JsonOut = None,
 ) -> None:
     """Segment images with MS-PanopticFPN into a COCO panoptic set.
@@ -58,7 +60,13 @@ def segment_command(
                                  instance_score_threshold=instance_score_threshold,
                                  overlap_threshold=overlap_threshold, stuff_area=stuff_area)
     check_device(device.value)
-    check_weights(weights, "base")
+    from ..onnx_runtime import check_runtime
+
+    check_runtime(runtime, weights, device.value)
+    if runtime == "onnxruntime":
+        check_file(weights, "ONNX file", "write it with prn export CKPT --format onnx --out FILE")
+    else:
+        check_weights(weights, "base")
     check_file(images_json, "images JSON", "pass the dataset JSON whose 'images' list these files")
     check_set_output(out, overwrite, resume=resume)
     weights = shipped_or(weights, "base")
@@ -68,7 +76,8 @@ def segment_command(
 
     set_threads(threads)
     options = SegmentOptions(device=device.value, batch_size=batch_size, max_size=max_size,
-                             images_json=str(images_json) if images_json else None, overrides=overrides)
+                             images_json=str(images_json) if images_json else None, overrides=overrides,
+                             runtime=runtime)
     with progress("segmenting", enabled=os.environ.get("RANK", "0") == "0") as update:  # torchrun: rank 0 only
         result = segment(images, weights, out, options=options, resume=resume, overwrite=overwrite,
                          progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
