@@ -58,6 +58,9 @@ class ExportedModel:
 
             threads = torch.get_num_threads()   # --threads and OMP_NUM_THREADS, as for the torch runtime
         options.intra_op_num_threads = int(threads)
+        # onnxruntime's threads spin for work after each run by default, taking the cores from the PyTorch
+        # post-processing that follows every run here
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
