@@ -21,6 +21,7 @@ Usage: python benchmarks/bench_eval.py [--n 300] [--size 640x480] [--workers 2] 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
@@ -155,7 +156,7 @@ def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int, env: dict
 
 def _reference_available() -> bool:
     try:
-        import panopticapi.evaluation  # noqa: F401
+        importlib.import_module("panopticapi.evaluation")
     except ImportError:
         return False
     return True

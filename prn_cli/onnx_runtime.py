@@ -9,6 +9,7 @@ onnxruntime and onnx come with the ``onnx`` extra: ``pip install -e ".[onnx]"``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -34,11 +35,9 @@ def check_runtime(runtime: str, weights, device: str) -> None:
     if str(device).startswith("cuda"):
         raise UsageError(f"--device {device}: --runtime onnxruntime runs on the CPU; use --device cpu (or auto), "
                          "or the torch runtime on CUDA")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:
         raise UsageError("--runtime onnxruntime needs onnxruntime; install it with pip install -e \".[onnx]\" "
-                         "(or pip install onnxruntime)") from None
+                         "(or pip install onnxruntime)")
 
 
 class ExportedModel:

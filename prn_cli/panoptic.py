@@ -18,6 +18,7 @@ This module needs numpy and Pillow only (no torch), so commands built on it star
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def png_decoder() -> str:
     if wanted not in ("", "pyspng"):
         raise ValueError(f"PRN_PNG_DECODER must be 'pyspng' or 'pillow', not {wanted!r}")
     try:
-        import pyspng  # noqa: F401
+        importlib.import_module("pyspng")
     except ImportError:
         return "pillow"
     return "pyspng"

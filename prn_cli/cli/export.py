@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -46,10 +47,8 @@ def export_command(
         raise UsageError(f"--out {out}: is a folder; name the .onnx file to write")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise UsageError("prn export needs the onnx package; install it with pip install -e \".[onnx]\"") from None
+    if importlib.util.find_spec("onnx") is None:
+        raise UsageError("prn export needs the onnx package; install it with pip install -e \".[onnx]\"")
 
     from ..onnx_export import export_onnx
     from ..shipped import shipped_weights

@@ -4,6 +4,7 @@ same PQ; and prn eval against the live COCO reference evaluator on a generated s
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import multiprocessing
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import COCO_SAMPLE, PQ_REFERENCE, scene, write_set
+from conftest import COCO_SAMPLE, PQ_REFERENCE, scene
 from prn_cli.errors import InvalidInputError
 from prn_cli.evaluate import EvalOptions, evaluate
 from prn_cli.panoptic import id2rgb, load_set, png_decoder, read_id_png, rgb2id
@@ -36,11 +37,7 @@ def test_decoder_choice(monkeypatch):
     with pytest.raises(ValueError, match="PRN_PNG_DECODER"):
         png_decoder()
     monkeypatch.delenv("PRN_PNG_DECODER")
-    try:
-        import pyspng  # noqa: F401
-        expected = "pyspng"
-    except ImportError:
-        expected = "pillow"
+    expected = "pyspng" if importlib.util.find_spec("pyspng") else "pillow"
     assert png_decoder() == expected
 
 
