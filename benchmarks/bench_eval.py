@@ -10,12 +10,15 @@ prn and the reference so that both see the same machine load:
 - prn: :func:`prn_cli.evaluate.evaluate` with ``--workers`` processes and ``sum_chunks`` equal to the
   reference's process count, so that its floats can be compared bit for bit (the default sum costs the same);
 - decode: decoding every GT and prediction PNG to ids with prn's decoder (:func:`prn_cli.panoptic.png_decoder`)
-  and with Pillow, nothing else: the floor of any PQ evaluator.
+  and with Pillow, nothing else: the floor of any PQ evaluator;
+- prn --per-image (with ``--per-image``): the same evaluation with every image's PQ and every segment's outcome,
+  and its cost relative to the plain evaluation (runs interleaved with it, so both see the same load).
 
 It prints the fastest run of each, the ratio of the reference's time to prn's (and of their medians), and
 whether prn's result equals the reference's exactly (every float of ``All``/``Things``/``Stuff``/``per_class``).
 
-Usage: python benchmarks/bench_eval.py [--n 300] [--size 640x480] [--workers 2] [--repeat 3] [--data DIR] [--json]
+Usage: python benchmarks/bench_eval.py [--n 300] [--size 640x480] [--workers 2] [--repeat 3] [--data DIR] [--per-image]
+       [--json]
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def _decode_files(paths: list[str]) -> int:
     return sum(int(read_id_png(p).size) for p in paths)
 
 
-def phase_decode(gt_json: Path, pred_dir: Path, workers: int) -> dict:
+def phase_decode(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
     from prn_cli.panoptic import png_decoder
@@ -108,14 +111,14 @@ def _plain(value):
     return value
 
 
-def phase_eval(gt_json: Path, pred_dir: Path, workers: int) -> dict:
+def phase_eval(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
     from prn_cli.evaluate import EvalOptions, evaluate
     from prn_cli.panoptic import png_decoder
 
     options = EvalOptions(sum_chunks=multiprocessing.cpu_count())
     cpu0 = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    report = evaluate(gt_json, [pred_dir], workers=workers, options=options)
+    report = evaluate(gt_json, [pred_dir], workers=workers, options=options, per_image=per_image)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
     r = report.results[0]
@@ -124,7 +127,7 @@ def phase_eval(gt_json: Path, pred_dir: Path, workers: int) -> dict:
             "peak_rss_mb_largest_worker": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
-def phase_reference(gt_json: Path, pred_dir: Path, workers: int) -> dict:
+def phase_reference(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
     import contextlib
     import io
 
@@ -146,9 +149,11 @@ def phase_reference(gt_json: Path, pred_dir: Path, workers: int) -> dict:
 PHASES = {"decode": phase_decode, "eval": phase_eval, "reference": phase_reference}
 
 
-def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int, env: dict | None = None) -> dict:
+def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int, env: dict | None = None,
+               per_image: bool = False) -> dict:
     out = subprocess.run([sys.executable, __file__, "--phase", name, "--gt", str(gt_json), "--pred", str(pred_dir),
-                          "--workers", str(workers)], capture_output=True, text=True, env=env)
+                          "--workers", str(workers)] + (["--per-image"] if per_image else []),
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"bench_eval: the {name} phase failed:\n{out.stderr.strip()}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -171,13 +176,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each evaluator, alternating; the fastest counts")
     ap.add_argument("--data", type=Path, help="keep the generated pairs here (reused when present)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--per-image", action="store_true", help="also time evaluate(per_image=True)")
     ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("--gt", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--pred", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.phase:
-        print(json.dumps(PHASES[args.phase](args.gt, args.pred, args.workers)))
+        print(json.dumps(PHASES[args.phase](args.gt, args.pred, args.workers, args.per_image)))
         return
     if not _reference_available():
         raise SystemExit("bench_eval: the reference evaluator is not installed; "
@@ -191,10 +197,12 @@ def main() -> None:
         gt_json, pred_dir = make_data(root, args.n, width, height, args.seed)
         made = time.perf_counter() - t0
         load_before = os.getloadavg()
-        refs, prns = [], []
+        refs, prns, per_image = [], [], []
         for _ in range(args.repeat):
             refs.append(_run_phase("reference", gt_json, pred_dir, args.workers))
             prns.append(_run_phase("eval", gt_json, pred_dir, args.workers))
+            if args.per_image:
+                per_image.append(_run_phase("eval", gt_json, pred_dir, args.workers, per_image=True))
         prn_pillow = _run_phase("eval", gt_json, pred_dir, args.workers, env=pillow_env)
         decode = min((_run_phase("decode", gt_json, pred_dir, args.workers) for _ in range(args.repeat)),
                      key=lambda d: d["seconds_workers"])
@@ -207,7 +215,7 @@ def main() -> None:
     prn_times = [r["seconds"] for r in prns]
     ref_cpu = min(r["cpu_seconds"] for r in refs)
     prn_cpu = min(r["cpu_seconds"] for r in prns)
-    identical = all(p["result"] == ref_best["result"] for p in prns + refs + [prn_pillow])
+    identical = all(p["result"] == ref_best["result"] for p in prns + refs + per_image + [prn_pillow])
     figures = {
         "pairs": args.n, "size": args.size, "workers": args.workers, "cpu_count": os.cpu_count(),
         "load_average_1min_before_after": [load_before[0], load_after[0]], "data_seconds": made,
@@ -223,6 +231,9 @@ def main() -> None:
         "prn_peak_rss_mb_largest_worker": prn_best["peak_rss_mb_largest_worker"],
         "reference_processes": ref_best["processes"], "pq": ref_best["result"]["All"]["pq"],
     }
+    if per_image:
+        figures["per_image_seconds"] = min(e["seconds"] for e in per_image)
+        figures["per_image_over_eval"] = figures["per_image_seconds"] / prn_best["seconds"]
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -239,6 +250,9 @@ def main() -> None:
           f"{figures['speedup_cpu']:.2f}x (fastest runs; does not depend on the machine's load)")
     print(f"  identical results     {'yes' if identical else 'NO'} (every float, prn with either decoder)")
     print(f"  prn eval with Pillow  {prn_pillow['seconds']:.2f} s wall")
+    if per_image:
+        print(f"  prn eval --per-image  {figures['per_image_seconds']:.2f} s wall, "
+              f"{figures['per_image_over_eval']:.2f}x the plain evaluation")
     print(f"  pure decode to ids    {decode['decoder']}: {decode['seconds_1_process']:.2f} s in 1 process, "
           f"{decode['seconds_workers']:.2f} s wall in {w}; Pillow: {decode_pillow['seconds_1_process']:.2f} s, "
           f"{decode_pillow['seconds_workers']:.2f} s")

@@ -22,6 +22,11 @@ Sections (definitions in ``benchmarks/README.md``, "diagnose_things.py"):
 4. **Thing recall by the base's failure kind** and the fate of the base's thing false positives.
 5. **Head oracles** (only with ``--images``): PRN is run on the base, then each head's output in turn is replaced
    by the perfect GT map before post-processing; the PQth each oracle gains says which head loses thing PQ.
+6. **What PRN's heads see on the base's failures** (with ``--images``, same run as section 5): per base failure
+   kind of section 4, over the pixels of each GT thing, how often PRN's semantic argmax is the GT class, is any
+   thing class, or equals the base's class; the mean foreground probability; how often the centre heatmap
+   peaks above the post-processing's threshold inside the thing. Says whether PRN fails to *see* a thing the
+   base missed (semantic / foreground) or sees it and the grouping loses it (centre).
 
 Everything is deterministic. Sections 2-4 cost a few ms per image (numpy, one ``bincount`` of packed id pairs per
 pair of maps); section 1 runs the post-processing four times per image and section 5 runs PRN once and the
@@ -367,7 +372,10 @@ def checkpoint_configs(weights: str | Path | None):
     except Exception:   # predictors mid-edit: read the stored configuration directly
         Refiner = None
     if Refiner is not None:
-        refiner = Refiner(weights, device="cpu")
+        from prn_cli.options import ProcessingSize
+
+        # the oracles compare PRN's maps with GT maps pixel for pixel: run at the photos' own size
+        refiner = Refiner(weights, device="cpu", processing_size=ProcessingSize(min_size=1 << 30, max_size=1 << 30))
         return refiner.postprocess_config, refiner.render_config, str(refiner.weights), refiner
     from prn_cli.checkpoint import load_checkpoint
     from prn_cli.shipped import shipped_weights
@@ -518,6 +526,7 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
     variants["oracle all"] = heads
     writers = _SetWriters(work, [v.replace(" ", "_").replace("+", "_") for v in variants], inputs.gt.categories)
     images = inputs.gt.images_by_id
+    seen: list[np.ndarray] = []
     for ann, b_ann in zip(inputs.gt.annotations, inputs.base_ann):
         record = images.get(ann["image_id"])
         if record is None or "file_name" not in record:
@@ -529,7 +538,8 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
         b_segs = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0}
                   for s in b_ann["segments_info"] if int(s["id"]) != 0]
         prepared = refiner.prepare(rgb, b_ids, b_segs, where=str(inputs.base.png_path(b_ann)))
-        batch, _ = collate_refine([(prepared, None)], size_divisibility=32)
+        batch, _ = collate_refine([({k: prepared[k] for k in ("image", "base_semantic", "base_maps")}, None)],
+                                  size_divisibility=32)
         with torch.inference_mode():
             out = refiner.model({k: v.to(refiner.device) for k, v in batch.items()})
         h, w = gt_ids.shape
@@ -539,6 +549,8 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
                                       post.foreground_source)
         except ValueError as exc:
             raise InvalidInputError(f"image {ann['image_id']} (GT vs the checkpoint's categories): {exc}") from None
+        seen.append(heads_on_things(net, gt_ids, ann["segments_info"], b_ids, b_segs, cmap, inputs.thing_ids,
+                                    post.center_threshold))
         image = _image_record(inputs.gt, ann, gt_ids)
         for name, swap in variants.items():
             maps = {**net, **{k: perfect[k] for k in swap}}
@@ -547,7 +559,55 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
     names = list(variants)
     rep = evaluate(inputs.gt, [inputs.refined, *sets], workers=0, names=["refined set"] + names)
     return {"images": len(inputs.gt.annotations), "heads": heads,
-            "rows": {n: _summary(res, inputs.gt) for n, res in zip(["refined set"] + names, rep.results)}}
+            "rows": {n: _summary(res, inputs.gt) for n, res in zip(["refined set"] + names, rep.results)},
+            "heads_on_things": summarise_heads(np.concatenate(seen) if seen else np.zeros((0, 8)))}
+
+
+#: Columns of :func:`heads_on_things`' rows.
+HEAD_COLUMNS = ("kind", "area", "semantic_correct", "semantic_thing", "semantic_as_base", "foreground",
+                "center_hit", "center_max")
+
+
+def heads_on_things(net: dict, gt_ids: np.ndarray, gt_info: Sequence[dict], base_ids: np.ndarray,
+                    base_info: Sequence[dict], cmap, thing_ids: np.ndarray, center_threshold: float) -> np.ndarray:
+    """Section 6 for one image: a row (:data:`HEAD_COLUMNS`) per non-crowd GT thing.
+
+    ``net`` holds PRN's raw outputs cropped to the image ((C, H, W) tensors); fractions are over the thing's
+    pixels. ``semantic_as_base`` compares with the base's class at each pixel (void counts as different)."""
+    gt, base = Segs.of(gt_info), Segs.of(base_info)
+    kinds = failure_kinds(gt, base, match(gt_ids, gt, base_ids, base), thing_ids)
+    sem = net["semantic"].argmax(0).numpy()
+    class_ids = np.asarray(cmap.class_ids, dtype=np.int64)
+    sem_cat = class_ids[sem]
+    base_cat = np.zeros(base_ids.shape, np.int64)
+    for sid, cat in zip(base.ids, base.cats):
+        base_cat[base_ids == sid] = cat
+    fg = (1.0 / (1.0 + np.exp(-net["foreground"][0].numpy().astype(np.float64)))
+          if "foreground" in net else np.isin(sem_cat, thing_ids).astype(np.float64))
+    center = net["center"][0].numpy()
+    rows = []
+    for i, sid in enumerate(gt.ids):
+        if kinds[i] < 0:
+            continue
+        m = gt_ids == sid
+        if not m.any():
+            continue
+        c = sem_cat[m]
+        peak = float(center[m].max())
+        rows.append((kinds[i], int(m.sum()), float((c == gt.cats[i]).mean()), float(np.isin(c, thing_ids).mean()),
+                     float((c == base_cat[m]).mean()), float(fg[m].mean()), float(peak > center_threshold), peak))
+    return np.array(rows, dtype=np.float64).reshape(-1, len(HEAD_COLUMNS))
+
+
+def summarise_heads(rows: np.ndarray) -> dict[str, Any]:
+    """Means of :func:`heads_on_things` rows per base failure kind (and over all GT things)."""
+    out = {}
+    for name, sel in [(n, rows[:, 0] == i) for i, n in enumerate(KINDS)] + [("all", np.ones(len(rows), bool))]:
+        n = int(sel.sum())
+        out[name] = {"gt_things": n, **{col: (float(rows[sel, j].mean()) if n else None)
+                                        for j, col in enumerate(HEAD_COLUMNS) if j >= 2 and col != "center_max"},
+                     "semantic_majority_correct": float((rows[sel, 2] > 0.5).mean()) if n else None}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -685,6 +745,17 @@ def to_markdown(report: dict[str, Any]) -> str:
         out += [f"## 5. Head oracles ({h['images']} image(s)): PRN's outputs with one head replaced by the GT map",
                 ""]
         out += _table(PQ_HEADERS, _pq_rows(h["rows"])) + [""]
+        if "heads_on_things" in h:
+            out += [f"## 6. What PRN's heads see on the base's failures ({h['images']} image(s))", "",
+                    "Per GT thing, over its pixels (means over the things of each base failure kind).", ""]
+            rows = []
+            for name in list(KINDS) + ["all"]:
+                v = h["heads_on_things"][name]
+                rows.append([KIND_LABELS.get(name, "all GT things"), v["gt_things"], _pct(v["semantic_correct"]),
+                             _pct(v["semantic_majority_correct"]), _pct(v["semantic_thing"]),
+                             _pct(v["semantic_as_base"]), _num(v["foreground"], 2), _pct(v["center_hit"])])
+            out += _table(["base kind", "GT things", "sem = GT class", "majority = GT class", "sem = a thing",
+                           "sem = base class", "mean fg prob", "centre peak inside"], rows) + [""]
     return "\n".join(out)
 
 

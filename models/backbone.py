@@ -21,10 +21,93 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
-from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["ResNetBackbone", "FPN", "load_backbone_weights", "group_norm_groups"]
+__all__ = ["ResNetBackbone", "FPN", "load_backbone_weights", "group_norm_groups", "BasicBlock", "Bottleneck",
+           "FrozenBatchNorm2d"]
+
+
+# ResNet blocks with torchvision's layout (attribute names, construction order, so state_dict keys, random
+# initialisation and outputs are the same), written here so that a network without torchvision's detection
+# ops (PRN) does not import torchvision: its import pulls in torch._dynamo and sympy (~150 MB and seconds).
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions and a shortcut (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
+        super().__init__()
+        self.conv1 = conv3x3(in_ch, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, and a shortcut (ResNet-50/101)."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
+        super().__init__()
+        self.conv1 = conv1x1(in_ch, planes)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = norm_layer(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters (buffers, never trained): y = x * scale + shift."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        state_dict.pop(prefix + "num_batches_tracked", None)     # a BatchNorm2d's counter: meaningless here
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight.reshape(1, -1, 1, 1) * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
+        shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
+        return x * scale + shift
 
 #: depth -> (block, blocks per stage), as torchvision's resnet18/34/50/101.
 _SPECS = {

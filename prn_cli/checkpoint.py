@@ -96,8 +96,29 @@ def save_checkpoint(path: str | os.PathLike, *, kind: str, config: dict, categor
 
     path = Path(path)
     with atomic_output(path, "wb") as f:
-        torch.save(content, f)
+        try:
+            torch.save(content, f)
+        except RuntimeError as exc:
+            # torch's zip writer reports a refused write (a full disk) as a RuntimeError, not an OSError
+            if "inline_container" not in str(exc) and "PytorchStreamWriter" not in str(exc):
+                raise
+            raise _checkpoint_write_error(path, exc) from exc
     return path
+
+
+def _checkpoint_write_error(path: Path, exc: RuntimeError):
+    import errno
+    import shutil
+
+    from .io import write_error
+
+    try:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    return write_error(path, OSError(errno.EIO, f"the checkpoint writer failed: {str(exc).splitlines()[0]}"))
 
 
 def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None, map_location="cpu") -> dict:
@@ -180,6 +201,12 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
         info["switches"] = {k: model.get(k) for k in ("foreground_head", "coordconv_decoder", "coordconv_encoder",
                                                      "box_head", "base_prior")}
         info["postprocess"] = config.get("postprocess", {})
+    from .shipped import MODEL_CARD, is_shipped, shipped_training_data
+
+    # what it was trained on (recorded by prn train since training_data.py; the shipped ones' is known)
+    info["training_data"] = ckpt.get("training_data") or shipped_training_data(path)
+    if is_shipped(path):
+        info["intended_use"] = MODEL_CARD
     return info
 
 

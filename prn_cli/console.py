@@ -65,11 +65,16 @@ def emit_json(obj: Any, target: str | None) -> None:
 
 
 @contextmanager
-def progress(description: str, *, enabled: bool = True) -> Iterator[ProgressUpdate]:
-    """A progress bar on stderr; silent when stderr is not a terminal. ``update(done, total)`` moves it;
-    ``detail`` is shown after the bar (e.g. the latest losses), ``description`` renames the task."""
-    if not enabled or not stderr.is_terminal:
+def progress(description: str, *, enabled: bool = True, log_lines: bool = False) -> Iterator[ProgressUpdate]:
+    """A progress bar on stderr. ``update(done, total)`` moves it; ``detail`` is shown after the bar (e.g. the
+    latest losses), ``description`` renames the task. When stderr is not a terminal (a log file, a CI job, a
+    batch scheduler) it is silent, or with ``log_lines`` it prints a plain line each time ``detail`` changes and
+    at the end (:class:`LineLog`), so a log shows how a long job advances."""
+    if not enabled:
         yield _silent
+        return
+    if not stderr.is_terminal:
+        yield LineLog(description) if log_lines else _silent
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
@@ -89,6 +94,56 @@ def progress(description: str, *, enabled: bool = True) -> Iterator[ProgressUpda
 
 def _silent(done: int, total: int, detail: str = "", description: str | None = None) -> None:
     return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class LineLog:
+    """Progress for logs: ``train base: step 40/500 (8%) · box 1.047 mask 0.341 · 3.21 s/step · ETA 24m36s``,
+    one line on stderr each time ``detail`` changes (the engine's losses change once per log window) and one
+    when ``done`` reaches ``total``; nothing for the updates in between. The rate counts only the steps done
+    since the first update, so a resumed run's ETA is right."""
+
+    def __init__(self, description: str, clock: Callable[[], float] | None = None,
+                 write: Callable[[str], None] | None = None):
+        import time
+
+        self.description = description
+        self.clock = clock or time.monotonic
+        self.write = write or info
+        self.first: tuple[int, float] | None = None
+        self.last_detail: str | None = None
+        self.finished = False
+
+    def __call__(self, done: int, total: int, detail: str = "", description: str | None = None) -> None:
+        if description is not None:
+            self.description = description
+        now = self.clock()
+        if self.first is None:
+            self.first = (done, now)
+            self.last_detail = detail
+            return
+        if detail == self.last_detail and (done < total or self.finished):
+            return
+        self.last_detail = detail
+        self.finished = done >= total
+        start_done, start_time = self.first
+        parts = [f"{self.description}: step {done}/{total} ({100 * done // max(1, total)}%)"]
+        if detail:
+            parts.append(detail)
+        if done > start_done:
+            rate = (now - start_time) / (done - start_done)
+            parts.append(f"{rate:.2f} s/step")
+            if done < total:
+                parts.append(f"ETA {_duration(rate * (total - done))}")
+            else:
+                parts.append(f"took {_duration(now - start_time)}")
+        self.write(" · ".join(parts))
 
 
 def losses_text(losses: dict) -> str:

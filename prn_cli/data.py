@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import InvalidInputError, fail
-from .io import read_photo
+from .io import orientation_hint, read_photo
 from .panoptic import PanopticSet, load_set, read_id_png, safe_join
 
 IGNORE = 255
@@ -268,11 +268,20 @@ def resolve_images_dir(pset: PanopticSet, images_dir: str | os.PathLike | None) 
         images_dir = default_images_dir(pset.json_path)
         if images_dir is None:
             raise fail(pset.json_path, "cannot tell where the images of this set are",
-                       "pass the images folder explicitly (--images DIR)")
+                       "lay the set out as COCO and prn synth do: <root>/annotations/panoptic_<split>.json "
+                       "with its images in <root>/images/<split>")
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise fail(images_dir, "images folder does not exist", "pass the folder that holds the set's images")
     return images_dir
+
+
+def check_has_annotations(pset: PanopticSet) -> None:
+    """A one-line error for a set with nothing to train on (no annotations), before its images are looked for."""
+    if not pset.annotations:
+        raise fail(pset.json_path, f"holds {len(pset.images)} image record(s) but no annotations, so there is "
+                   "nothing to train on", "pass a panoptic set whose 'annotations' give the segments of its images "
+                   "(the ground truth, e.g. annotations/panoptic_train.json of prn synth)")
 
 
 def annotation_image_path(pset: PanopticSet, annotation: dict, images_dir: Path, infos: dict | None = None) -> Path:
@@ -309,6 +318,7 @@ class PanopticTrainingSet(Dataset):
         from .models.categories import CategoryMap
 
         pset = source if isinstance(source, PanopticSet) else load_set(source)
+        check_has_annotations(pset)
         images_dir = resolve_images_dir(pset, images_dir)
         self.json_path = pset.json_path
         self.images_dir = images_dir
@@ -335,7 +345,8 @@ class PanopticTrainingSet(Dataset):
         ids = read_id_png(png_path)
         if rgb.shape[:2] != ids.shape:
             raise fail(png_path, f"panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its image {image_path} is "
-                       f"{rgb.shape[1]}x{rgb.shape[0]}", "write the PNG at the image's size")
+                       f"{rgb.shape[1]}x{rgb.shape[0]}{orientation_hint(rgb.shape[:2], ids.shape)}",
+                       "write the PNG at the image's size")
         image = normalize(rgb)
         ids_t = torch.from_numpy(ids.astype(np.int64))
         if self.transform is not None:

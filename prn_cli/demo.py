@@ -32,6 +32,7 @@ class DemoResult:
     report_json: Path
     viz_dir: Path
     gallery: Path
+    html_report: Path | None = None     # prn report's index.html: sortable, hover details, what changed
 
 
 def _no_progress(description: str):
@@ -54,6 +55,7 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
     from .shipped import shipped_weights
     from .synth import SynthConfig, write_dataset
     from .visualize import VizOptions, visualize
+    from .visualize.report import write_report
 
     out = Path(out_dir)
     marker = out / "eval.json"
@@ -62,6 +64,13 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
     prn_weights = prn_weights or shipped_weights("prn")
     if not corrupted_base:
         base_weights = base_weights or shipped_weights("base")
+    # both checkpoints are read before anything is written: a wrong --prn-weights must not leave data/ and
+    # base/ behind after minutes of work
+    from .checkpoint import load_checkpoint
+
+    load_checkpoint(prn_weights, kind="prn")
+    if not corrupted_base:
+        load_checkpoint(base_weights, kind="base")
     data_dir = out / "data"
     # class_colour 0.7: the distribution the shipped models were trained on (models/README.md)
     with progress("synthetic data") as update:
@@ -92,5 +101,9 @@ def run_demo(out_dir: str | os.PathLike = "prn-demo", *, n: int = 8, width: int 
         visualize([("base", base), ("refined", refined), ("ground truth", gt)], viz_dir,
                   images_dir=summary["images_dir"], html=True, overwrite=overwrite, progress=update,
                   options=VizOptions(color_by="panoptic"))
+    with progress("writing the report") as update:
+        html_report = write_report(gt, [base, refined], out / "report", images_dir=summary["images_dir"],
+                                   names=["base", "refined"], workers=workers, overwrite=overwrite,
+                                   progress=update)["index_html"]
     return DemoResult(out, gt_json, set_paths(base_dir)[0], set_paths(refined_dir)[0], report, marker, viz_dir,
-                      viz_dir / "index.html")
+                      viz_dir / "index.html", Path(html_report))

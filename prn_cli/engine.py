@@ -38,7 +38,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import FINAL_NAME, LAST_NAME, METRICS_NAME, check_run_dir, load_checkpoint, save_checkpoint
-from .errors import InvalidInputError, OutputExistsError, PrnError
+from .errors import InvalidInputError, PrnError
+from .io import naming_write_errors
+from .resume import check_same_request, differences, flatten
 from .runtime import (DistributedContext, barrier, check_device_name, init_distributed, resolve_device,
                       shutdown_distributed)
 
@@ -106,6 +108,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False           # start again: rank 0 removes an earlier run's checkpoints and metrics
     find_unused_parameters: bool = True   # DDP: the networks skip branches on some batches (no positives)
+    tensorboard: bool = False         # also write TensorBoard events to out_dir/tensorboard (tensorboard_events.py)
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -402,13 +405,30 @@ def _comparable(obj) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
+#: TrainConfig fields that say where and how a run goes, not what it learns: a resume may change them (each
+#: change is logged). Everything else in the schedule, and every option in the caller's ``request`` outside
+#: its own ``may_change``, must be what the run was started with.
+RESUME_MAY_CHANGE = ("device", "channels_last", "num_workers", "checkpoint_every", "log_every", "val_every",
+                     "find_unused_parameters")
+#: TrainConfig fields that are no part of the work (where it is written, how this call was asked to start).
+_NOT_WORK = ("out_dir", "resume", "overwrite")
+
+
+def training_request(cfg: TrainConfig, request: dict | None = None) -> dict:
+    """What a run was asked (stored in last.pt, checked on resume): the schedule, and the caller's ``request``
+    (its data and data options) under ``training``."""
+    schedule = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_WORK}
+    return json.loads(json.dumps({"schedule": schedule, "training": dict(request or {})}, default=str))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the loop
 
 
 def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, kind: str, model_config: dict,
           categories: Sequence[dict], collate_fn: Callable, evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
-          progress: Callable[[int, int, dict], None] | None = None) -> TrainSummary:
+          progress: Callable[[int, int, dict], None] | None = None, request: dict | None = None,
+          request_may_change: Sequence[str] = (), checkpoint_extra: dict | None = None) -> TrainSummary:
     """Train ``model_factory()`` on ``dataset`` for ``cfg.iters`` optimizer steps; return a :class:`TrainSummary`.
 
     - ``dataset``: a map-style dataset; if it has ``sample(index, seed)`` its augmentation follows the seed
@@ -420,6 +440,11 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
       every ``val_every`` steps and at the end; its results go to metrics.jsonl and the summary.
     - ``progress(step, total, losses)`` is called on rank 0 after every step; ``losses`` are the averages of
       the latest log window (empty before the first).
+    - ``request``: the caller's options that decide the result beside ``cfg`` (data, crop, ...; JSON values),
+      stored with the schedule in every last.pt. A resume whose schedule or request differs is refused with
+      one line naming the option (``prn_cli.resume``), except for :data:`RESUME_MAY_CHANGE` and the request's
+      keys in ``request_may_change``, whose changes are logged.
+    - ``checkpoint_extra``: more top-level entries of both checkpoints (e.g. ``training_data``).
 
     Launched by ``torchrun``, each process joins the process group, takes its shard of every global batch,
     and the model is wrapped in DistributedDataParallel.
@@ -437,7 +462,11 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
     d = init_distributed(device)
     try:
         run = _Run(model_factory, dataset, cfg, d, device, kind=kind, model_config=model_config,
-                   categories=list(categories), collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress)
+                   categories=list(categories), collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress,
+                   request=training_request(cfg, request),
+                   may_change=[f"schedule.{k}" for k in RESUME_MAY_CHANGE]
+                   + [f"training.{k}" for k in request_may_change])
+        run.checkpoint_extra = dict(checkpoint_extra or {})
         return run.run()
     finally:
         shutdown_distributed(d)
@@ -447,13 +476,17 @@ class _Run:
     """One process's share of a training run: model, optimizer, data, and what it writes (rank 0)."""
 
     def __init__(self, model_factory, dataset, cfg: TrainConfig, d: DistributedContext, device: torch.device, *,
-                 kind: str, model_config: dict, categories: list[dict], collate_fn, evaluate_fn, progress):
+                 kind: str, model_config: dict, categories: list[dict], collate_fn, evaluate_fn, progress,
+                 request: dict | None = None, may_change: Sequence[str] = ()):
         if cfg.batch_size % d.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes "
                              f"({d.world_size})")
         self.cfg, self.d, self.device = cfg, d, device
         self.kind, self.model_config, self.categories = kind, model_config, categories
         self.evaluate_fn, self.progress = evaluate_fn, progress
+        self.request, self.may_change = request if request is not None else training_request(cfg), tuple(may_change)
+        self.events = None
+        self.checkpoint_extra: dict = {}
         out = Path(cfg.out_dir)
         self.last_path, self.final_path, self.metrics_path = out / LAST_NAME, out / FINAL_NAME, out / METRICS_NAME
         cuda = device.type == "cuda"
@@ -494,13 +527,28 @@ class _Run:
         path = self.last_path
         ckpt = load_checkpoint(path, kind=self.kind, map_location="cpu")
         if _comparable(ckpt["config"]) != _comparable(self.model_config):
-            raise InvalidInputError(f"{path}: was trained with a different model configuration; resume with the "
-                                    "same model options or choose another --out")
+            stored, now = json.loads(_comparable(ckpt["config"])), json.loads(_comparable(self.model_config))
+            keys = differences(stored, now) if isinstance(stored, dict) and isinstance(now, dict) else []
+            what = (f" ({keys[0]} {flatten(stored).get(keys[0])!r} there, {flatten(now).get(keys[0])!r} now)"
+                    if keys else "")
+            raise InvalidInputError(f"{path}: was trained with a different model configuration{what}; resume with "
+                                    "the same model options or choose another --out")
         if _comparable(ckpt["categories"]) != _comparable(self.categories):
             raise InvalidInputError(f"{path}: was trained on different categories; resume with the same dataset "
                                     "or choose another --out")
         if "optimizer" not in ckpt or "step" not in ckpt:
             raise InvalidInputError(f"{path}: holds no training state (optimizer, step); it cannot be resumed")
+        stored = ckpt.get("request")
+        if not isinstance(stored, dict):     # written before requests were stored: its schedule at least
+            schedule = {k: v for k, v in (ckpt.get("train_config") or {}).items() if k not in _NOT_WORK}
+            stored = {"schedule": schedule, "training": self.request.get("training", {})}
+        changes = check_same_request(stored, self.request, where=path, may_change=self.may_change,
+                                     fix="rerun with the options the run was started with, or pass --overwrite "
+                                     "to start it again")
+        if self.d.main and changes:
+            from .console import info
+
+            info("resuming with " + "; ".join(changes))
         self.raw_model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
@@ -528,11 +576,11 @@ class _Run:
         save_checkpoint(self.last_path, **common, extra={
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
             "scheduler": {"name": cfg.schedule, "last_step": step, "last_lr": lr}, "step": step,
-            "train_config": cfg.to_dict(), "rng": states,
+            "train_config": cfg.to_dict(), "request": self.request, "rng": states,
             "data": {"seed": cfg.seed, "world_size": self.d.world_size, "batch_size": cfg.batch_size,
-                     "next_step": step}})
+                     "next_step": step}, **self.checkpoint_extra})
         if final:
-            save_checkpoint(self.final_path, **common, extra={"step": step})
+            save_checkpoint(self.final_path, **common, extra={"step": step, **self.checkpoint_extra})
 
     # ---- one step
 
@@ -574,9 +622,12 @@ class _Run:
     # ---- reporting
 
     def write_metrics(self, record: dict) -> None:
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        with naming_write_errors(self.metrics_path):
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.events is not None:
+            self.events.record(record)
 
     def log(self, step: int, lr: float, window: _Window, started: float) -> dict[str, float]:
         """Average the window over all ranks, check it is finite, write one metrics line; return the averages."""
@@ -610,6 +661,10 @@ class _Run:
             with torch.no_grad():
                 result = self.evaluate_fn(self.raw_model, step)
             self.raw_model.train()
+            # images for TensorBoard only: (title, HxWx3 array) pairs have no place in metrics.jsonl
+            panels = result.pop("panels", None) if isinstance(result, dict) else None
+            if panels and self.events is not None:
+                self.events.panels(step, panels)
             self.write_metrics({"step": step, "val": result})
         barrier(self.d, self.device)
         return result
@@ -621,6 +676,10 @@ class _Run:
         every = lambda n, step: bool(n) and step % n == 0 and step != cfg.iters   # noqa: E731
         if d.main:
             Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+            if cfg.tensorboard:
+                from .tensorboard_events import TrainingEvents
+
+                self.events = TrainingEvents(cfg.out_dir, purge_step=self.start_step + 1 if self.start_step else None)
             if self.progress:
                 self.progress(self.start_step, cfg.iters, {})
         self.model.train()
@@ -646,6 +705,8 @@ class _Run:
         if self.evaluate_fn is not None:
             val = self.validate(step)
         barrier(d, self.device)
+        if self.events is not None:
+            self.events.close()
         return TrainSummary(steps=step, start_step=self.start_step, seconds=time.perf_counter() - started,
                             losses=losses, val=val, last_checkpoint=self.last_path, final_checkpoint=self.final_path,
                             metrics=self.metrics_path, world_size=d.world_size, device=str(self.device),

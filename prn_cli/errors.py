@@ -51,6 +51,11 @@ class OutputExistsError(PrnError):
     exit_code = EXIT_USAGE
 
 
+class OutputWriteError(PrnError):
+    """An output file cannot be written (disk full, quota, read-only or unwritable folder): the message names the
+    file; a runtime error (exit 1), not an input problem."""
+
+
 def fail(path, problem: str, fix: str) -> InvalidInputError:
     """Build the standard one-line message ``<path>: <problem>; <fix>``."""
     text = f"{path}: {problem}" if path is not None else problem

@@ -88,6 +88,8 @@ class PQResult:
     per_class: dict[int, dict[str, Any]]
     num_images: int
     warnings: list[str] = field(default_factory=list)
+    #: with ``evaluate(..., per_image=True)``: one record per GT image, in GT order (see :func:`evaluate`)
+    per_image: list[dict[str, Any]] | None = None
 
     def reference_dict(self) -> dict[str, Any]:
         """The reference evaluator's return value: All, per_class (pq/sq/rq), Things, Stuff."""
@@ -103,6 +105,9 @@ class PQResult:
         out = self.reference_dict()
         out["per_class"] = {cid: dict(v) for cid, v in self.per_class.items()}
         out.update(name=self.name, pred=self.pred_path, images=self.num_images, warnings=list(self.warnings))
+        if self.per_image is not None:
+            out["per_image"] = self.per_image
+            out["outcomes"] = outcome_totals(self.per_image)
         return out
 
 
@@ -128,7 +133,10 @@ class EvalReport:
             deltas.append({"name": r.name, "vs": base.name,
                            **{g: {k: _delta(r.groups[g][k], base.groups[g][k]) for k in ("pq", "sq", "rq")}
                               for g in GROUPS}})
-        return {**common, "predictions": [r.to_dict() for r in self.results], "deltas": deltas}
+        out = {**common, "predictions": [r.to_dict() for r in self.results], "deltas": deltas}
+        if all(r.per_image is not None for r in self.results):
+            out["image_deltas"] = image_deltas(self)
+        return out
 
 
 def _delta(a, b):
@@ -265,8 +273,10 @@ def _intersections(gt: _GTImage, ids: np.ndarray, pred_known: np.ndarray):
 
 
 def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path, ctx: "_Context",
-                   warn: Callable[[str, str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """TP/FP/FN per category slot, and the (category slot, IoU) of every match in the reference's order."""
+                   warn: Callable[[str, str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                              dict | None]:
+    """TP/FP/FN per category slot, the (category slot, IoU) of every match in the reference's order, and (with
+    ``ctx.per_image``) every segment's outcome (:func:`_segment_outcomes`), else None."""
     ids = read_id_png(pred_png, what="prediction PNG")
     image_id = gt.annotation["image_id"]
     loc = f"{pred_json}: image {image_id} ({pred_png})"
@@ -323,6 +333,7 @@ def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path
     np.add.at(fn, ctx.cat_slots(gt.cats[missed]), 1)
 
     unmatched = np.flatnonzero(~pred_matched)
+    pred_counted = pred_matched.copy()      # TP or FP; the rest are ignored (mostly on GT void or a crowd)
     if len(unmatched):
         ignored = inter[0, cols_of[unmatched]].astype(np.int64)
         crowd_rows = _crowd_rows(gt, ctx.options.crowd)
@@ -333,7 +344,126 @@ def _evaluate_pair(gt: _GTImage, pred_ann: dict, pred_png: Path, pred_json: Path
                     ignored[n] += int(inter[rows, cols_of[j]].sum())
         counted = ~(ignored / area[unmatched] > 0.5)
         np.add.at(fp, ctx.cat_slots(pred_cats[unmatched[counted]]), 1)
-    return tp, fp, fn, np.stack([match_slot.astype(np.float64), iou]) if len(iou) else np.zeros((2, 0))
+        pred_counted[unmatched[counted]] = True
+    matches = np.stack([match_slot.astype(np.float64), iou]) if len(iou) else np.zeros((2, 0))
+    details = None
+    if ctx.per_image:
+        details = _segment_outcomes(gt, segs, sub, inter[0, cols_of], area, gt_area, pred_cats, (gi, pj, iou),
+                                    pred_counted)
+    return tp, fp, fn, matches, details
+
+
+#: What happened to each GT segment, in the order they are decided (the first that applies):
+#: matched (a TP); crowd (never counted); wrong_class (a prediction of another category has IoU > 0.5);
+#: merged (the prediction of its category that covers most of it also covers most of another GT segment of
+#: that category);
+#: split (two or more predictions of its category, each mostly inside it, together cover most of it);
+#: mislocated (a prediction of its category overlaps it with 0.1 <= IoU <= 0.5); missed (anything else:
+#: left void, or swallowed by a segment of another class).
+GT_OUTCOMES = ("matched", "wrong_class", "merged", "split", "mislocated", "missed", "crowd")
+#: What each predicted segment is, decided the same way: matched (a TP); ignored (not a FP: mostly on GT void
+#: or a crowd region of its category); wrong_class; merged (covers most of two GT segments of its category or
+#: more); split (a
+#: piece: mostly inside a GT segment of its category that other such pieces also lie in); mislocated; spurious
+#: (anything else).
+PRED_OUTCOMES = ("matched", "ignored", "wrong_class", "merged", "split", "mislocated", "spurious")
+#: Below this IoU a same-class overlap is chance, not a badly placed segment (TIDE's background threshold).
+MISLOCATED_MIN_IOU = 0.1
+
+
+def _segment_outcomes(gt: _GTImage, segs: _Segments, sub: np.ndarray, on_void: np.ndarray, area: np.ndarray,
+                      gt_area: np.ndarray, pred_cats: np.ndarray, match: tuple[np.ndarray, np.ndarray, np.ndarray],
+                      pred_counted: np.ndarray) -> dict:
+    """Every GT and predicted segment of one image: area, outcome (:data:`GT_OUTCOMES`, :data:`PRED_OUTCOMES`),
+    the segment it matched and the IoU, else its best overlap of any class. IoUs use the matching's union (the
+    prediction's pixels on GT void left out), so a matched pair's IoU is exactly the one summed into PQ."""
+    gi, pj, match_iou = match
+    n_gt, n_pred = sub.shape
+    gt_cats = gt.cats
+    gt_pixels = np.maximum(gt.area_png, 1)
+    pred_pixels = np.maximum(area, 1)
+    overlap_iou = np.zeros((n_gt, n_pred))
+    rows, cols = np.nonzero(sub)
+    overlap_iou[rows, cols] = sub[rows, cols] / (area[cols] + gt_area[rows] - sub[rows, cols] - on_void[cols])
+    overlap_iou[gt.crowd] = 0.0
+    same_class = gt_cats[:, None] == pred_cats[None, :]
+    gt_share = sub / gt_pixels[:, None]      # fraction of the GT segment covered by the prediction
+    pred_share = sub / pred_pixels[None, :]  # fraction of the prediction inside the GT segment
+    counted_gt = ~gt.crowd
+
+    gt_match = np.full(n_gt, -1)
+    gt_match[gi] = pj
+    pred_match = np.full(n_pred, -1)
+    pred_match[pj] = gi
+    iou_of_match = np.zeros(n_gt)
+    iou_of_match[gi] = match_iou
+    # a GT segment is in pieces when several predictions of its category lie mostly inside it
+    pieces = (pred_share > 0.5) & same_class
+    in_pieces = pieces.sum(axis=1)
+    # a prediction covers most of (a GT segment, and how many of the GT segments of each category)
+    covers = (gt_share > 0.5) & counted_gt[:, None]
+
+    gt_out = []
+    for i in range(n_gt):
+        best = int(np.argmax(overlap_iou[i])) if n_pred else -1
+        best_iou = float(overlap_iou[i, best]) if n_pred else 0.0
+        if gt_match[i] >= 0:
+            outcome = "matched"
+        elif gt.crowd[i]:
+            outcome = "crowd"
+        elif n_pred and (overlap_iou[i] > 0.5).any():
+            outcome = "wrong_class"
+        else:
+            outcome = "missed"
+            dominant = int(np.argmax(sub[i])) if n_pred else -1
+            same_cat_covered = covers[:, dominant] & (gt_cats == gt_cats[i]) if dominant >= 0 else None
+            if (dominant >= 0 and pred_cats[dominant] == gt_cats[i] and covers[i, dominant]
+                    and same_cat_covered.sum() >= 2):
+                outcome = "merged"
+            elif in_pieces[i] >= 2 and sub[i][pieces[i]].sum() > 0.5 * gt_pixels[i]:
+                outcome = "split"
+            elif n_pred and (overlap_iou[i][same_class[i]] >= MISLOCATED_MIN_IOU).any():
+                outcome = "mislocated"
+        entry = gt.segs.entries[i]
+        record = {"id": int(entry["id"]), "category_id": int(gt_cats[i]), "area": int(gt_area[i]),
+                  "iscrowd": int(bool(gt.crowd[i])), "outcome": outcome}
+        if gt_match[i] >= 0:
+            record.update(match=int(_entry_ids(segs)[gt_match[i]]), iou=float(iou_of_match[i]))
+        else:
+            record.update(match=None, iou=None)
+        record.update(best=int(_entry_ids(segs)[best]) if best >= 0 and best_iou > 0 else None,
+                      best_iou=best_iou)
+        gt_out.append(record)
+
+    pred_out = []
+    gt_ids = _entry_ids(gt.segs)
+    for j in range(n_pred):
+        column = overlap_iou[:, j]
+        best = int(np.argmax(column)) if n_gt else -1
+        best_iou = float(column[best]) if n_gt else 0.0
+        if pred_match[j] >= 0:
+            outcome = "matched"
+        elif not pred_counted[j]:
+            outcome = "ignored"
+        elif (column > 0.5).any():
+            outcome = "wrong_class"
+        elif (covers[:, j] & same_class[:, j]).sum() >= 2:
+            outcome = "merged"
+        elif (pieces[:, j] & (in_pieces >= 2) & counted_gt).any():
+            outcome = "split"
+        elif (column[same_class[:, j]] >= MISLOCATED_MIN_IOU).any():
+            outcome = "mislocated"
+        else:
+            outcome = "spurious"
+        entry = segs.entries[j]
+        record = {"id": int(entry["id"]), "category_id": int(pred_cats[j]), "area": int(area[j]), "outcome": outcome}
+        if pred_match[j] >= 0:
+            record.update(match=int(gt_ids[pred_match[j]]), iou=float(iou_of_match[pred_match[j]]))
+        else:
+            record.update(match=None, iou=None)
+        record.update(best=int(gt_ids[best]) if best >= 0 and best_iou > 0 else None, best_iou=best_iou)
+        pred_out.append(record)
+    return {"gt": gt_out, "pred": pred_out}
 
 
 def _crowd_rows(gt: _GTImage, mode: str) -> dict[int, list[int]]:
@@ -389,6 +519,7 @@ class _Context:
     pred_jsons: list[Path]
     cat_ids: list[int]
     options: EvalOptions
+    per_image: bool = False
 
     def __post_init__(self):
         self.cat_index = {c: i for i, c in enumerate(self.cat_ids)}
@@ -409,7 +540,7 @@ class _Task:
 @dataclass
 class _TaskResult:
     position: int
-    per_pred: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None
+    per_pred: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict | None]] | None
     warnings: list[tuple[str, str]]
     error: InvalidInputError | None = None
 
@@ -541,13 +672,21 @@ def default_workers() -> int:
 
 def evaluate(gt: PanopticSet | str | os.PathLike, preds: Sequence[PanopticSet | str | os.PathLike], *,
              options: EvalOptions = EvalOptions(), workers: int | None = None,
-             names: Sequence[str] | None = None,
+             names: Sequence[str] | None = None, per_image: bool = False,
              progress: Callable[[int, int], None] | None = None) -> EvalReport:
     """Evaluate one or several prediction sets against one ground truth (each GT PNG is decoded once).
 
     ``gt`` and ``preds`` are :class:`PanopticSet` objects or paths naming whole sets. ``workers`` bounds the
     process pool (``None``: one per core, at most 8; ``0`` or ``1``: in this process). Raises
     :class:`InvalidInputError` for invalid input, reporting the first failing image in GT order.
+
+    ``per_image``: every result also gets ``per_image``, one record per GT image (GT order): ``image_id``,
+    ``file_name``, All/Things/Stuff as in the totals but over that image alone, ``tp``/``fp``/``fn``/``iou_sum``
+    (all categories) and ``per_class`` (the categories with a segment in it), ``outcomes`` (counts of
+    :data:`GT_OUTCOMES` under ``gt`` and :data:`PRED_OUTCOMES` under ``pred``) and ``segments`` (every GT and
+    predicted segment: id, category, area, outcome, its match and IoU, its best overlap). Per class, the
+    per-image TP/FP/FN add up to the totals, and the matched segments' IoUs, added in image order, give the
+    totals' ``iou_sum`` exactly.
     """
     gt_set = gt if isinstance(gt, PanopticSet) else load_set(gt)
     pred_sets = [p if isinstance(p, PanopticSet) else load_set(p, need_categories=False) for p in preds]
@@ -568,7 +707,8 @@ def evaluate(gt: PanopticSet | str | os.PathLike, preds: Sequence[PanopticSet | 
                 warn("pred_categories", f"{p.json_path}: its categories {differ[:5]} are not in the ground truth; "
                                         "categories come from the ground truth only")
     paired = [_pair_annotations(gt_set, p, warn) for p in pred_sets]
-    ctx = _Context(gt_set.json_path, [p.json_path for p in pred_sets], cat_ids, options)
+    ctx = _Context(gt_set.json_path, [p.json_path for p in pred_sets], cat_ids, options, per_image)
+    image_records: list[list[dict]] = [[] for _ in pred_sets]
     tasks = [_Task(i, ann, gt_set.png_path(ann), [(pa[i], ps.png_path(pa[i])) for pa, ps in zip(paired, pred_sets)])
              for i, ann in enumerate(gt_set.annotations)]
 
@@ -589,7 +729,10 @@ def evaluate(gt: PanopticSet | str | os.PathLike, preds: Sequence[PanopticSet | 
             collected.extend(res.warnings)
             if res.error is not None:
                 raise res.error
-            for k, (tp, fp, fn, matches) in enumerate(res.per_pred):
+            for k, (tp, fp, fn, matches, details) in enumerate(res.per_pred):
+                if per_image:
+                    image_records[k].append(_image_record(tasks[res.position].gt_annotation, cat_ids, categories,
+                                                          tp, fp, fn, matches, details))
                 s = stats[k]
                 for slot in np.flatnonzero(tp | fp | fn).tolist():
                     s[slot].tp += int(tp[slot])
@@ -629,8 +772,55 @@ def evaluate(gt: PanopticSet | str | os.PathLike, preds: Sequence[PanopticSet | 
                 res_warnings.append(f"{pset.json_path}: no {g.lower()[:-1]} category has a segment in the ground "
                                     f"truth or the prediction, so {g} PQ is undefined (the reference evaluator "
                                     "fails with ZeroDivisionError here)")
-        results.append(PQResult(names[k], str(pset.json_path), groups, per_class, total, res_warnings))
+        results.append(PQResult(names[k], str(pset.json_path), groups, per_class, total, res_warnings,
+                                per_image=image_records[k] if per_image else None))
     return EvalReport(str(gt_set.json_path), results, gt_set.categories, options, _summarize_warnings(collected))
+
+
+def _image_record(annotation: dict, cat_ids: list[int], categories: dict[int, dict], tp: np.ndarray,
+                  fp: np.ndarray, fn: np.ndarray, matches: np.ndarray, details: dict) -> dict[str, Any]:
+    """One image of one prediction set: PQ over that image alone (the reference's averaging), counts, segments."""
+    iou_sum = np.zeros(len(tp))
+    for slot, value in zip(matches[0].astype(np.int64).tolist(), matches[1].tolist()):
+        iou_sum[slot] += value
+    stats = [CategoryStats(int(tp[i]), int(fp[i]), int(fn[i]), float(iou_sum[i])) for i in range(len(cat_ids))]
+    groups, per_class = _averages(cat_ids, categories, stats)
+    outcomes = {side: {name: 0 for name in names} for side, names in (("gt", GT_OUTCOMES), ("pred", PRED_OUTCOMES))}
+    for side in ("gt", "pred"):
+        for seg in details[side]:
+            outcomes[side][seg["outcome"]] += 1
+    return {"image_id": annotation["image_id"], "file_name": annotation.get("file_name"),
+            **{g: groups[g] for g in GROUPS},
+            "tp": int(tp.sum()), "fp": int(fp.sum()), "fn": int(fn.sum()), "iou_sum": float(iou_sum.sum()),
+            "per_class": {cid: {k: v[k] for k in ("tp", "fp", "fn", "iou_sum")} for cid, v in per_class.items()
+                          if v["tp"] + v["fp"] + v["fn"]},
+            "outcomes": outcomes, "segments": details}
+
+
+def outcome_totals(per_image: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """The per-image ``outcomes`` counts summed over a set."""
+    totals = {"gt": {name: 0 for name in GT_OUTCOMES}, "pred": {name: 0 for name in PRED_OUTCOMES}}
+    for record in per_image:
+        for side, counts in record["outcomes"].items():
+            for name, n in counts.items():
+                totals[side][name] += n
+    return totals
+
+
+def image_deltas(report: EvalReport) -> list[dict[str, Any]]:
+    """Per image, every set's PQ (fraction; None where no category has a segment) and each later set's delta
+    against the first, the images where the sets differ most first (largest absolute delta, then GT order)."""
+    rows = []
+    first = report.results[0].per_image or []
+    for position, record in enumerate(first):
+        pqs = [r.per_image[position]["All"]["pq"] for r in report.results]
+        deltas = [_delta(pq, pqs[0]) for pq in pqs[1:]]
+        rows.append({"image_id": record["image_id"], "file_name": record["file_name"],
+                     "pq": dict(zip((r.name for r in report.results), pqs)),
+                     "delta": dict(zip((r.name for r in report.results[1:]), deltas))})
+    spread = [max((abs(d) for d in row["delta"].values() if d is not None), default=-1.0) for row in rows]
+    order = sorted(range(len(rows)), key=lambda k: (-spread[k], k))
+    return [rows[k] for k in order]
 
 
 def _unique_names(sets: Sequence[PanopticSet]) -> list[str]:

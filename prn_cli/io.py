@@ -6,7 +6,9 @@ photo is read the same way with the same one-line errors.
 
 - :func:`atomic_output` (and :func:`write_bytes_atomic`, :func:`write_text_atomic`, :func:`write_json_atomic`,
   :func:`write_png_atomic`): a temporary file in the target's folder, renamed over the target only on success;
-  on an exception the temporary file is removed and any earlier target is left untouched.
+  on an exception the temporary file is removed and any earlier target is left untouched. A write the machine
+  refuses (full disk, quota, read-only folder) is :class:`OutputWriteError` naming the file
+  (:func:`naming_write_errors`).
 - :func:`read_photo`: an image file as (H, W, 3) uint8 RGB, :class:`InvalidInputError` naming the file when it
   is missing or cannot be decoded.
 - :func:`prepare_output_dir`: refuse an ``--out`` that is a file, or that holds an earlier result without
@@ -17,6 +19,7 @@ No torch, and numpy and Pillow are imported only by the functions that need them
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -24,13 +27,39 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator, Sequence
 
-from .errors import OutputExistsError, fail
+from .errors import OutputExistsError, OutputWriteError, fail
 
 if TYPE_CHECKING:
     import numpy as np
 
 # --------------------------------------------------------------------------------------------------------------
 # atomic writes
+
+
+#: errno values of a write that the machine refused: the disk or the quota is full, the file is too large, the
+#: folder is read-only or not writable, the device failed.
+WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM",
+                                                           "EIO") if hasattr(errno, name))
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> OutputWriteError:
+    """The one line for an output that cannot be written: ``<file>: cannot be written (<why>); <fix>``."""
+    why = exc.strerror or exc.__class__.__name__
+    fix = ("free space on the disk, or choose another output folder" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "check the folder's permissions and free space, or choose another output folder")
+    return OutputWriteError(f"{path}: cannot be written ({why}); {fix}")
+
+
+@contextmanager
+def naming_write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` of :data:`WRITE_ERRNOS` raised inside the block into :class:`OutputWriteError` naming
+    ``path`` (``f.write`` on a full disk raises one that names no file)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from exc
+        raise
 
 
 @contextmanager
@@ -44,22 +73,23 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", *, fsync: bool = Tru
     for images, which a re-run writes again).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would (0666 less the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with naming_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            # mkstemp creates 0600; give the file the permissions a plain open() would (0666 less the umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+                yield f
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
@@ -111,8 +141,12 @@ def read_photo(path: str | os.PathLike) -> "np.ndarray":
     :class:`InvalidInputError` naming it.
 
     Grey, palette and alpha images are converted to RGB (alpha is dropped). 16-bit grey images (PNG, TIFF, PGM)
-    keep their high byte (value >> 8), as Pillow does for 16-bit RGB. No EXIF rotation: COCO sizes and panoptic
-    PNGs refer to the stored pixel grid, as in panopticapi.
+    keep their high byte (value >> 8), as Pillow does for 16-bit RGB.
+
+    EXIF orientation is applied, as detectron2's ``read_image`` does: a phone photo stored sideways with
+    orientation 6 is read upright, so its panoptic PNG and its ``width``/``height`` are those of the upright
+    image. Every command reads photos here (segment, refine, viz, training), so they agree. An unreadable EXIF
+    block is ignored (the stored grid is used), as in detectron2.
     """
     import numpy as np
     from PIL import Image, UnidentifiedImageError
@@ -120,6 +154,7 @@ def read_photo(path: str | os.PathLike) -> "np.ndarray":
     path = Path(path)
     try:
         with Image.open(path) as im:
+            im = _upright(im)
             if im.mode in _WIDE_GREY_MODES:
                 grey = np.asarray(im)
                 grey = (np.clip(grey, 0, 0xFFFF).astype(np.uint32) >> 8).astype(np.uint8)
@@ -132,6 +167,31 @@ def read_photo(path: str | os.PathLike) -> "np.ndarray":
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise fail(path, f"image cannot be decoded ({exc.__class__.__name__}: {exc})",
                    "the file is corrupt, truncated or not an image; replace or remove it") from None
+
+
+def orientation_hint(photo_hw: Sequence[int], png_hw: Sequence[int]) -> str:
+    """For a PNG whose size is the photo's turned by 90 degrees: a sentence saying why (the photo's EXIF
+    orientation, which prn applies), to end a size-mismatch message with; else ``""``."""
+    if tuple(photo_hw) != tuple(png_hw) and tuple(photo_hw) == tuple(png_hw)[::-1]:
+        return (" (the photo's EXIF orientation turns it upright, as detectron2's read_image does; the PNG must be "
+                "of the upright photo)")
+    return ""
+
+
+def _upright(im):
+    """``im`` turned by its EXIF orientation (2-8: flips and rotations), or ``im`` itself."""
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:       # a corrupt EXIF block: the stored pixel grid, as detectron2 does
+        return im
+    if orientation in (None, 1):
+        return im
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:
+        return im
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -173,5 +233,5 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, marker_names
     return found
 
 
-__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_png_atomic",
+__all__ = ["orientation_hint", "WRITE_ERRNOS", "write_error", "naming_write_errors", "atomic_output", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_png_atomic",
            "read_photo", "refuse_file_as_folder", "prepare_output_dir"]

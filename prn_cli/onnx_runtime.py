@@ -88,8 +88,7 @@ class ExportedModel:
 # MS-PanopticFPN
 
 
-def onnx_segmenter(path: str | os.PathLike, *, overrides=None, max_size: int | None = None,
-                   threads: int | None = None):
+def onnx_segmenter(path: str | os.PathLike, *, overrides=None, processing_size=None, threads: int | None = None):
     """A :class:`Segmenter` whose dense network runs in onnxruntime."""
     from .models.ms_panoptic_fpn.config import MSPanopticFPNConfig
     from .options import SegmentOverrides
@@ -99,7 +98,7 @@ def onnx_segmenter(path: str | os.PathLike, *, overrides=None, max_size: int | N
     config = MSPanopticFPNConfig.from_dict(exported.config)
     config.inference = (overrides or SegmentOverrides()).apply(config.inference)
     segmenter = Segmenter.from_model(_onnx_base_model(exported, config), exported.categories,
-                                     config.size_divisibility, max_size)
+                                     config.size_divisibility, processing_size)
     segmenter.weights = exported.path
     return segmenter
 
@@ -155,7 +154,7 @@ def _onnx_base_model(exported: ExportedModel, config):
 # PRN
 
 
-def onnx_refiner(path: str | os.PathLike, *, overrides=None, threads: int | None = None):
+def onnx_refiner(path: str | os.PathLike, *, overrides=None, processing_size=None, threads: int | None = None):
     """A :class:`Refiner` whose network runs in onnxruntime."""
     from .models.prn.config import PRNConfig
     from .models.prn.render import RenderConfig
@@ -166,7 +165,7 @@ def onnx_refiner(path: str | os.PathLike, *, overrides=None, threads: int | None
     config = PRNConfig.from_dict(stored["model"])
     post = refiner_postprocess(stored, config, overrides, exported.path)
     refiner = Refiner.from_model(OnnxPRN(exported), exported.categories, RenderConfig(**stored.get("render", {})),
-                                 post)
+                                 post, processing_size)
     refiner.weights = exported.path
     return refiner
 

@@ -148,6 +148,40 @@ class PRNSwitches(_Overrides):
     box_head: bool | None = _field("bool")
 
 
+#: detectron2's test-time sizes (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)
+DEFAULT_MIN_SIZE = 800
+DEFAULT_MAX_SIZE = 1333
+
+
+@dataclass(frozen=True)
+class ProcessingSize:
+    """The size the networks of ``prn segment`` and ``prn refine`` run at (``--min-size``, ``--max-size``).
+
+    A photo larger than the processing size is shrunk so that its shorter side is at most ``min_size`` and its
+    longer side at most ``max_size`` (detectron2's 800 / 1333); the segmentation is made at that size and its id
+    map is enlarged (nearest neighbour) to the photo's own size, so memory is bounded whatever the photo's size.
+    A smaller photo runs at its own size: prn never enlarges, because its networks are trained at the data's own
+    scale (detectron2 also enlarges small photos to 800, the scale its COCO models were trained at).
+    """
+
+    min_size: int = DEFAULT_MIN_SIZE
+    max_size: int = DEFAULT_MAX_SIZE
+
+    def __post_init__(self) -> None:
+        for name in ("min_size", "max_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 32:
+                raise UsageError(f"{flag(name)} {value}: must be an integer of at least 32 (pixels)")
+
+    def shape_for(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) at which an image of ``height`` x ``width`` is processed (the image's own size when it fits)."""
+        height, width = int(height), int(width)
+        scale = min(1.0, self.min_size / max(1, min(height, width)), self.max_size / max(1, height, width))
+        if scale >= 1.0:
+            return height, width
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def parse_range(text: str, option: str, *, low: float = 0.0, high: float = 1.0) -> tuple[float, float]:
     """``"0.3,0.8"`` -> (0.3, 0.8), with ``low <= a <= b <= high``; a usage error naming ``option`` otherwise."""
     try:

@@ -366,6 +366,21 @@ def _check_structure(data: Any, json_path: Path, *, need_categories: bool) -> No
             if c["id"] in seen:
                 raise bad(f"category id {c['id']} is listed twice", "give each category a unique id")
             seen.add(c["id"])
+    images = data.get("images")
+    if images is not None:
+        if not isinstance(images, list):
+            raise bad("'images' is not a list")
+        # two records with one id make every pairing by image_id ambiguous (refine would pair a PNG with the
+        # wrong photo, eval would keep either size): refuse them here, for every command
+        first_name: dict = {}
+        for i, im in enumerate(images):
+            if not isinstance(im, dict) or "id" not in im:
+                raise bad(f"images[{i}] lacks 'id'")
+            key = json.dumps(im["id"], sort_keys=True)
+            if key in first_name:
+                raise bad(f"image id {im['id']!r} is used by two image records ({first_name[key]!r} and "
+                          f"{im.get('file_name')!r})", "give each image record a unique id")
+            first_name[key] = im.get("file_name")
     for i, ann in enumerate(anns):
         if not isinstance(ann, dict):
             raise bad(f"annotations[{i}] is not an object")

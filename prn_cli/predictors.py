@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InvalidInputError
-from .options import PostProcessOverrides, SegmentOverrides
+from .options import PostProcessOverrides, ProcessingSize, SegmentOverrides
 
 
 @dataclass
@@ -65,11 +65,12 @@ class Segmenter:
         weights: checkpoint path; ``None`` = the shipped base model.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
         overrides: thresholds replacing the checkpoint's ``InferenceConfig`` values (None fields keep them).
-        max_size: resize so the long side is at most this for the network; outputs stay at the image size.
+        processing_size: the size the network and the fusion run at (default: shorter side at most 800,
+            longer side at most 1333); the id map is then enlarged to the image's size.
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "auto",
-                 overrides: SegmentOverrides | None = None, max_size: int | None = None):
+                 overrides: SegmentOverrides | None = None, processing_size: ProcessingSize | None = None):
         from .checkpoint import load_checkpoint
         from .models.ms_panoptic_fpn.config import MSPanopticFPNConfig
         from .models.ms_panoptic_fpn.model import build_model
@@ -82,23 +83,24 @@ class Segmenter:
         config.inference = (overrides or SegmentOverrides()).apply(config.inference)
         model = build_model(config, ckpt["categories"])
         model.load_state_dict(ckpt["state_dict"])
-        self._setup(model, ckpt["categories"], config.size_divisibility, max_size)
+        self._setup(model, ckpt["categories"], config.size_divisibility, processing_size)
+        self.training_data = ckpt.get("training_data")   # what its images looked like (training_data.py)
 
     @classmethod
     def from_model(cls, model, categories: Sequence[dict], size_divisibility: int,
-                   max_size: int | None = None) -> "Segmenter":
+                   processing_size: ProcessingSize | None = None) -> "Segmenter":
         """A predictor around a model in memory (e.g. during training), on the model's device."""
         self = cls.__new__(cls)
         self.weights = None
         self.device = next(model.parameters()).device
-        self._setup(model, list(categories), size_divisibility, max_size)
+        self._setup(model, list(categories), size_divisibility, processing_size)
         return self
 
-    def _setup(self, model, categories, size_divisibility: int, max_size: int | None) -> None:
+    def _setup(self, model, categories, size_divisibility: int, processing_size: ProcessingSize | None) -> None:
         self.model = model.to(self.device).eval()
         self.categories = list(categories)
         self.size_divisibility = int(size_divisibility)
-        self.max_size = max_size
+        self.processing_size = processing_size or ProcessingSize()
 
     @property
     def inference_config(self):
@@ -109,37 +111,40 @@ class Segmenter:
         return self.predict_batch([rgb])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[PanopticPrediction]:
-        """Segment several RGB images in one forward pass (sizes may differ; they are padded)."""
-        import torch
-        import torch.nn.functional as F
+        """Segment several RGB images in one forward pass (sizes may differ; they are padded).
 
-        from .data import collate, normalize
+        Each image is shrunk to the processing size, segmented there (network and fusion), and its id map is
+        enlarged by nearest neighbour to the image's size: no full-resolution float work.
+        """
+        import torch
+
+        from .data import collate, normalize, resize_image
+        from .resize import resize_ids
 
         if not images:
             return []
         tensors = []
         for rgb in images:
-            t = normalize(rgb)
-            h, w = t.shape[-2:]
-            if self.max_size and max(h, w) > self.max_size:
-                s = self.max_size / max(h, w)
-                t = F.interpolate(t[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
-                                  align_corners=False)[0]
-            tensors.append((t, None))
+            tensors.append((resize_image(normalize(rgb), self.processing_size.shape_for(*rgb.shape[:2])), None))
         batch, _, sizes = collate(tensors, size_divisibility=self.size_divisibility)
+        del tensors
         with torch.inference_mode():
             outputs = self.model(batch.to(self.device), image_sizes=sizes)
             results = []
             for rgb, out in zip(images, outputs):
-                ids, segments = self.model.panoptic(out, out_size=rgb.shape[:2])
+                ids, segments = self.model.panoptic(out)
                 ids = ids.cpu().numpy() if hasattr(ids, "cpu") else np.asarray(ids)
+                ids = resize_ids(ids.astype(np.uint32, copy=False), rgb.shape[:2])
                 segments = [{k: (float(v) if k == "score" else int(v)) for k, v in s.items()} for s in segments]
-                results.append(PanopticPrediction(ids.astype(np.uint32, copy=False), segments))
+                results.append(PanopticPrediction(ids, segments))
         return results
 
 
 # --------------------------------------------------------------------------------------------------------------
 # PRN
+
+#: the keys of :meth:`Refiner.prepare`'s result that the network reads
+NETWORK_INPUTS = ("image", "base_semantic", "base_maps")
 
 
 def refiner_postprocess(stored: dict, config, overrides: PostProcessOverrides | None, where) -> object:
@@ -163,13 +168,16 @@ class Refiner:
         weights: checkpoint path; ``None`` = the shipped PRN.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
         overrides: post-processing replacing the checkpoint's stored ``PostProcessConfig`` values.
+        processing_size: the size PRN and its post-processing run at (default: shorter side at most 800, longer
+            side at most 1333). The refined id map is enlarged to the image's size, and the fusion with the base
+            (``restore_base_segments``, ``base_snap_confidence``) works there on integer maps.
 
     A base is given as its id map (H, W) and its ``segments_info`` (``id`` and ``category_id`` of the
     checkpoint's categories; map other ids first, see ``refine.category_translation``).
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "auto",
-                 overrides: PostProcessOverrides | None = None):
+                 overrides: PostProcessOverrides | None = None, processing_size: ProcessingSize | None = None):
         from .checkpoint import load_checkpoint
         from .models.prn.config import PRNConfig
         from .models.prn.model import build_model
@@ -184,18 +192,21 @@ class Refiner:
         post = refiner_postprocess(stored, config, overrides, self.weights)
         model = build_model(config, ckpt["categories"])
         model.load_state_dict(ckpt["state_dict"])
-        self._setup(model, ckpt["categories"], RenderConfig(**stored.get("render", {})), post)
+        self._setup(model, ckpt["categories"], RenderConfig(**stored.get("render", {})), post, processing_size)
+        self.training_data = ckpt.get("training_data")   # what its images looked like (training_data.py)
 
     @classmethod
-    def from_model(cls, model, categories: Sequence[dict], render_config, postprocess_config) -> "Refiner":
+    def from_model(cls, model, categories: Sequence[dict], render_config, postprocess_config,
+                   processing_size: ProcessingSize | None = None) -> "Refiner":
         """A predictor around a model in memory (e.g. during training), on the model's device."""
         self = cls.__new__(cls)
         self.weights = None
         self.device = next(model.parameters()).device
-        self._setup(model, list(categories), render_config, postprocess_config)
+        self._setup(model, list(categories), render_config, postprocess_config, processing_size)
         return self
 
-    def _setup(self, model, categories, render_config, postprocess_config) -> None:
+    def _setup(self, model, categories, render_config, postprocess_config,
+               processing_size: ProcessingSize | None) -> None:
         import torch
 
         from .models.categories import CategoryMap
@@ -205,30 +216,41 @@ class Refiner:
         self.category_map = CategoryMap.from_categories(self.categories)
         self.render_config = render_config
         self.postprocess_config = postprocess_config
+        self.processing_size = processing_size or ProcessingSize()
         self._thing = torch.zeros(self.category_map.num_classes, dtype=torch.bool, device=self.device)
         for cid in self.category_map.thing_ids:
             self._thing[self.category_map.class_index(cid)] = True
 
-    def __call__(self, rgb: np.ndarray, base_ids: np.ndarray, base_segments: Sequence[dict]) -> PanopticPrediction:
-        """Refine one base segmentation of the (H, W, 3) uint8 RGB image ``rgb``."""
+    def __call__(self, rgb: np.ndarray, base_ids, base_segments: Sequence[dict] | None = None) -> PanopticPrediction:
+        """Refine one base segmentation of the (H, W, 3) uint8 RGB image ``rgb``: ``base_ids`` and
+        ``base_segments``, or as one argument the ``(ids, segments_info)`` that a converter of
+        :mod:`prn_cli.convert` returns (or a :class:`PanopticPrediction`)."""
+        if base_segments is None:
+            base_ids, base_segments = (base_ids.ids, base_ids.segments) if isinstance(base_ids, PanopticPrediction) \
+                else base_ids
         return self.predict_batch([(rgb, base_ids, base_segments)])[0]
 
     def prepare(self, rgb: np.ndarray, base_ids: np.ndarray, base_segments: Sequence[dict], *,
                 where: str = "") -> dict:
-        """PRN's input maps for one image (the base rendered by the training-target renderer)."""
+        """PRN's input maps for one image at the processing size (the image shrunk when it is larger, the base
+        map with it by nearest neighbour, then rendered by the training-target renderer), and ``photo_size``."""
         import torch
 
-        from .data import normalize
+        from .data import normalize, resize_image
         from .refine_data import render_base
+        from .resize import resize_ids
 
         if base_ids.shape != rgb.shape[:2]:
             raise InvalidInputError(f"{where or 'base'}: base map is {base_ids.shape[1]}x{base_ids.shape[0]} but "
                                     f"the image is {rgb.shape[1]}x{rgb.shape[0]}; predict the base at the image's "
                                     "size")
         segs = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0} for s in base_segments]
-        base_sem, base_maps = render_base(torch.from_numpy(np.asarray(base_ids).astype(np.int64)), segs,
+        size = self.processing_size.shape_for(*rgb.shape[:2])
+        small_ids = resize_ids(np.asarray(base_ids), size)
+        base_sem, base_maps = render_base(torch.from_numpy(small_ids.astype(np.int64)), segs,
                                           self.category_map, self.render_config, where=where)
-        return {"image": normalize(rgb), "base_semantic": base_sem, "base_maps": base_maps}
+        return {"image": resize_image(normalize(rgb), size), "base_semantic": base_sem, "base_maps": base_maps,
+                "photo_size": tuple(int(v) for v in rgb.shape[:2])}
 
     def predict_batch(self, items: Sequence[tuple[np.ndarray, np.ndarray, Sequence[dict]]]) -> list[PanopticPrediction]:
         """Refine several ``(rgb, base_ids, base_segments)`` in one forward pass."""
@@ -241,45 +263,63 @@ class Refiner:
         post-processing restores the base's dropped things."""
         import torch
 
-        from .models.prn.base_fusion import confidence_map, restore_base_segments, snap_to_base
-        from .models.prn.postprocess import panoptic_from_outputs
         from .refine_data import collate_refine
-        from .synth import random_segment_ids
 
         if not prepared:
             return []
-        inputs, _ = collate_refine([(p, None) for p in prepared], size_divisibility=32)
+        post = self.postprocess_config
+        if (post.restore_base_segments != "none" or post.base_snap_confidence > 0) and bases is None:
+            raise ValueError("fusing with the base needs the base of every image (bases=...)")
+        inputs, _ = collate_refine([({k: p[k] for k in NETWORK_INPUTS}, None) for p in prepared], size_divisibility=32)
         with torch.inference_mode():
             outputs = self.model({k: v.to(self.device) for k, v in inputs.items()})
             results = []
             for i, p in enumerate(prepared):
                 h, w = p["base_semantic"].shape[-2:]
                 one = {k: v[i, :, :h, :w] for k, v in outputs.items()}
-                seg_map, infos = panoptic_from_outputs(one, self._thing, self.postprocess_config)
-                seg_map = seg_map.cpu().numpy()
-                # COCO-like ids (random colours), reproducible per image
-                rng = np.random.default_rng(np.random.SeedSequence([int(h), int(w), len(infos), 11]))
-                new_ids = random_segment_ids(rng, len(infos))
-                lut = np.zeros(int(seg_map.max(initial=0)) + 1, np.uint32)
-                segs = []
-                for info, sid in zip(infos, new_ids):
-                    lut[info["index"]] = sid
-                    segs.append({"id": int(sid),
-                                 "category_id": int(self.category_map.class_ids[info["class_index"]]),
-                                 "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
-                ids = lut[seg_map]
-                post = self.postprocess_config
-                if (post.restore_base_segments != "none" or post.base_snap_confidence > 0) and bases is None:
-                    raise ValueError("fusing with the base needs the base of every image (bases=...)")
-                if post.base_snap_confidence > 0:
-                    unsure = (confidence_map(one, post.foreground_source) < post.base_snap_confidence).cpu().numpy()
-                    things = {s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids}
-                    ids = snap_to_base(ids, np.asarray(bases[i][0]), unsure, things)
-                    present = set(np.unique(ids).tolist())
-                    segs = [s for s in segs if s["id"] in present]
-                if post.restore_base_segments != "none":
-                    ids, segs = restore_base_segments(ids, segs, np.asarray(bases[i][0]), list(bases[i][1]),
-                                                      set(self.category_map.thing_ids),
-                                                      stuff=post.restore_base_segments == "all")
-                results.append(PanopticPrediction(ids, segs))
+                results.append(self.postprocess(one, p.get("photo_size", (h, w)),
+                                                bases[i] if bases is not None else None))
         return results
+
+    def postprocess(self, outputs: dict, photo_size: tuple[int, int],
+                    base: tuple[np.ndarray, Sequence[dict]] | None = None) -> PanopticPrediction:
+        """One image's PRN output maps (at the processing size, no batch dimension) -> its refined segmentation
+        at ``photo_size``: PRN's post-processing at the processing size, the id map enlarged by nearest
+        neighbour, then the fusion with ``base`` (its full-size id map and segments) on integer maps."""
+        from .models.prn.base_fusion import confidence_map, dense_labels, restore_base_segments, snap_to_base
+        from .models.prn.postprocess import panoptic_from_outputs
+        from .resize import resize_ids
+        from .synth import random_segment_ids
+
+        post = self.postprocess_config
+        height, width = (int(v) for v in photo_size)
+        seg_map, infos = panoptic_from_outputs(outputs, self._thing, post)
+        seg_map = seg_map.cpu().numpy()
+        # COCO-like ids (random colours), reproducible per image
+        rng = np.random.default_rng(np.random.SeedSequence([height, width, len(infos), 11]))
+        new_ids = random_segment_ids(rng, len(infos))
+        lut = np.zeros(int(seg_map.max(initial=0)) + 1, np.uint32)
+        segs = []
+        for info, sid in zip(infos, new_ids):
+            lut[info["index"]] = sid
+            segs.append({"id": int(sid), "category_id": int(self.category_map.class_ids[info["class_index"]]),
+                         "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
+        ids = resize_ids(lut[seg_map], (height, width))
+        if post.base_snap_confidence > 0 or post.restore_base_segments != "none":
+            base_ids = np.asarray(base[0])
+            base_labels = dense_labels(base_ids, known=[s["id"] for s in base[1]])
+            # the refined map's dense labels come from the segment indices: no search over its pixels
+            values = np.unique(lut)
+            labels = (values, resize_ids(np.searchsorted(values, lut).astype(np.int32)[seg_map], (height, width)).ravel())
+        if post.base_snap_confidence > 0:
+            unsure = (confidence_map(outputs, post.foreground_source) < post.base_snap_confidence).cpu().numpy()
+            things = {s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids}
+            ids, labels = snap_to_base(ids, base_ids, resize_ids(unsure, (height, width)), things,
+                                       base_labels=base_labels, labels=labels, return_labels=True)
+            present = set(labels[0][np.bincount(labels[1], minlength=len(labels[0])) > 0].tolist())
+            segs = [s for s in segs if s["id"] in present]
+        if post.restore_base_segments != "none":
+            ids, segs = restore_base_segments(ids, segs, base_ids, list(base[1]), set(self.category_map.thing_ids),
+                                              stuff=post.restore_base_segments == "all", base_labels=base_labels,
+                                              labels=labels)
+        return PanopticPrediction(ids, segs)

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import TrainTransform, annotation_image_path, load_rgb, normalize, plain_segments, resolve_images_dir
+from .data import (TrainTransform, annotation_image_path, check_has_annotations, load_rgb, normalize, plain_segments,
+                   resolve_images_dir)
 from .errors import InvalidInputError, fail
+from .io import orientation_hint
 from .panoptic import PanopticSet, load_set, read_id_png
 
 #: GT and base ids (< 2^24 each) travel through the transform packed into one int64 map.
@@ -42,6 +44,10 @@ class RefineDataOptions:
     #: probability of blanking the base's instance maps (centre, offsets, boxes, boundaries; the base's semantics
     #: and foreground stay), so that the instance heads must find things in the image instead of copying the base
     base_instance_dropout: float = 0.0
+    #: semantic and foreground loss weight of the pixels where the base's class (or foreground) differs from
+    #: the GT's; above 1 it makes the pixels where copying the base is wrong count more than the many where
+    #: copying is right, which otherwise make "copy the base" a cheap minimum of the loss
+    disagreement_weight: float = 1.0
     render: Any = None            # models.prn.render.RenderConfig; None = its defaults
 
     def __post_init__(self) -> None:
@@ -52,6 +58,8 @@ class RefineDataOptions:
             raise ValueError(f"strength_range must satisfy 0 <= low <= high <= 1, got {self.strength_range}")
         if not 0.0 <= self.base_instance_dropout <= 1.0:
             raise ValueError(f"base_instance_dropout must be in [0, 1], got {self.base_instance_dropout}")
+        if not (self.disagreement_weight >= 1.0 and np.isfinite(self.disagreement_weight)):
+            raise ValueError(f"disagreement_weight must be a finite number >= 1, got {self.disagreement_weight}")
         if self.crop < 32:
             raise ValueError(f"crop must be at least 32 pixels, got {self.crop}")
 
@@ -95,6 +103,7 @@ class RefinementTrainingSet(Dataset):
         from .models.prn.render import RenderConfig
 
         gt = gt if isinstance(gt, PanopticSet) else load_set(gt)
+        check_has_annotations(gt)
         images_dir = resolve_images_dir(gt, images_dir)
         self.categories = list(gt.categories)
         self.category_map = category_map if category_map is not None else CategoryMap.from_categories(gt.categories)
@@ -134,7 +143,8 @@ class RefinementTrainingSet(Dataset):
         gt_ids = read_id_png(png_path)
         if rgb.shape[:2] != gt_ids.shape:
             raise fail(png_path, f"panoptic PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} but its image {image_path} "
-                       f"is {rgb.shape[1]}x{rgb.shape[0]}", "write the PNG at the image's size")
+                       f"is {rgb.shape[1]}x{rgb.shape[0]}{orientation_hint(rgb.shape[:2], gt_ids.shape)}",
+                       "write the PNG at the image's size")
         rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2 ** 63 - 1), 7]))
         if base_item is not None and rng.random() < self.options.base_mix:
             base_png, base_segments = base_item
@@ -161,8 +171,21 @@ class RefinementTrainingSet(Dataset):
                                                where=str(base_item[0] if base_item else png_path))
         if self.options.base_instance_dropout and rng.random() < self.options.base_instance_dropout:
             base_maps = blank_instance_maps(base_maps)
+        if self.options.disagreement_weight != 1.0:
+            weigh_disagreement(targets, base_semantic, base_maps, self.options.disagreement_weight)
         inputs = {"image": image, "base_semantic": base_semantic, "base_maps": base_maps}
         return inputs, {k: targets[k] for k in _TARGET_KEYS}
+
+
+def weigh_disagreement(targets: dict, base_semantic: torch.Tensor, base_maps: torch.Tensor, weight: float) -> None:
+    """Multiply ``targets``' ``semantic_weight`` by ``weight`` where the base's class differs from the GT's
+    (void in the base counts as different), and ``foreground_weight`` where the base's foreground does; in
+    place. Pixels with weight 0 (void in the GT, padding) stay 0."""
+    sem = targets["semantic"]
+    differs = base_semantic.to(sem.dtype) != sem
+    targets["semantic_weight"] = targets["semantic_weight"] * torch.where(differs, weight, 1.0)
+    fg_differs = (base_maps[0] > 0.5) != (targets["foreground"] > 0.5)
+    targets["foreground_weight"] = targets["foreground_weight"] * torch.where(fg_differs, weight, 1.0)
 
 
 # Padding values: void for labels, zero (and so zero loss weight) for everything else.

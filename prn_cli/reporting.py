@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .evaluate import GROUPS, EvalReport
+from .evaluate import GROUPS, GT_OUTCOMES, EvalReport, image_deltas, outcome_totals
 
 
 def _pct(value: Any, signed: bool = False) -> str:
@@ -99,9 +99,74 @@ def per_class_table(report: EvalReport) -> Table:
     return table
 
 
+_OUTCOME_LABELS = {"matched": "matched (TP)", "wrong_class": "wrong class", "merged": "merged with another",
+                   "split": "split into pieces", "mislocated": "mislocated (0.1 <= IoU <= 0.5)",
+                   "missed": "missed", "crowd": "crowd (not counted)"}
+
+
+def outcomes_table(report: EvalReport) -> Table:
+    """What happened to the GT segments, counted over the set, a column per prediction set (``per_image``)."""
+    results = report.results
+    table = Table(title="Ground-truth segments: what each prediction set made of them", title_justify="left")
+    table.add_column("outcome")
+    totals = [outcome_totals(r.per_image or [])["gt"] for r in results]
+    for r in results:
+        table.add_column(r.name, justify="right")
+    for r in results[1:]:
+        table.add_column(f"Δ {r.name}", justify="right")
+    for name in GT_OUTCOMES:
+        values = [t[name] for t in totals]
+        table.add_row(_OUTCOME_LABELS[name], *[str(v) for v in values], *[f"{v - values[0]:+d}" for v in values[1:]])
+    return table
+
+
+def images_table(report: EvalReport, rows: int = 10) -> Table:
+    """Per image PQ: with several sets the images where they differ most (largest |ΔPQ| first), with one set the
+    images with the lowest PQ; each set's TP/FP/FN and the GT segments it missed / merged / split / mislabelled."""
+    results = report.results
+    several = len(results) > 1
+    if several:
+        order = [(row["image_id"]) for row in image_deltas(report)]
+        title = f"Images where the sets differ most (PQ, deltas against {results[0].name})"
+    else:
+        records = results[0].per_image or []
+        ranked = sorted(range(len(records)), key=lambda k: (records[k]["All"]["pq"] is None,
+                                                             records[k]["All"]["pq"] or 0.0, k))
+        order = [records[k]["image_id"] for k in ranked]
+        title = f"Images with the lowest PQ of {results[0].name}"
+    position = {rec["image_id"]: k for k, rec in enumerate(results[0].per_image or [])}
+    table = Table(title=title, title_justify="left")
+    table.add_column("image", justify="right")
+    for r in results:
+        table.add_column(f"PQ {r.name}", justify="right")
+    for r in results[1:]:
+        table.add_column(f"Δ {r.name}", justify="right")
+    arrow = " → " if several else ""
+    table.add_column("TP/FP/FN", justify="right")
+    table.add_column("GT missed/merged/split/class", justify="right")
+    shown = order[:max(0, rows)]
+    for image_id in shown:
+        recs = [r.per_image[position[image_id]] for r in results]
+        pqs = [rec["All"]["pq"] for rec in recs]
+        cells = [str(image_id)] + [_pct(v) for v in pqs]
+        for v in pqs[1:]:
+            d = None if v is None or pqs[0] is None else v - pqs[0]
+            style = _delta_style(d)
+            cells.append(f"[{style}]{_pct(d, True)}[/{style}]" if style else _pct(d, True))
+        cells.append(arrow.join(f"{rec['tp']}/{rec['fp']}/{rec['fn']}" for rec in recs))
+        cells.append(arrow.join("{missed}/{merged}/{split}/{wrong_class}".format(**rec["outcomes"]["gt"])
+                                for rec in recs))
+        table.add_row(*cells)
+    if len(order) > len(shown):
+        table.caption = (f"{len(order) - len(shown)} more image(s) in the --json output (per_image"
+                         + (", image_deltas)" if several else ")"))
+    return table
+
+
 def show_report(report: EvalReport, *, per_class: bool = False, json_out: str | None = None,
-                out: Console | None = None, err: Console | None = None) -> None:
-    """Print the tables (stdout; stderr when the JSON goes to stdout), warnings (stderr), and write the JSON."""
+                out: Console | None = None, err: Console | None = None, image_rows: int | None = None) -> None:
+    """Print the tables (stdout; stderr when the JSON goes to stdout), warnings (stderr), and write the JSON.
+    ``image_rows``: with a per-image report, the rows of the per-image table (and the outcomes table)."""
     from .console import emit_json, stderr, stdout, warn
 
     out = out or stdout
@@ -115,6 +180,9 @@ def show_report(report: EvalReport, *, per_class: bool = False, json_out: str | 
     tables_to.print(summary_table(report))
     if per_class:
         tables_to.print(per_class_table(report))
+    if image_rows is not None and all(r.per_image is not None for r in report.results):
+        tables_to.print(outcomes_table(report))
+        tables_to.print(images_table(report, image_rows))
     emit_json(report.to_dict(), json_out)
 
 
@@ -160,4 +228,13 @@ def checkpoint_table(info: dict) -> Table:
         table.add_row("post-processing", ", ".join(f"{k}={v}" for k, v in post.items() if k != "chunk_elements"))
     cats = info["categories"]
     table.add_row("categories", ", ".join(f"{c['id']} {c['name']}{'' if c['isthing'] else ' (stuff)'}" for c in cats))
+    data = info.get("training_data")
+    if data:
+        size = f", {data['mean'][0]:.0f} px on the long side" if data.get("mean") else ""
+        table.add_row("trained on", f"{data.get('description') or data.get('source')}: {data.get('images')} images, "
+                      f"{data.get('categories')} categories ({data.get('things')} thing){size}")
+    else:
+        table.add_row("trained on", "not recorded (a checkpoint from before prn recorded its training data)")
+    if info.get("intended_use"):
+        table.add_row("[bold]intended use[/bold]", info["intended_use"])
     return table

@@ -4,13 +4,19 @@ Image ids: taken from ``--images-json`` (a COCO JSON whose ``images`` records na
 truth, so that ``prn eval`` pairs predictions with it), else from a numeric file stem (COCO's own naming,
 ``000000139.jpg`` -> 139), else sequential in sorted file order.
 
-Resume: each finished image appends its record to ``DIR/.segment-progress.jsonl`` after its PNG is written;
-``--resume`` adopts those images and does the rest. The set's JSON is written last, in input order, then the
-progress file is removed. Under torchrun the images are shared out over the ranks (:mod:`prn_cli.sharding`).
+Resume: ``DIR/.segment-progress.jsonl`` starts with what the run was asked (:func:`segment_request`: the
+images, weights, ``--images-json``, ``--max-size`` and thresholds), and each finished image appends its record
+after its PNG is written. ``--resume`` refuses other inputs or options (naming the option; ``--device`` and
+``--batch-size`` may change, and the change is logged), adopts the finished images and does the rest. The set's
+JSON is written last, in input order, then the progress file is removed.
+
+Under torchrun the images are shared out over the ranks (:mod:`prn_cli.sharding`): each rank segments its share
+through the same loop, with its own progress file, and rank 0 writes the JSON.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,18 +26,22 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, OutputExistsError, fail
-from .options import SegmentOverrides
+from .options import ProcessingSize, SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
+from .resume import absolute, file_digest
 
 PROGRESS_STEM = ".segment-progress"
 PROGRESS_NAME = PROGRESS_STEM + ".jsonl"   # rank 0's (and a single process's); see prn_cli.sharding
+#: request keys a resume may change: where it runs and how many images go through the network at once
+RESUME_MAY_CHANGE = ("device", "batch_size")
 
 
 @dataclass
 class SegmentOptions:
     device: str = "auto"
     batch_size: int = 1
-    max_size: int | None = None          # resize so the long side is at most this (outputs at the original size)
+    #: the size the network runs at (--min-size, --max-size); the PNGs are written at each image's size
+    processing_size: ProcessingSize = field(default_factory=ProcessingSize)
     images_json: str | None = None
     #: "torch" runs a checkpoint; "onnxruntime" runs a file written by prn export (prn_cli.onnx_runtime)
     runtime: str = "torch"
@@ -85,6 +95,16 @@ def assign_image_ids(files: Sequence[Path], images_json: str | None) -> list[dic
     return [{"id": k, "file_name": f.name} for k, f in enumerate(files, start=1)]
 
 
+def segment_request(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike,
+                    options: SegmentOptions) -> dict:
+    """What a segment run is asked (stored in its progress file; a resume must ask the same)."""
+    return {"images": sorted(absolute(i) for i in inputs), "weights": absolute(weights), "weights_sha256":
+            file_digest(weights), "images_json": absolute(options.images_json),
+            "min_size": options.processing_size.min_size, "max_size": options.processing_size.max_size,
+            **dataclasses.asdict(options.overrides), "runtime": options.runtime, "device": options.device,
+            "batch_size": options.batch_size}
+
+
 def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | None, out_dir: str | os.PathLike, *,
             options: SegmentOptions = SegmentOptions(), resume: bool = False, overwrite: bool = False,
             progress: Callable[[int, int], None] | None = None,
@@ -92,43 +112,48 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
     """Segment ``inputs`` with the base-model checkpoint ``weights`` (None: the shipped one) into ``out_dir``
     (panoptic.json + panoptic/). Under torchrun every rank segments its share of the images
     (:mod:`prn_cli.sharding`); rank 0 writes the JSON and returns the whole run's figures."""
-    from .predictors import Segmenter
-    from .sharding import ShardedRun
+    from .sharding import ShardedRun, merge_into
+    from .training_data import InputCheck
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
     if options.runtime == "onnxruntime":
         from .onnx_runtime import onnx_segmenter
 
-        segmenter = onnx_segmenter(weights, overrides=options.overrides, max_size=options.max_size)
+        segmenter = onnx_segmenter(weights, overrides=options.overrides, processing_size=options.processing_size)
     else:
+        from .predictors import Segmenter
+
         segmenter = Segmenter(weights, device=options.device, overrides=options.overrides,
-                              max_size=options.max_size)
+                              processing_size=options.processing_size)
     json_path, png_dir = set_paths(out_dir)
+    request = segment_request(inputs, segmenter.weights, options)
     info = {"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)}
     with ShardedRun(options.device, out_dir, PROGRESS_STEM) as run:
         opened: dict = {}
 
         def open_output() -> list[str]:
-            opened["writer"] = _open_output(run, json_path, png_dir, segmenter.categories, info, resume, overwrite)
+            opened["writer"] = _open_output(run, json_path, png_dir, segmenter.categories, info, request, records,
+                                            resume, overwrite)
             return sorted(opened["writer"].adopted_names)
 
         adopted = set(run.on_main(open_output))
-        # the other ranks start after rank 0 has cleared the folder, so their writers find nothing to remove
+        # the other ranks start after rank 0 has prepared the folder, so their writers find nothing to remove
         writer = opened.get("writer") or PanopticWriter(json_path, png_dir, segmenter.categories, overwrite=True,
                                                         info=info)
         todo = run.mine([(f, r) for f, r in zip(files, records) if r["file_name"] not in adopted])
-        report = _progress_on_main(run, progress, len(adopted), len(files))
-        failed = _segment_images(segmenter, todo, writer, run.progress_path(), options.batch_size, report,
-                                 on_failure)
+        # warns once if the images are unlike the training data (rank 0 looks at its share)
+        input_check = InputCheck.for_predictor(segmenter, warn=None if run.main else _quiet)
+        with run.progress_log().open(request, resume=resume, shard=run.shard) as log:
+            failed = _segment_images(segmenter, todo, writer, log, options.batch_size, input_check,
+                                     run.report(progress, len(adopted), len(files)), on_failure)
+        input_check.finish()
         shares = run.gather({"images": writer.images[len(adopted) if run.main else 0:],
                              "annotations": writer.annotations[len(adopted) if run.main else 0:], "failed": failed})
         written = sum(len(s["images"]) for s in shares)
         position = {str(f): k for k, f in enumerate(files)}
         failed = sorted((tuple(f) for s in shares for f in s["failed"]), key=lambda item: position.get(item[0], 0))
         if run.main:
-            from .sharding import merge_into
-
             merge_into(writer, shares, {png_name(r): k for k, r in enumerate(records)})
             writer.commit()
             run.remove_progress()
@@ -137,64 +162,84 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
         return SegmentResult(json_path, written, len(adopted), failed, main=run.main)
 
 
-def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], info: dict, resume: bool,
-                 overwrite: bool) -> PanopticWriter:
-    """Rank 0: check and prepare the output folder, adopting what an interrupted run finished (``resume``)."""
+def _quiet(message: str) -> None:
+    """The warning of a rank other than 0: rank 0 speaks for the run."""
+
+
+def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], info: dict, request: dict,
+                 records: Sequence[dict], resume: bool, overwrite: bool) -> PanopticWriter:
+    """Rank 0, before the other ranks start: check and prepare the output folder; with ``resume``, check the
+    interrupted run's request and adopt the images it finished."""
     done: dict = {}
     if resume:
         if json_path.exists() and not run.progress_files():
             raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
-        done = {d["image"]["file_name"]: d for d in run.read_progress()}
+        finished, changes = run.read_progress(request, may_change=RESUME_MAY_CHANGE,
+                                              fix="rerun with the inputs and options of the interrupted run, or "
+                                              "pass --overwrite to start again")
+        if changes:
+            from .console import info as say_info
+
+            say_info("resuming with " + "; ".join(changes))
+        done = {d["image"]["file_name"]: d for d in finished}
     elif run.progress_files() and not overwrite:
-        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn segment run; pass --resume to finish it "
-                                "or --overwrite to start again")
+        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
+                                "--overwrite to start again")
     writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume, info=info)
-    if not resume:
-        run.remove_progress()
+    asked = {r["file_name"] for r in records}
+    kept = []
     for d in done.values():
-        if (png_dir / d["annotation"]["file_name"]).exists():
-            writer.adopt(d["image"], d["annotation"])
+        if d["image"]["file_name"] not in asked or not (png_dir / d["annotation"]["file_name"]).exists():
+            continue
+        writer.adopt(d["image"], d["annotation"])
+        kept.append(d)
+    if resume:
+        run.restart_progress(request, kept)
+    else:
+        run.remove_progress()
     return writer
 
 
-def _progress_on_main(run, progress, already: int, total: int):
-    """Rank 0 shows the run's progress, estimated from its own share; the other ranks show none."""
-    if progress is None or not run.main:
-        return None
-    world = run.context.world_size
-    progress(already, total)
-    return lambda done: progress(min(total, already + done * world), total)
-
-
-def _segment_images(segmenter, todo, writer: PanopticWriter, progress_path: Path, batch_size: int, report,
+def _segment_images(segmenter, todo, writer: PanopticWriter, log, batch_size: int, input_check, report,
                     on_failure) -> list[tuple[str, str]]:
-    """Segment ``todo`` (``(file, image record)``) in batches into ``writer``, logging each image for resume."""
-    from .io import read_photo
+    """Segment ``todo`` (``(file, image record)``) in batches into ``writer``, one ``log`` line per image."""
+    from .prefetch import prefetch
 
     failed: list[tuple[str, str]] = []
     step = max(1, batch_size)
-    with open(progress_path, "a", encoding="utf-8") as log:
-        for start in range(0, len(todo), step):
-            batch = []
-            for f, rec in todo[start: start + step]:
-                try:
-                    rgb = read_photo(f)
-                except InvalidInputError as exc:
-                    failed.append((str(f), exc.message))
-                    if on_failure:
-                        on_failure(str(f), exc.message)
-                    continue
-                batch.append((rec, rgb))
-            if batch:
-                write_predictions(segmenter, batch, writer, log)
-            if report:
-                report(min(start + step, len(todo)))
+    chunks = [todo[start: start + step] for start in range(0, len(todo), step)]
+    done = 0
+    # the next batch's photos are decoded while the network runs on this one
+    for chunk, photos in prefetch(read_photos, chunks):
+        batch = []
+        for (f, rec), rgb in zip(chunk, photos.result()):
+            if isinstance(rgb, InvalidInputError):
+                failed.append((str(f), rgb.message))
+                if on_failure:
+                    on_failure(str(f), rgb.message)
+                continue
+            input_check.observe(rgb)
+            batch.append((rec, rgb))
+        if batch:
+            write_predictions(segmenter, batch, writer, log)
+        done += len(chunk)
+        if report:
+            report(done)
     return failed
 
 
 def png_name(record: dict) -> str:
     """The PNG that an image record's prediction is written to (PanopticWriter's default name)."""
     return Path(str(record["file_name"])).with_suffix(".png").as_posix()
+
+
+def read_photos(chunk: Sequence[tuple[Path, dict]]) -> list:
+    """The RGB photo of each ``(file, record)`` of ``chunk``, or the :class:`InvalidInputError` that reading it
+    raised (reported by the caller, in order)."""
+    from .io import read_photo
+    from .prefetch import attempt
+
+    return [attempt(read_photo, f) for f, _ in chunk]
 
 
 def write_predictions(segmenter, batch: Sequence[tuple[dict, np.ndarray]], writer: PanopticWriter, log=None) -> None:

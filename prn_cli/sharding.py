@@ -6,20 +6,26 @@ prepares the output folder first (``--overwrite``, ``--resume``), and at the end
 and writes the one JSON, in input order, so the set is byte-identical to a single process's (same network,
 same threads per process). Without torchrun this is one rank of one and nothing is exchanged.
 
-Resume: each rank appends one line per finished image to its own progress file (``<stem>.jsonl`` for rank 0,
-``<stem>.rank<r>.jsonl`` for the others) after the image's PNG is written. A resumed run reads all of them,
-whatever the number of processes that wrote them, adopts those images and shares out the rest. The files are
-removed once the JSON is written.
+Resume (:mod:`prn_cli.resume`): each rank keeps its own progress file (``<stem>.jsonl`` for rank 0,
+``<stem>.rank<r>.jsonl`` for the others). Its first line is the run's request, the same on every rank, with the
+rank and the number of processes that wrote it; then one line per image whose PNG the rank has written. A resumed
+run (rank 0, before the others start) checks every file's request against its own, adopts the images that any
+rank finished, and starts this run's files afresh: rank 0's holds the request and the adopted images, the other
+ranks' are removed. So a run can be resumed on another number of processes; files that disagree on how many
+processes wrote them (left over from different runs) are refused with one line. The files are removed once the
+JSON is written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from .errors import PrnError
+from .resume import ProgressLog, ResumeMismatchError, check_same_request
 from .runtime import DistributedContext, barrier, init_distributed, resolve_device, shutdown_distributed
 
 T = TypeVar("T")
@@ -74,6 +80,8 @@ class ShardedRun:
 
             result, error = broadcast_object((result, error), self.context)
             if error is not None:
+                if not self.main:
+                    error.reported_elsewhere = True   # rank 0 says it; the command exits with its code everywhere
                 raise error
         return result
 
@@ -92,30 +100,92 @@ class ShardedRun:
 
     # -- progress files ----------------------------------------------------------------------------------------
 
-    def progress_path(self) -> Path:
-        rank = self.context.rank
+    @property
+    def shard(self) -> dict:
+        """What this rank's progress file records about who wrote it."""
+        return {"rank": self.context.rank, "world_size": self.context.world_size}
+
+    def progress_path(self, rank: int | None = None) -> Path:
+        rank = self.context.rank if rank is None else rank
         suffix = ".jsonl" if rank == 0 else f".rank{rank}.jsonl"
         return self.out_dir / f"{self.progress_stem}{suffix}"
+
+    def progress_log(self) -> ProgressLog:
+        """This rank's progress file."""
+        return ProgressLog(self.progress_path())
 
     def progress_files(self) -> list[Path]:
         if not self.out_dir.is_dir():
             return []
-        return sorted(p for p in self.out_dir.glob(f"{self.progress_stem}*.jsonl") if p.is_file())
+        pattern = re.compile(re.escape(self.progress_stem) + r"(\.rank[0-9]+)?\.jsonl")
+        return sorted(p for p in self.out_dir.iterdir() if pattern.fullmatch(p.name) and p.is_file())
 
-    def read_progress(self) -> list[dict]:
-        """Every finished image that any rank of an earlier run recorded."""
-        done = []
+    def read_progress(self, request: dict, *, may_change: Iterable[str], fix: str) -> tuple[list[dict], list[str]]:
+        """Rank 0, resuming: every finished image that any rank of the interrupted run recorded, and the allowed
+        changes to log (``--device ...``, another number of processes). Each file's request must be ``request``
+        up to ``may_change`` (:func:`~prn_cli.resume.check_same_request`, one line naming the option otherwise);
+        files written before requests were stored are taken as they are."""
+        records: list[dict] = []
+        changes: list[str] = []
+        writers: dict[int, Path] = {}
         for path in self.progress_files():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    done.append(json.loads(line))
-                except ValueError:
-                    break   # a line cut by an interruption: that image is simply done again
-        return done
+            log = ProgressLog(path)
+            stored, finished = log.read()
+            if stored is not None:
+                for change in check_same_request(stored, request, where=path, may_change=may_change, fix=fix):
+                    if change not in changes:
+                        changes.append(change)
+            shard = log.header().get("shard")
+            if isinstance(shard, dict):
+                rank = _rank_of(path, self.progress_stem)
+                if shard.get("rank") != rank:
+                    raise ResumeMismatchError(f"{path}: holds the progress of rank {shard.get('rank')}, not of rank "
+                                              f"{rank} as its name says; {fix}")
+                writers.setdefault(int(shard.get("world_size", 0)), path)
+            records.extend(finished)
+        if len(writers) > 1:
+            (one, first), (other, second) = sorted(writers.items())[:2]
+            raise ResumeMismatchError(f"{second}: was written by a run of {other} processes but {first} by a run of "
+                                      f"{one}, so they are not one interrupted run; {fix}")
+        if writers:
+            before = next(iter(writers))
+            if before != self.context.world_size:
+                changes.append(f"processes {before} there, {self.context.world_size} now")
+        return records, changes
+
+    def restart_progress(self, request: dict, adopted: Sequence[dict]) -> None:
+        """Rank 0, before the other ranks start: this run's progress files. Rank 0's holds ``request`` and the
+        ``adopted`` records of the interrupted run (written whole, then renamed), the other ranks' are removed
+        and start afresh, whatever number of processes wrote them."""
+        from .io import atomic_output
+
+        mine = self.progress_path(0)
+        with atomic_output(mine, fsync=False) as f:
+            f.write(json.dumps(ProgressLog.header_record(request, self.shard)) + "\n")
+            for record in adopted:
+                f.write(json.dumps(record) + "\n")
+        for path in self.progress_files():
+            if path != mine:
+                path.unlink(missing_ok=True)
 
     def remove_progress(self) -> None:
         for path in self.progress_files():
             path.unlink(missing_ok=True)
+
+    def report(self, progress: Callable[[int, int], None] | None, already: int, total: int
+               ) -> Callable[[int], None] | None:
+        """Rank 0 shows the run's progress (``already`` done before, then its own share's count scaled by the
+        number of ranks: an estimate); the other ranks show none."""
+        if progress is None or not self.main:
+            return None
+        world = self.context.world_size
+        progress(already, total)
+        return lambda done: progress(min(total, already + done * world), total)
+
+
+def _rank_of(path: Path, stem: str) -> int:
+    rest = path.name[len(stem):]
+    return int(rest[len(".rank"):-len(".jsonl")]) if rest.startswith(".rank") else 0
 
 
 def _group_running() -> bool:

@@ -8,10 +8,15 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import UsageError, fail
+from .io import write_text_atomic
 from .options import PostProcessOverrides, PRNSwitches
+from .resume import absolute
+
+if TYPE_CHECKING:
+    from .engine import TrainSummary
 
 #: Architecture presets; ``--config FILE`` (JSON of MSPanopticFPNConfig fields) overrides them.
 ARCHS = ("tiny", "r18", "r34", "r50", "r101")
@@ -76,9 +81,14 @@ def with_backbone_weights(model, path: str | None):
     return model
 
 
-def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int) -> Callable:
+#: Val panels (image | prediction | GT) drawn for TensorBoard at each validation of a --tensorboard run.
+TENSORBOARD_PANELS = 3
+
+
+def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int, panels: int = 0) -> Callable:
     """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, ...}`` (percentages): segment (the first ``limit``) val
-    images and evaluate them against their ground truth with prn's evaluator."""
+    images and evaluate them against their ground truth with prn's evaluator; with ``panels``, also the panels
+    of that many images under ``"panels"`` (the engine sends them to TensorBoard)."""
     from .data import default_images_dir
     from .evaluate import evaluate
     from .io import read_photo
@@ -105,9 +115,29 @@ def make_val_fn(val_path: str | os.PathLike, limit: int, size_divisibility: int)
                     rgb = read_photo(safe_join(images_dir, info["file_name"], gt.json_path, "image file_name"))
                     write_predictions(segmenter, [({"id": info["id"], "file_name": info["file_name"]}, rgb)], writer)
             result = evaluate(subset, [tmp], workers=0).results[0]
-        return {**_percentages(result.groups), "val_images": len(annotations)}
+            drawn = _panels(subset, [("prediction", tmp)], images_dir, panels)
+        return {**_percentages(result.groups), "val_images": len(annotations), **drawn}
 
     return evaluate_fn
+
+
+def _training_data(gt) -> dict:
+    """What the checkpoint records of its training images (training_data.py): segment and refine compare the
+    images they are given with it."""
+    from .data import default_images_dir
+    from .training_data import summarize_set
+
+    return summarize_set(gt, default_images_dir(gt.json_path))
+
+
+def _panels(gt, sets, images_dir, count: int) -> dict:
+    if not count:
+        return {}
+    from .panoptic import load_set
+    from .tensorboard_events import val_panels
+
+    loaded = [(title, s if hasattr(s, "annotations") else load_set(s, need_categories=False)) for title, s in sets]
+    return {"panels": val_panels(gt, loaded, Path(images_dir), count)}
 
 
 def _percentages(groups: dict, prefix: str = "") -> dict:
@@ -143,13 +173,47 @@ def train_base(data: str | os.PathLike, train_cfg, options: BaseTrainingOptions 
     def collate_fn(batch):
         return collate(batch, size_divisibility=config.size_divisibility)
 
-    evaluate_fn = make_val_fn(val, options.val_limit, config.size_divisibility) if val else None
-    Path(train_cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    evaluate_fn = make_val_fn(val, options.val_limit, config.size_divisibility,
+                              panels=TENSORBOARD_PANELS if train_cfg.tensorboard else 0) if val else None
+    _write_model_config(train_cfg, config.to_dict())
     if overwrite:
         train_cfg = dataclasses.replace(train_cfg, overwrite=True)
+    request = training_request(options, data=gt.json_path, val=val)
     return train(model_factory, dataset, train_cfg, kind="base", model_config=config.to_dict(),
-                 categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress)
+                 categories=categories, collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress,
+                 request=request, request_may_change=RESUME_MAY_CHANGE,
+                 checkpoint_extra={"training_data": _training_data(gt)})
+
+
+#: Training options a resume may change (logged): validation only, and the initial weights, which the resumed
+#: state replaces anyway. The engine adds its own (device, workers, checkpoint interval).
+RESUME_MAY_CHANGE = ("val", "val_base", "val_limit", "backbone_weights", "init_weights")
+#: Options that the checkpoint's model configuration holds (the engine compares that as a whole)
+_IN_MODEL_CONFIG = ("arch", "config_file", "switches", "postprocess")
+_PATH_OPTIONS = ("backbone_weights", "init_weights")
+
+
+def training_request(options, **paths) -> dict:
+    """What a training run is asked beside the schedule and the model configuration (stored in last.pt; a resume
+    must ask the same but for :data:`RESUME_MAY_CHANGE`): every field of ``options`` (so a new option is covered
+    without being listed here) and the sets in ``paths``, as absolute paths."""
+    request = {k: absolute(v) for k, v in paths.items()}
+    for f in dataclasses.fields(options):
+        if f.name in _IN_MODEL_CONFIG:
+            continue
+        value = getattr(options, f.name)
+        request[f.name] = absolute(value) if f.name in _PATH_OPTIONS else (
+            list(value) if isinstance(value, tuple) else value)
+    return request
+
+
+def _write_model_config(train_cfg, config: dict) -> None:
+    """RUN/model_config.json, for people; a resume leaves the one its run wrote (the engine refuses another)."""
+    path = Path(train_cfg.out_dir) / "model_config.json"
+    if train_cfg.resume and path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(config, indent=2))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -204,7 +268,12 @@ class PRNTrainingOptions:
     strength_range: tuple[float, float] = (0.3, 0.8)
     #: share of samples whose base instance maps are blanked (refine_data.RefineDataOptions)
     base_instance_dropout: float = 0.0
+    #: loss weight of pixels where the base disagrees with the GT (refine_data.RefineDataOptions)
+    disagreement_weight: float = 1.0
     backbone_weights: str | None = None
+    #: start from this PRN checkpoint's network weights (fine-tuning); the network the options describe must
+    #: be the checkpoint's and the categories the training set's
+    init_weights: str | None = None
     val_limit: int = 50
     #: post-processing stored in the checkpoint; fields left None follow the heads present
     postprocess: PostProcessOverrides = field(default_factory=PostProcessOverrides)
@@ -221,10 +290,11 @@ def default_postprocess(config) -> dict:
 
 
 def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | None, limit: int,
-                    render_config, post_config, categories) -> Callable:
+                    render_config, post_config, categories, panels: int = 0) -> Callable:
     """``evaluate_fn(model, step) -> {pq, pq_th, pq_st, base_pq, ...}`` (percentages): refine the (first
     ``limit``) val base predictions and evaluate them against the val GT. Without ``base_path`` the base is the
-    val GT corrupted at the default strength with seed 0 (written once to a temporary folder)."""
+    val GT corrupted at the default strength with seed 0 (written once to a temporary folder). ``panels``: as
+    in :func:`make_val_fn` (image | base | refined | GT)."""
     from .data import default_images_dir
     from .evaluate import evaluate
     from .panoptic import PanopticSet, PanopticWriter, load_set, set_paths
@@ -267,7 +337,8 @@ def make_prn_val_fn(val_path: str | os.PathLike, base_path: str | os.PathLike | 
                     writer.add({**item.image, "height": int(pred.ids.shape[0]), "width": int(pred.ids.shape[1])},
                                pred.ids, pred.segments, file_name=item.annotation["file_name"])
             g = evaluate(subset, [tmp], workers=0).results[0].groups
-        return {**_percentages(g), **base_result, "val_images": len(keep)}
+            drawn = _panels(subset, [("base", base), ("refined", tmp)], images_dir, panels)
+        return {**_percentages(g), **base_result, "val_images": len(keep), **drawn}
 
     return evaluate_fn
 
@@ -301,27 +372,62 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     data_options = RefineDataOptions(crop=options.crop, scale_range=tuple(options.scale_range),
                                      base_mix=options.base_mix, strength_range=tuple(options.strength_range),
                                      base_instance_dropout=options.base_instance_dropout,
+                                     disagreement_weight=options.disagreement_weight,
                                      render=render_config)
     dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
     if base is not None and dataset.with_base == 0:
         raise fail(base, "no base prediction shares an image_id with the training set",
                    "predict the base on the training images (prn segment --images-json TRAIN_JSON)")
     check_backbone_weights(options.backbone_weights)
+    init_state = None
+    if options.init_weights:
+        if options.backbone_weights:
+            raise UsageError("--init-weights and --backbone-weights both set the backbone; pass one of them")
+        init_state = prn_init_state(options.init_weights, config, categories)
 
     def model_factory():
+        if init_state is not None:
+            model = build_model(config, categories)
+            model.load_state_dict(init_state)
+            return model
         return with_backbone_weights(build_model(config, categories), options.backbone_weights)
 
     evaluate_fn = None
     if val:
-        evaluate_fn = make_prn_val_fn(val, val_base, options.val_limit, render_config, post_config, categories)
+        evaluate_fn = make_prn_val_fn(val, val_base, options.val_limit, render_config, post_config, categories,
+                                      panels=TENSORBOARD_PANELS if train_cfg.tensorboard else 0)
     ckpt_config = {"model": config.to_dict(), "render": plain_dataclass(render_config),
                    "postprocess": plain_dataclass(post_config)}
-    Path(train_cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(train_cfg.out_dir) / "model_config.json").write_text(json.dumps(ckpt_config, indent=2))
+    _write_model_config(train_cfg, ckpt_config)
     if overwrite:
         train_cfg = dataclasses.replace(train_cfg, overwrite=True)
+    request = training_request(options, data=gt.json_path, base=base, val=val, val_base=val_base)
     return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
-                 collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress)
+                 collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress, request=request,
+                 request_may_change=RESUME_MAY_CHANGE, checkpoint_extra={"training_data": _training_data(gt)})
+
+
+def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) -> dict:
+    """The network weights of the PRN checkpoint ``path``, checked against the network ``config`` that training
+    builds and the training set's ``categories``; every mismatch is one line naming the file."""
+    from .checkpoint import load_checkpoint
+    from .models.prn.model import build_model
+
+    ckpt = load_checkpoint(path, kind="prn")
+    theirs = [(int(c["id"]), bool(c.get("isthing"))) for c in ckpt["categories"]]
+    ours = [(int(c["id"]), bool(c.get("isthing"))) for c in categories]
+    if sorted(theirs) != sorted(ours):
+        raise fail(path, "checkpoint's categories differ from the training set's",
+                   "fine-tune a PRN trained on the same categories, or train from --backbone-weights")
+    state = ckpt["state_dict"]
+    reference = build_model(config, categories).state_dict()
+    differ = sorted(k for k in set(reference) | set(state)
+                    if k not in reference or k not in state or tuple(reference[k].shape) != tuple(state[k].shape))
+    if differ:
+        raise fail(path, f"checkpoint's network differs from the one these options build (first: {differ[0]})",
+                   "pass the --arch, --config and switch flags the checkpoint was trained with "
+                   "(prn info shows them)")
+    return state
 
 
 def plain_dataclass(obj) -> dict:

@@ -154,3 +154,42 @@ def test_grouping_ceiling_and_floor(dt, synthetic):
         # a network that copies its base gives (about) the base's thing PQ back
         assert abs(rows[f"floor-{src}"]["pq_th"] - rows["base"]["pq_th"]) < 0.05
     assert report["checkpoint"]["postprocess"]["foreground_source"] == report["grouping"]["checkpoint_source"]
+
+
+def test_heads_on_things_per_failure_kind(dt):
+    """Section 6 on hand-made network outputs: a matched thing PRN sees, a missed one it half sees."""
+    import types
+
+    import torch
+
+    gt = np.full((64, 64), SKY, np.uint32)
+    box(gt, 1, 4, 20, 4, 20)               # class 1, matched by the base
+    box(gt, 2, 30, 46, 30, 46)             # class 2, missed by the base (sky there)
+    base = np.full((64, 64), SKY, np.uint32)
+    box(base, 11, 4, 20, 4, 20)
+    cmap = types.SimpleNamespace(class_ids=[1, 2, 101])
+    semantic = torch.zeros(3, 64, 64)
+    semantic[2] = 5.0                      # sky everywhere ...
+    semantic[0, 4:20, 4:20] = 10.0         # ... but class 1 on the matched thing
+    semantic[1, 30:46, 30:38] = 10.0       # and class 2 on the left half of the missed one
+    center = torch.zeros(1, 64, 64)
+    center[0, 12, 12] = 0.6
+    center[0, 38, 40] = 0.05               # below the threshold
+    foreground = torch.full((1, 64, 64), -20.0)
+    foreground[0, 4:20, 4:20] = 20.0
+    net = {"semantic": semantic, "center": center, "foreground": foreground}
+    rows = dt.heads_on_things(net, gt, [{"id": SKY, "category_id": 101}, {"id": 1, "category_id": 1},
+                                        {"id": 2, "category_id": 2}],
+                              base, [{"id": SKY, "category_id": 101}, {"id": 11, "category_id": 1}],
+                              cmap, np.array([1, 2]), 0.1)
+    cols = {c: i for i, c in enumerate(dt.HEAD_COLUMNS)}
+    assert rows.shape == (2, len(dt.HEAD_COLUMNS))
+    matched, missed = rows
+    assert dt.KINDS[int(matched[cols["kind"]])] == "matched" and dt.KINDS[int(missed[cols["kind"]])] == "missed"
+    assert matched[cols["area"]] == 256 and missed[cols["area"]] == 256
+    np.testing.assert_allclose(matched[2:7], [1.0, 1.0, 1.0, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(missed[2:7], [0.5, 0.5, 0.5, 0.0, 0.0], atol=1e-6)
+    summary = dt.summarise_heads(rows)
+    assert summary["missed"]["gt_things"] == 1 and summary["missed"]["semantic_majority_correct"] == 0.0
+    assert summary["all"]["semantic_correct"] == pytest.approx(0.75)
+    assert summary["split"]["gt_things"] == 0 and summary["split"]["foreground"] is None

@@ -27,6 +27,7 @@ from ..backbone import FPN, ResNetBackbone
 from ..categories import CategoryMap
 from .atss import ATSSHead, ATSSLoss, atss_inference, make_anchors
 from .config import MSPanopticFPNConfig
+from ..prn.postprocess import channel_argmax
 from .fusion import panoptic_fusion
 from .sag_mask import SAGMaskHead, mask_loss, mask_targets, paste_masks
 from .semantic import SemanticBranch, semantic_loss
@@ -118,8 +119,9 @@ class MSPanopticFPN(nn.Module):
     def panoptic(self, output: dict, out_size: tuple[int, int] | None = None):
         """(ids (H, W) int64 numpy, segments_info) for one inference output, at ``out_size`` (default: as input).
 
-        Masks and semantics are resized to ``out_size`` before fusion, so the segmentation is made at the
-        resolution it is written at.
+        Masks and semantics are resized to ``out_size`` before fusion, so the segmentation is made at that
+        resolution. Masks are pasted already binarised (bool), in bounded groups: memory is one byte per pixel
+        and instance, not four. ``prn segment`` fuses at the processing size and enlarges only the id map.
         """
         sem = output["semantic_logits"]
         h, w = sem.shape[-2:]
@@ -130,9 +132,13 @@ class MSPanopticFPN(nn.Module):
             scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
             boxes = boxes * scale
             h, w = oh, ow
-        masks = paste_masks(output["mask_probs"], boxes, (h, w))
-        return panoptic_fusion(masks, output["scores"], output["labels"], sem.argmax(0), self.category_map,
-                               self.config.inference)
+        # fusion never looks at instances below the score threshold: paste only the others (same order, so ties
+        # are broken as before)
+        scores, labels, probs = output["scores"], output["labels"], output["mask_probs"]
+        keep = (scores.double() >= self.config.inference.instance_score_threshold).nonzero().squeeze(1)
+        masks = paste_masks(probs[keep], boxes[keep], (h, w), threshold=self.config.inference.mask_threshold)
+        return panoptic_fusion(masks, scores[keep], labels[keep], channel_argmax(sem.flatten(1)).view(h, w),
+                               self.category_map, self.config.inference)
 
 
 def build_model(config: MSPanopticFPNConfig | dict, categories: Sequence[dict]) -> MSPanopticFPN:

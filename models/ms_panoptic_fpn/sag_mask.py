@@ -193,13 +193,14 @@ def _interp_matrix(lo: torch.Tensor, hi: torch.Tensor, length: int, size: int) -
 
 
 def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
-                threshold: float | None = None) -> torch.Tensor:
+                threshold: float | None = None, chunk_elements: int = 16 * 1024 * 1024) -> torch.Tensor:
     """Paste (K, 28, 28) mask probabilities into a (K, h, w) image canvas, each into its box (float xyxy pixels).
 
     Bilinear resampling with pixel-centre alignment (the same geometry as ``grid_sample(align_corners=False)``
     over the box); pixels whose centre is outside the box are exactly 0. Because the box region is axis-aligned
     the resampling is separable, out_k = Wy_k @ M_k @ Wx_k^T, so memory is the output plus (K, h + w, 28).
-    Returns float32 probabilities, or bool ``>= threshold`` when ``threshold`` is given.
+    Returns float32 probabilities, or bool ``>= threshold`` when ``threshold`` is given; then the masks are
+    pasted in groups of about ``chunk_elements`` pixels, so the float work is bounded whatever K is.
     """
     h, w = int(image_size[0]), int(image_size[1])
     if mask_probs.dim() == 4:                      # (K, 1, 28, 28) is accepted too
@@ -210,7 +211,12 @@ def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple
         out = torch.zeros((0, h, w), dtype=torch.float32, device=device)
         return out.bool() if threshold is not None else out
     b = boxes.to(device=device, dtype=torch.float32).reshape(-1, 4)
+    if threshold is not None:
+        step = max(1, chunk_elements // max(1, h * w))
+        out = torch.empty((k, h, w), dtype=torch.bool, device=device)
+        for s in range(0, k, step):
+            out[s:s + step] = paste_masks(mask_probs[s:s + step], b[s:s + step], (h, w)) >= threshold
+        return out
     wy = _interp_matrix(b[:, 1], b[:, 3], h, mh)          # (K, h, 28)
     wx = _interp_matrix(b[:, 0], b[:, 2], w, mw)          # (K, w, 28)
-    out = torch.bmm(torch.bmm(wy, mask_probs.float()), wx.transpose(1, 2))
-    return out >= threshold if threshold is not None else out
+    return torch.bmm(torch.bmm(wy, mask_probs.float()), wx.transpose(1, 2))

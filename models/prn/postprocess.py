@@ -134,12 +134,7 @@ def find_centers(center: torch.Tensor, threshold: float = 0.1, nms_kernel: int =
     if heat.dim() != 2:
         raise ValueError(f"center heatmap must be (1, H, W) or (H, W), got {tuple(center.shape)}")
     w = heat.shape[1]
-    # A square-window max is a row max of column maxes: two 1-D pools give the same values as one k x k pool
-    # (k = 41 on COCO is ~20x cheaper). Padding with -inf (max_pool2d's) means border pixels compete only with
-    # real neighbours.
-    r = nms_kernel // 2
-    pooled = F.max_pool2d(heat[None, None], (1, nms_kernel), stride=1, padding=(0, r))
-    pooled = F.max_pool2d(pooled, (nms_kernel, 1), stride=1, padding=(r, 0))[0, 0]
+    pooled = window_max(heat, nms_kernel)
     peak = (heat == pooled) & (heat > threshold)
     idx = peak.flatten().nonzero().squeeze(1)                       # raster order
     scores = heat.flatten()[idx]
@@ -147,6 +142,38 @@ def find_centers(center: torch.Tensor, threshold: float = 0.1, nms_kernel: int =
     idx = idx[order]
     coords = torch.stack((torch.div(idx, w, rounding_mode="floor"), idx % w), dim=1)
     return coords, scores[order]
+
+
+def window_max(heat: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The max over each pixel's ``kernel`` x ``kernel`` window of an (H, W) map, as ``max_pool2d`` with stride 1
+    and same padding (-inf padding: border pixels compete only with real neighbours).
+
+    A square-window max is a row max of column maxes, and each 1-D max is ``kernel`` - 1 elementwise maxima of
+    shifted views: exact, and ~10x faster on CPU than max_pool2d for the small kernels PRN uses. Kernels above
+    15 (Panoptic-DeepLab's 41 on COCO) go through two 1-D max pools instead.
+    """
+    r = kernel // 2
+    if r == 0:
+        return heat.clone()
+    if kernel > 15:
+        pooled = F.max_pool2d(heat[None, None], (1, kernel), stride=1, padding=(0, r))
+        return F.max_pool2d(pooled, (kernel, 1), stride=1, padding=(r, 0))[0, 0]
+    h, w = heat.shape
+    padded = F.pad(heat, (r, r), value=float("-inf"))
+    rows = padded[:, :w].clone()
+    for d in range(1, kernel):
+        torch.maximum(rows, padded[:, d:d + w], out=rows)
+    padded = F.pad(rows, (0, 0, r, r), value=float("-inf"))
+    out = padded[:h].clone()
+    for d in range(1, kernel):
+        torch.maximum(out, padded[d:d + h], out=out)
+    return out
+
+
+def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Argmax over dim 0 of (C, N) logits, first index on ties (as ``argmax``). ``max(0)`` gives the same indices
+    ~4x faster on CPU than ``argmax(0)``, whose reduction over the outer dimension is slow."""
+    return logits.max(0).indices
 
 
 def pixel_boxes(box: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
@@ -161,12 +188,27 @@ def pixel_boxes(box: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.
 def box_iou_inclusive(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU (P, K) of boxes a (P, 4) and b (K, 4), (x1, y1, x2, y2) inclusive pixel-index extents, so
     a box's width is x2 - x1 + 1 (a one-pixel box has area 1)."""
-    ix = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0]) + 1).clamp(min=0)
-    iy = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1]) + 1).clamp(min=0)
-    inter = ix * iy
+    # in place on (P, K) buffers: the same operations in the same order as the plain expressions, fewer temporaries
+    inter = torch.minimum(a[:, None, 2], b[None, :, 2])
+    inter.sub_(torch.maximum(a[:, None, 0], b[None, :, 0])).add_(1).clamp_(min=0)
+    iy = torch.minimum(a[:, None, 3], b[None, :, 3])
+    iy.sub_(torch.maximum(a[:, None, 1], b[None, :, 1])).add_(1).clamp_(min=0)
+    inter.mul_(iy)
     area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
     area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    union = torch.add(area_a[:, None], area_b[None, :], out=iy)
+    union.sub_(inter)
+    return inter.div_(union)
+
+
+def box_iou_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU (N,) of each box of a (N, 4) with the box of b (N, 4) in the same row: :func:`box_iou_inclusive`'s
+    operations in its order, so the values are bit-identical to its diagonal."""
+    inter = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).add_(1).clamp_(min=0)
+    inter.mul_((torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).add_(1).clamp_(min=0))
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    return inter.div_((area_a + area_b).sub_(inter))
 
 
 def group_pixels(votes: torch.Tensor, centers: torch.Tensor, boxes: torch.Tensor | None = None,
@@ -185,12 +227,21 @@ def group_pixels(votes: torch.Tensor, centers: torch.Tensor, boxes: torch.Tensor
     cy, cx = centers.float().unbind(1)
     vy, vx = votes.float().unbind(1)
     for s in range(0, p, step):
-        d = (vy[s:s + step, None] - cy[None]) ** 2 + (vx[s:s + step, None] - cx[None]) ** 2   # (chunk, K)
+        d = vy[s:s + step, None] - cy[None]                                     # (chunk, K) squared distances,
+        d.mul_(d)                                                               # in place
+        dx = vx[s:s + step, None] - cx[None]
+        d.add_(dx.mul_(dx))
         nearest = d.argmin(1)
         if boxes is not None and center_boxes is not None:
-            agree = box_iou_inclusive(boxes[s:s + step], center_boxes) >= iou_threshold
-            nearest_agree = d.masked_fill(~agree, float("inf")).argmin(1)
-            nearest = torch.where(agree.any(1), nearest_agree, nearest)
+            # A pixel whose nearest centre agrees with it joins that centre (it is then also the nearest agreeing
+            # one, ties included), so the (pixels x centres) IoUs are needed only for the others: with a trained
+            # network, the few pixels near boundaries.
+            chunk_boxes = boxes[s:s + step]
+            rest = (box_iou_rows(chunk_boxes, center_boxes[nearest]) < iou_threshold).nonzero().squeeze(1)
+            if rest.numel():
+                agree = box_iou_inclusive(chunk_boxes[rest], center_boxes) >= iou_threshold
+                nearest_agree = d[rest].masked_fill_(~agree, float("inf")).argmin(1)
+                nearest[rest] = torch.where(agree.any(1), nearest_agree, nearest[rest])
         out[s:s + step] = nearest
     return out
 
@@ -234,7 +285,7 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
     box = _map(outputs, "box", 4, h, w) if cfg.use_pred_bbox else None
 
     flat_logits = logits.detach().reshape(c, h * w)
-    semantic = flat_logits.argmax(0)                                           # (HW,)
+    semantic = channel_argmax(flat_logits)                                     # (HW,)
     if not bool(thing.any()):
         fg = torch.zeros(h * w, dtype=torch.bool, device=device)
     elif fg_logits is not None:
@@ -273,7 +324,7 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
             pix_cls = semantic[fg_idx]
         else:
             thing_idx = thing.nonzero().squeeze(1)
-            pix_cls = thing_idx[flat_logits[thing_idx[:, None], fg_idx[None, :]].argmax(0)]
+            pix_cls = thing_idx[channel_argmax(flat_logits[thing_idx[:, None], fg_idx[None, :]])]
         votes_per_class = torch.bincount(assign * c + pix_cls, minlength=k * c).reshape(k, c)
         area = votes_per_class.sum(1)
         cls = votes_per_class.argmax(1)                                        # ties: lower class index
@@ -287,17 +338,20 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
             thing_score = thing_score * mean_prob[keep].float()
     n_things = int(thing_cls.numel())
 
-    # Stuff: one bincount over the class ids of the candidate pixels.
-    stuff_pix = (~fg & ~thing[semantic]).nonzero().squeeze(1)
-    stuff_of_pix = semantic[stuff_pix]
-    counts = torch.bincount(stuff_of_pix, minlength=c)
+    # Stuff: one bincount over the class ids of the candidate pixels (class c marks the other pixels), and one
+    # lookup; candidates are never foreground, so they hold no thing yet.
+    stuff_mask = ~fg & ~thing[semantic]
+    stuff_sem = torch.where(stuff_mask, semantic, c)
+    counts = torch.bincount(stuff_sem, minlength=c + 1)[:c]
     kept_stuff = ~thing & (counts >= max(1, effective_stuff_area(cfg, h, w)))
-    lut = torch.zeros(c, dtype=torch.long, device=device)
+    lut = torch.zeros(c + 1, dtype=torch.long, device=device)
     stuff_cls = kept_stuff.nonzero().squeeze(1)
     lut[stuff_cls] = torch.arange(n_things + 1, n_things + 1 + stuff_cls.numel(), device=device)
-    segments[stuff_pix] = lut[stuff_of_pix]
+    segments += lut[stuff_sem]
     stuff_area = counts[stuff_cls]
     if log_norm is not None:
+        stuff_pix = stuff_mask.nonzero().squeeze(1)
+        stuff_of_pix = semantic[stuff_pix]
         prob = torch.exp(flat_logits[stuff_of_pix, stuff_pix].float() - log_norm[stuff_pix])
         stuff_score = (torch.bincount(stuff_of_pix, weights=prob, minlength=c)[stuff_cls]
                        / stuff_area.clamp(min=1)).float()

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import InvalidInputError, OutputExistsError
-from .options import AblationOptions, flatten
+from ..resume import describe_difference, flatten
+from .options import AblationOptions
 from .rows import AblationRow
 
 OPTIONS_NAME = "ablation.json"
@@ -138,11 +139,3 @@ def forget_prn_results(run: Path) -> None:
         path.unlink(missing_ok=True)
     for d in seed_dirs:
         shutil.rmtree(d / REFINED_DIR, ignore_errors=True)
-
-
-def describe_difference(old: dict, new: dict) -> str:
-    """The first option (dotted name) whose value differs between two flattened records."""
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            return f"{key} {old.get(key)!r} there, {new.get(key)!r} now"
-    return "no difference"

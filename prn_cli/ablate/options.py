@@ -14,15 +14,14 @@ This module imports no torch (the default schedule imports the engine when it is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..options import PostProcessOverrides
+from ..resume import absolute, file_digest
 from ..runtime import check_device_name
 from ..train import PRN_ARCHS, PRNTrainingOptions
 from .rows import AblationRow, select_rows
@@ -132,7 +131,7 @@ class AblationOptions:
         flat["postprocess"] = self.postprocess.given()
         for name in _PATHS:
             flat[name] = _abs(flat[name])
-        flat["training.config_file_sha256"] = _file_digest(self.training.config_file)
+        flat["training.config_file_sha256"] = file_digest(self.training.config_file)
         record: dict = {}
         for name, value in flat.items():
             if name in HOW or name in SET_PER_ROW:
@@ -143,21 +142,4 @@ class AblationOptions:
 
 
 def _abs(path: str | os.PathLike | None) -> str | None:
-    return None if path is None else str(Path(path).expanduser().resolve())
-
-
-def _file_digest(path: str | os.PathLike | None) -> str | None:
-    if path is None or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def flatten(record: dict, prefix: str = "") -> dict:
-    """``{"schedule": {"iters": 2}}`` -> ``{"schedule.iters": 2}`` (to name what differs between two records)."""
-    out = {}
-    for key, value in record.items():
-        if isinstance(value, dict) and key != "postprocess":
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return absolute(path)

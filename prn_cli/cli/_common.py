@@ -17,6 +17,10 @@ EPILOG = ("Exit codes: 0 ok, 1 runtime error, 2 usage error or existing output, 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
+#: What Ctrl-C says in every command that can continue where it stopped (README, "exit codes").
+RESUME_HINT = "rerun with --resume to continue"
+
+
 class Interrupted(PrnError):
     """Ctrl-C: say so on stderr (and how to continue), exit 130 as shells expect."""
 
@@ -91,6 +95,11 @@ DeviceOpt = Annotated[Device, typer.Option("--device", metavar="auto|cpu|cuda",
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU intra-op threads "
                                                 "(default: torch's; 1 is often fastest on small shared CPUs).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Images per forward pass.")]
+MinSize = Annotated[int, typer.Option("--min-size", min=32, metavar="PX", help="Processing size, shorter side: a "
+                                      "larger photo is shrunk to this for the network (detectron2's "
+                                      "MIN_SIZE_TEST); never enlarged. The PNG is written at the photo's size.")]
+MaxSize = Annotated[int, typer.Option("--max-size", min=32, metavar="PX", help="Processing size, longer side: at "
+                                      "most this (detectron2's MAX_SIZE_TEST).")]
 Images = Annotated[List[Path], typer.Option("--images", "-i", metavar="PATH", help="Image files or folders of "
                                             "images (repeatable).")]
 Weights = Annotated[Optional[Path], typer.Option("--weights", "-w", metavar="FILE", help="Checkpoint; default: "
@@ -222,3 +231,35 @@ def shipped_or(weights: Path | None, kind: str) -> Path:
     path = shipped_weights(kind)
     info(describe(kind, path))
     return path
+
+
+# --- reading other frameworks' predictions (prn convert, prn refine --base-format) --------------------------------
+Categories = Annotated[Optional[Path], typer.Option("--categories", metavar="CATS", help="JSON with the categories "
+                                                    "to convert into: a panoptic JSON (e.g. the ground truth), a "
+                                                    "bare list of {id, name, isthing}, or 'cityscapes'.")]
+ImagesJson = Annotated[Optional[Path], typer.Option("--images-json", metavar="FILE", help="COCO JSON whose images "
+                                                    "records give image ids, file names and sizes (e.g. the ground "
+                                                    "truth, for prn eval).")]
+Id2Label = Annotated[Optional[Path], typer.Option("--id2label", metavar="FILE", help="The model's label names: its "
+                                                  "config.json, a {\"0\": \"name\"} JSON or a JSON list (for "
+                                                  "--label-map name).")]
+LabelMapOpt = Annotated[Optional[str], typer.Option("--label-map", metavar="index|id|name|separated", help="Label "
+                                                    "-> category: i-th category in id order, the category id, by "
+                                                    "name through --id2label, or detectron2's separated thing/stuff "
+                                                    "labels (default: the format's).")]
+LabelDivisor = Annotated[int, typer.Option("--label-divisor", min=1, metavar="D", help="D of category * D + "
+                                           "instance (divisor, detectron2's Panoptic-DeepLab form).")]
+VoidLabel = Annotated[Optional[int], typer.Option("--void", metavar="V", help="Class label meaning void (divisor: "
+                                                  "none, 2ch: 0, mmdet arrays: the number of categories; negative "
+                                                  "values are always void).")]
+
+
+def convert_options(*, label_map=None, id2label=None, label_divisor=1000, void=None, images_json=None):
+    """The conversion options given on the command line (a bad value is exit 2)."""
+    from ..convert.options import ConvertOptions
+
+    check_file(id2label, "id2label JSON", "pass the model's config.json or a {\"0\": \"name\"} JSON")
+    check_file(images_json, "images JSON", "pass the dataset JSON whose 'images' list the predicted images")
+    return ConvertOptions(label_map=label_map, id2label=str(id2label) if id2label else None,
+                          label_divisor=label_divisor, void=void,
+                          images_json=str(images_json) if images_json else None)

@@ -27,6 +27,11 @@ def _message(exc: BaseException) -> tuple[str, int] | None:
         return exc.format_message() + hint, exc.exit_code or EXIT_USAGE
     if isinstance(exc, typer.Abort):
         return "interrupted", 130
+    if isinstance(exc, OSError) and exc.filename:      # a write refused outside prn's own writers
+        from ..io import WRITE_ERRNOS, write_error
+
+        if exc.errno in WRITE_ERRNOS:
+            return write_error(exc.filename, exc).message, EXIT_RUNTIME
     return None
 
 
@@ -50,6 +55,8 @@ def run_app(app: typer.Typer, argv: list[str] | None, *, debug: Callable[[], boo
             traceback.print_exc()
             if known is None:
                 return EXIT_RUNTIME
+        if known is not None and getattr(exc, "reported_elsewhere", False):    # torchrun: rank 0 printed it
+            return known[1]
         if known is None:
             error_line(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)")
             return EXIT_RUNTIME

@@ -35,7 +35,8 @@ def demo_command(
 ) -> None:
     """The whole pipeline on fresh synthetic data with the shipped models.
 
-    synth -> segment -> refine -> eval (base vs refined) -> viz panels (image | base | refined | ground truth).
+    synth -> segment -> refine -> eval (base vs refined) -> viz panels (image | base | refined | ground truth)
+    and an interactive HTML report (prn report).
 
     Example: prn demo --out prn-demo --overwrite
     """
@@ -58,8 +59,10 @@ def demo_command(
                       device=device.value, progress=progress)
     show_report(result.report, out=human(json_out))
     say(f"data:    {result.gt_json}\nbase:    {result.base_json}\nrefined: {result.refined_json}\n"
-        f"report:  {result.report_json}\npanels:  {result.viz_dir} (open {result.gallery})", json_out)
+        f"report:  {result.report_json}\npanels:  {result.viz_dir} (open {result.gallery})\n"
+        f"html:    {result.html_report} (per-image PQ, sortable, hover for details)", json_out)
     emit_json({"data": str(result.gt_json), "base": str(result.base_json), "refined": str(result.refined_json),
                "report": str(result.report_json), "panels": str(result.viz_dir), "gallery": str(result.gallery),
+               "html_report": str(result.html_report),
                **{f"{name}_pq": r.groups["All"]["pq"] for name, r in zip(("base", "refined"),
                                                                         result.report.results)}}, json_out)

@@ -43,6 +43,12 @@ def eval_command(
                                             "in order.")] = [],
     per_class: Annotated[bool, typer.Option("--per-class", metavar="", help="Also print PQ/SQ/RQ and TP/FP/FN per "
                                             "category.")] = False,
+    per_image: Annotated[bool, typer.Option("--per-image", metavar="", help="Also evaluate every image alone: "
+                                            "PQ/SQ/RQ and TP/FP/FN per image and set, every segment's GT match, "
+                                            "IoU and outcome (missed, merged, split, wrong class) in the JSON, and "
+                                            "a table of the images where the sets differ most.")] = False,
+    image_rows: Annotated[int, typer.Option("--image-rows", min=0, metavar="N", help="Rows of the --per-image "
+                                            "table.")] = 10,
     json_out: JsonOut = None,
     workers: EvalWorkers = None,
     gt_area: Annotated[GtArea, typer.Option("--gt-area", metavar="json|png", help="GT segment area from the JSON "
@@ -85,5 +91,5 @@ def eval_command(
                           sum_chunks=sum_chunks)
     with progress("evaluating") as update:
         report = evaluate(gt_set, pred_sets, options=options, workers=workers, names=name or None,
-                          progress=update)
-    show_report(report, per_class=per_class, json_out=json_out)
+                          per_image=per_image, progress=update)
+    show_report(report, per_class=per_class, json_out=json_out, image_rows=image_rows if per_image else None)

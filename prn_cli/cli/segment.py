@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (BatchSize, Device, DeviceOpt, Images, JsonOut, Out, Overwrite, Resume, Runtime, Threads, Weights,
-                      command)
+from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
+from ._common import (RESUME_HINT, BatchSize, Device, DeviceOpt, Images, JsonOut, MaxSize, MinSize, Out, Overwrite,
+                      Resume, Runtime, Threads, Weights, command)
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "segment", resume_hint="rerun with --resume to finish the images left")(segment_command)
+    command(app, "segment", resume_hint=RESUME_HINT)(segment_command)
 
 
 def segment_command(
@@ -22,9 +23,8 @@ def segment_command(
     weights: Weights = None,
     device: DeviceOpt = Device.auto,
     batch_size: BatchSize = 1,
-    max_size: Annotated[Optional[int], typer.Option("--max-size", min=32, metavar="PX", help="Resize so the long "
-                                                    "side is at most this for the network; output stays at the "
-                                                    "image size.")] = None,
+    min_size: MinSize = DEFAULT_MIN_SIZE,
+    max_size: MaxSize = DEFAULT_MAX_SIZE,
     images_json: Annotated[Optional[Path], typer.Option("--images-json", metavar="FILE", help="COCO JSON whose "
                                                         "images records give the image ids (e.g. the ground truth, "
                                                         "for prn eval).")] = None,
@@ -52,10 +52,11 @@ def segment_command(
     """
     from ..console import emit_json, error_line, progress, say
     from ..errors import EXIT_INVALID_INPUT
-    from ..options import SegmentOverrides
+    from ..options import ProcessingSize, SegmentOverrides
     from ..runtime import check_device
     from ._common import check_file, check_set_output, check_weights, shipped_or
 
+    processing_size = ProcessingSize(min_size=min_size, max_size=max_size)
     overrides = SegmentOverrides(score_threshold=score_threshold, nms_iou=nms_iou,
                                  instance_score_threshold=instance_score_threshold,
                                  overlap_threshold=overlap_threshold, stuff_area=stuff_area)
@@ -75,7 +76,7 @@ def segment_command(
     from ..segment import SegmentOptions, segment
 
     set_threads(threads)
-    options = SegmentOptions(device=device.value, batch_size=batch_size, max_size=max_size,
+    options = SegmentOptions(device=device.value, batch_size=batch_size, processing_size=processing_size,
                              images_json=str(images_json) if images_json else None, overrides=overrides,
                              runtime=runtime)
     with progress("segmenting", enabled=os.environ.get("RANK", "0") == "0") as update:  # torchrun: rank 0 only

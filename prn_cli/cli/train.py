@@ -7,16 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
+from ._common import (RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
                       CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold,
-                      Iters, JsonOut, Lr, NmsKernel, NumWorkers, Overwrite, PRNArch, PRNArchOpt, PostStuffArea,
+                      Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea,
                       RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
                       ValLimit, WarmupIters, command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
 
-RESUME_HINT = "rerun the same command with --resume to continue from the last checkpoint"
 RunDir = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Run folder: checkpoints (last.pt), "
                                       "metrics.jsonl, model_final.pt.")]
 TrainResume = Annotated[bool, typer.Option("--resume", metavar="", help="Continue the run in --out exactly where "
@@ -31,8 +30,21 @@ def register(app: typer.Typer) -> None:
     command(train_app, "prn", resume_hint=RESUME_HINT)(train_prn_command)
 
 
+TensorBoardOpt = Annotated[bool, typer.Option("--tensorboard", metavar="", help="Also write TensorBoard events "
+                                              "to OUT/tensorboard: losses, learning rate, val PQ and val panels "
+                                              "(needs pip install \"prn[tensorboard]\").")]
+
+
+def _check_tensorboard(wanted: bool) -> None:
+    from ..errors import UsageError
+    from ..tensorboard_events import INSTALL_HINT, tensorboard_available
+
+    if wanted and not tensorboard_available():
+        raise UsageError(f"--tensorboard needs the tensorboard package; {INSTALL_HINT}, or leave out --tensorboard")
+
+
 def _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp, num_workers,
-                  seed, resume):
+                  seed, resume, tensorboard=False):
     from ..engine import TrainConfig
     from ..errors import UsageError
 
@@ -40,7 +52,7 @@ def _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, va
         return TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters,
                            checkpoint_every=checkpoint_every, val_every=val_every, device=device.value,
                            amp=amp.value, num_workers=num_workers, seed=seed, resume=resume,
-                           channels_last=device.value != "cpu")
+                           channels_last=device.value != "cpu", tensorboard=tensorboard)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -101,6 +113,7 @@ def train_base_command(
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
+    tensorboard: TensorBoardOpt = False,
     json_out: JsonOut = None,
 ) -> None:
     """Train MS-PanopticFPN, the base network.
@@ -111,12 +124,13 @@ def train_base_command(
     """
     from ._common import check_file
 
+    _check_tensorboard(tensorboard)
     _preflight(out, resume, overwrite, device, checks=[
         lambda: check_file(config, "model config JSON", "pass a JSON of MSPanopticFPNConfig fields"),
         lambda: check_file(backbone_weights, "backbone weights file", "pass a local torchvision ResNet state_dict "
                            "or a prn base checkpoint (nothing is downloaded)")])
     train_cfg = _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp,
-                              num_workers, seed, resume)
+                              num_workers, seed, resume, tensorboard)
 
     from ..console import progress, training_progress
     from ..runtime import set_threads
@@ -126,7 +140,7 @@ def train_base_command(
     options = BaseTrainingOptions(arch=arch.value, config_file=str(config) if config else None, crop=crop,
                                   backbone_weights=str(backbone_weights) if backbone_weights else None,
                                   val_limit=val_limit)
-    with progress("train base") as update:
+    with progress("train base", log_lines=True) as update:
         summary = train_base(data, train_cfg, options, val=val, progress=training_progress(update),
                              overwrite=overwrite)
     _report(summary, json_out)
@@ -145,6 +159,10 @@ def train_prn_command(
                                                          help="Share of training samples whose base instance maps "
                                                          "(centres, offsets, boxes, boundaries) are blanked, so "
                                                          "that PRN must find things in the image.")] = 0.0,
+    disagreement_weight: Annotated[float, typer.Option("--disagreement-weight", min=1.0, metavar="W",
+                                                       help="Loss weight of the pixels where the base's class or "
+                                                       "foreground differs from the GT (1 = like every other "
+                                                       "pixel), so that copying the base stops being cheap.")] = 1.0,
     val: Annotated[Optional[Path], typer.Option("--val", metavar="SET", help="Validation GT for periodic "
                                                 "PQ.")] = None,
     val_base: Annotated[Optional[Path], typer.Option("--val-base", metavar="SET", help="Base predictions on the "
@@ -170,6 +188,11 @@ def train_prn_command(
     warmup_iters: WarmupIters = 100,
     crop: Crop = 256,
     backbone_weights: BackboneWeights = None,
+    init_weights: Annotated[Optional[Path], typer.Option("--init-weights", metavar="CKPT",
+                                                         help="Start from this PRN checkpoint's network (fine-tune "
+                                                         "it, e.g. the shipped one on your data); the --arch, "
+                                                         "--config and switch flags must describe its network.")]
+    = None,
     checkpoint_every: CheckpointEvery = 200,
     val_every: ValEvery = 0,
     val_limit: ValLimit = 50,
@@ -190,6 +213,7 @@ def train_prn_command(
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
+    tensorboard: TensorBoardOpt = False,
     json_out: JsonOut = None,
 ) -> None:
     """Train PRN, the refiner, on (image, base, GT) triplets.
@@ -211,12 +235,14 @@ def train_prn_command(
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")
+    _check_tensorboard(tensorboard)
     _preflight(out, resume, overwrite, device, checks=[
         lambda: check_file(config, "model config JSON", "pass a JSON of PRNConfig fields"),
         lambda: check_file(backbone_weights, "backbone weights file", "pass a local torchvision ResNet state_dict "
-                           "or a prn base checkpoint (nothing is downloaded)")])
+                           "or a prn base checkpoint (nothing is downloaded)"),
+        lambda: check_file(init_weights, "PRN checkpoint", "pass a checkpoint written by prn train prn")])
     train_cfg = _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp,
-                              num_workers, seed, resume)
+                              num_workers, seed, resume, tensorboard)
 
     from ..console import progress, training_progress
     from ..runtime import set_threads
@@ -225,10 +251,11 @@ def train_prn_command(
     set_threads(threads)
     options = PRNTrainingOptions(arch=arch.value, config_file=str(config) if config else None, switches=switches,
                                  crop=crop, base_mix=base_mix, strength_range=strength,
-                                 base_instance_dropout=base_instance_dropout,
+                                 base_instance_dropout=base_instance_dropout, disagreement_weight=disagreement_weight,
                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
+                                 init_weights=str(init_weights) if init_weights else None,
                                  val_limit=val_limit, postprocess=postprocess)
-    with progress("train prn") as update:
+    with progress("train prn", log_lines=True) as update:
         summary = train_prn(data, train_cfg, options, base=base, val=val, val_base=val_base,
                             progress=training_progress(update), overwrite=overwrite)
     _report(summary, json_out)

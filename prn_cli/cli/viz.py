@@ -29,10 +29,11 @@ def viz_command(
                                                    "without it segments are drawn on a neutral background.")] = None,
     title: Annotated[List[str], typer.Option("--title", metavar="TEXT", help="Title of each set, in order "
                                              "(default: the set names).")] = [],
-    color_by: Annotated[ColorBy, typer.Option("--color-by", metavar="instance|category|panoptic", help="Colour per "
-                                              "instance (stable per segment id), per category (the categories' "
-                                              "color), or panoptic (stuff by category, things by instance).")]
-    = ColorBy.instance,
+    color_by: Annotated[Optional[ColorBy], typer.Option("--color-by", metavar="instance|category|panoptic",
+                                                        help="Colour per instance (stable per segment id), per "
+                                                        "category (the categories' color), or panoptic (stuff by "
+                                                        "category, things by instance). Default: panoptic when a "
+                                                        "set lists categories, else instance.")] = None,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, metavar="X", help="Opacity of the segment "
                                          "colours.")] = 0.55,
     boundaries: Annotated[bool, typer.Option("--boundaries/--no-boundaries", metavar="", help="Draw segment "
@@ -57,14 +58,18 @@ def viz_command(
     from ..console import emit_json, progress, say
     from ..panoptic import load_set
     from ..visualize import VizOptions, visualize
+    from ..visualize.selection import default_titles
     from ._common import check_out_dir
 
     if title and len(title) != len(sets):
         raise typer.BadParameter("give one --title per set, or none", param_hint="--title")
     check_out_dir(out)
     loaded = [load_set(s, need_categories=False) for s in sets]
-    titles = list(title) or _unique_titles([s.name for s in loaded])
+    titles = list(title) or _unique_titles(default_titles(loaded))
     ids = [int(i) if i.lstrip("-").isdigit() else i for i in image_id] or None
+    if color_by is None:
+        # one stuff class, one colour in every panel, as soon as the categories say which classes are stuff
+        color_by = ColorBy.panoptic if any(s.categories for s in loaded) else ColorBy.instance
     options = VizOptions(color_by=color_by.value, alpha=alpha, boundaries=boundaries, labels=labels,
                          area_threshold=area_threshold)
     with progress("drawing") as update:

@@ -45,4 +45,16 @@ def category_color(category: dict) -> tuple[int, int, int]:
     return instance_color(int(category["id"]), salt=CATEGORY_SALT)
 
 
-__all__ = ["instance_color", "category_color", "CATEGORY_SALT"]
+def jittered_color(category: dict, key: int, *, spread: int = 48) -> tuple[int, int, int]:
+    """The category's colour shifted by up to ``spread`` per channel, a pure function of ``key`` (detectron2
+    draws instances so): instances of one class stay near the class colour of the legend yet differ."""
+    h = _mix64(int(key) ^ 0x1F3D5B79)
+    base = category_color(category)
+    out = []
+    for c, value in enumerate(base):
+        offset = ((h >> (16 * c)) & 0xFFFF) * (2 * spread + 1) // 0x10000 - spread
+        out.append(max(0, min(255, value + offset)))
+    return out[0], out[1], out[2]
+
+
+__all__ = ["instance_color", "category_color", "jittered_color", "CATEGORY_SALT"]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, fail
-from ..io import prepare_output_dir, read_photo, refuse_file_as_folder, write_json_atomic, write_png_atomic, \
+from ..io import orientation_hint, prepare_output_dir, read_photo, refuse_file_as_folder, write_json_atomic, write_png_atomic, \
     write_text_atomic
 from ..panoptic import PanopticSet, read_json, where
 from .gallery import gallery_html
@@ -95,9 +95,15 @@ def visualize(sets: Sequence[tuple[str, PanopticSet]], out_dir: str | os.PathLik
     # Stale files of the earlier run go first, so an interrupted run never mixes two runs under one manifest.
     if overwrite and (out / MANIFEST_NAME).exists():
         _remove_earlier_output(out, old_files, keep=set(files))
-    missing, n_overlays, n_panels = _draw_all(run, plan, progress)
-    index_html = _write_gallery(run, plan, gallery) if html else None
-    _write_manifest(run, plan, files, photos_dir)
+    try:
+        missing, n_overlays, n_panels = _draw_all(run, plan, progress)
+        index_html = _write_gallery(run, plan, gallery) if html else None
+        _write_manifest(run, plan, files, photos_dir)
+    except BaseException:
+        # stopped midway (Ctrl-C, a bad PNG, a full disk): no overlays without their viz.json are left behind,
+        # so the folder holds either a complete result or nothing of this run, and a plain rerun may write it
+        _remove_partial_output(out, files)
+        raise
     return {"out_dir": str(out), "images": len(plan), "files_written": n_overlays + n_panels + int(html),
             "overlays": n_overlays, "panels": n_panels, "index_html": str(index_html) if index_html else None,
             "sets": [{"title": t, "folder": f, "missing": m} for t, f, m in zip(titles, run.folders, missing)]}
@@ -162,6 +168,17 @@ def _remove_earlier_output(out: Path, old_files: Sequence[str], keep: set[str]) 
                     target.parent.rmdir()
 
 
+def _remove_partial_output(out: Path, files: Sequence[str]) -> None:
+    """Remove what an unfinished run wrote (its planned files, and the folders it left empty)."""
+    for f in [*files, MANIFEST_NAME]:
+        target = out / f
+        if target.is_file():
+            target.unlink()
+    for folder in sorted({(out / f).parent for f in files}, key=lambda p: len(p.parts), reverse=True):
+        if folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def is_plain_relative(name: str) -> bool:
     """A manifest entry that stays inside the output folder (no absolute path, '..', backslash or drive)."""
     parts = name.split("/")
@@ -208,7 +225,8 @@ def _draw_overlays(run: _Run, job: ImageJob,
         if photo is not None and photo.shape[:2] != ids.shape:
             raise InvalidInputError(
                 f"{job.photo} is {photo.shape[1]}x{photo.shape[0]} but its panoptic PNG "
-                f"{pset.png_path(set_ann)} is {ids.shape[1]}x{ids.shape[0]}; the PNG must have the photo's size")
+                f"{pset.png_path(set_ann)} is {ids.shape[1]}x{ids.shape[0]}"
+                f"{orientation_hint(photo.shape[:2], ids.shape)}; the PNG must have the photo's size")
         tile = render_overlay(photo, ids, set_ann["segments_info"], run.categories, run.options,
                               source=where(pset, set_ann))
         shape = shape or tile.shape[:2]
@@ -244,7 +262,9 @@ def _write_gallery(run: _Run, plan: Sequence[ImageJob], gallery: Sequence[str]) 
     # Single-set galleries link only overlays that exist (the first set may not lack images, but be safe).
     entries = [(f, c) for f, c in entries if (run.out / f).is_file()]
     index_html = run.out / INDEX_NAME
-    write_text_atomic(index_html, gallery_html(run.titles, entries))
+    # the heading names the columns of the panels, the photo's included
+    columns = ([IMAGE_TILE_TITLE] if run.panels and any(job.photo is not None for job in plan) else []) + run.titles
+    write_text_atomic(index_html, gallery_html(columns if run.panels else run.titles[:1], entries))
     return index_html
 
 

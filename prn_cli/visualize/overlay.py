@@ -118,13 +118,15 @@ def _draw_labels(out: np.ndarray, inverse: np.ndarray, uniq: np.ndarray, counts:
 
 def render_overlay(image: np.ndarray | None, ids: np.ndarray, segments_info: Sequence[dict],
                    categories: dict[int, dict], options: VizOptions = VizOptions(), *,
-                   source: str | None = None) -> np.ndarray:
+                   source: str | None = None, colors: dict[int, tuple[int, int, int]] | None = None) -> np.ndarray:
     """Draw one image's segments; returns (H, W, 3) uint8.
 
     With ``image`` ((H, W, 3) uint8, or (H, W) grey) segment colours are blended over it with ``options.alpha``;
     without, segments are drawn opaque on :data:`NEUTRAL_BACKGROUND`. Void (id 0) pixels keep the image (or the
     background) exactly. ``categories`` (id -> category dict) gives colours in category mode and label names;
-    in instance mode without labels it may be empty. ``source`` names the image in error messages.
+    in instance mode without labels it may be empty. ``source`` names the image in error messages. ``colors``
+    (segment id -> RGB) overrides ``options.color_by`` for the segments it lists (e.g. a prediction drawn in
+    the colour of the GT instance it matches).
 
     Raises :class:`InvalidInputError` for a PNG id missing from ``segments_info`` or, where categories are
     needed, a segment whose category is not in ``categories``.
@@ -150,7 +152,7 @@ def render_overlay(image: np.ndarray | None, ids: np.ndarray, segments_info: Seq
     segs = {int(s["id"]): s for s in segments_info}
     ids, known, index = _compact_ids(ids, segs, prefix)
     counts = np.bincount(index.ravel(), minlength=len(known))
-    palette, seg_alpha, crowd = _segment_table(known, segs, categories, options, alpha, prefix)
+    palette, seg_alpha, crowd = _segment_table(known, segs, categories, options, alpha, prefix, colors or {})
     hatch = None
     if options.hatch_crowd and crowd[counts > 0].any():
         yy = np.arange(h, dtype=np.int32)[:, None]
@@ -187,7 +189,8 @@ def _compact_ids(ids: np.ndarray, segs: dict[int, dict], prefix: str) -> tuple[n
 
 
 def _segment_table(known: np.ndarray, segs: dict[int, dict], categories: dict[int, dict], options: VizOptions,
-                   alpha: int, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   alpha: int, prefix: str, colors: dict[int, tuple[int, int, int]]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per entry of ``known``: colour (n, 3), opacity out of 256 (0 for void) and crowd flag."""
     n = len(known)
     palette = np.zeros((n, 3), dtype=np.uint16)
@@ -204,7 +207,7 @@ def _segment_table(known: np.ndarray, segs: dict[int, dict], categories: dict[in
                                     "use a category id listed in the set's categories")
         by_category = options.color_by == "category" or (options.color_by == "panoptic"
                                                           and not cat.get("isthing", 1))
-        palette[k] = category_color(cat) if by_category else instance_color(sid)
+        palette[k] = colors[sid] if sid in colors else category_color(cat) if by_category else instance_color(sid)
         seg_alpha[k] = alpha
         crowd[k] = bool(seg.get("iscrowd", 0))
     return palette, seg_alpha, crowd

@@ -41,6 +41,20 @@ def folder_names(titles: Sequence[str]) -> list[str]:
     return names
 
 
+GT_TITLE = "ground truth"
+
+
+def default_titles(psets: Sequence[PanopticSet]) -> list[str]:
+    """Panel titles when none are given: each set's name, except that a dataset's own annotations (COCO's and
+    ``prn synth``'s layout, ``annotations/panoptic_<split>.json``) are called "ground truth" when only one set
+    is laid out so."""
+    def is_dataset(p: PanopticSet) -> bool:
+        return p.json_path.parent.name == "annotations" and p.json_path.stem.startswith("panoptic_")
+
+    datasets = [p for p in psets if is_dataset(p)]
+    return [GT_TITLE if len(datasets) == 1 and is_dataset(p) else p.name for p in psets]
+
+
 def categories_of(sets: Sequence[tuple[str, PanopticSet]]) -> tuple[dict[int, dict], PanopticSet | None]:
     """(id -> category, the set they come from) of the first set that lists categories; ({}, None) if none."""
     for _, pset in sets:
@@ -157,5 +171,5 @@ def find_photos(photos_dir: Path, psets: Sequence[PanopticSet], plan: Sequence[I
                    "pass the folder that holds the photos, named as the images' file_name")
 
 
-__all__ = ["ImageJob", "PANELS_DIRNAME", "PHOTO_EXTENSIONS", "folder_names", "categories_of", "select_annotations",
+__all__ = ["ImageJob", "PANELS_DIRNAME", "PHOTO_EXTENSIONS", "GT_TITLE", "default_titles", "folder_names", "categories_of", "select_annotations",
            "plan_images", "check_categories", "find_photo", "find_photos"]

@@ -256,7 +256,7 @@ def test_ablation_runs_reuses_resumes_and_guards_its_options(synthetic, tmp_path
     assert third.table["rows"] == table["rows"]
 
     # other options in the same folder are refused (one line), before anything is touched
-    with pytest.raises(OutputExistsError, match="schedule.iters 2 there, 3 now"):
+    with pytest.raises(OutputExistsError, match="--iters 2 there, 3 now"):
         run_ablation(run, dataclasses.replace(options, schedule=dataclasses.replace(options.schedule, iters=3)))
     assert _mtimes(run) == after
     # options that do not change results may change; rows left out keep their place in the table

@@ -40,6 +40,7 @@ def test_demo_runs_the_whole_pipeline_with_the_shipped_models(tmp_path):
         assert validate_set(load_set(tmp_path / "demo" / name)) == []
     panels = sorted((tmp_path / "demo" / "viz" / "panels").glob("*.png"))
     assert len(panels) == 3 and (tmp_path / "demo" / "viz" / "index.html").exists()
+    assert (tmp_path / "demo" / "report" / "index.html").exists()          # prn report of the same sets
     assert prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96").returncode == 2
     again = prn("demo", "--out", tmp_path / "demo", "--n", "3", "--size", "128x96", "--corrupted-base",
                 "--overwrite")

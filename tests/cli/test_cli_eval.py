@@ -109,3 +109,23 @@ def test_size_mismatch_names_both_files(tmp_path):
     out = prn("eval", "--gt", gt, "--pred", pred)
     assert out.returncode == 3 and "pred/000001.png" in out.stderr and "gt/000001.png" in out.stderr
 
+
+
+def test_eval_per_image_tables_and_json(tmp_path):
+    out = prn("eval", "--gt", CASE / "gt.json", "--pred-json", CASE / "pred.json", "--pred-json", CASE / "gt.json",
+              "--pred-dir", CASE / "pred", "--pred-dir", CASE / "gt", "--name", "base", "--name", "oracle",
+              "--per-image", "--image-rows", "2", "--json", tmp_path / "r.json")
+    assert out.returncode == 0, out.stderr
+    assert "Images where the sets differ most" in out.stdout and "Ground-truth segments" in out.stdout
+    data = json.loads((tmp_path / "r.json").read_text())
+    base, oracle = data["predictions"]
+    n = len(base["per_image"])
+    assert f"{n - 2} more image(s)" in out.stdout
+    # the GT against itself: every GT segment matched but crowd regions (which may count as FPs, as in the reference)
+    for rec in oracle["per_image"]:
+        assert rec["fn"] == 0 and all(s["outcome"] in ("matched", "crowd") for s in rec["segments"]["gt"])
+        assert all(s["iou"] == 1.0 for s in rec["segments"]["gt"] if s["outcome"] == "matched")
+    assert sum(rec["tp"] for rec in base["per_image"]) == sum(v["tp"] for v in base["per_class"].values())
+    worst = data["image_deltas"][0]
+    assert worst["delta"]["oracle"] == max(d["delta"]["oracle"] for d in data["image_deltas"])
+    assert str(worst["image_id"]) in out.stdout

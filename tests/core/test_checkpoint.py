@@ -139,3 +139,24 @@ def test_missing_file_directory_and_newer_version(tmp_path):
     torch.save({"format": FORMAT, "format_version": 1, "kind": "base"}, path)
     with pytest.raises(InvalidInputError, match="lacks config, categories, state_dict"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_the_disk_refuses_is_one_line_naming_it(tmp_path, monkeypatch):
+    # torch's zip writer reports a full disk as a RuntimeError (measured on a full tmpfs: "[enforce fail at
+    # inline_container.cc:672] . unexpected pos 64 vs 0"); prn names the file instead of "internal error"
+    import shutil
+    from collections import namedtuple
+
+    from prn_cli.errors import OutputWriteError
+
+    def refused(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", refused)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(300_000, 299_000, 1_000))
+    target = tmp_path / "run" / "last.pt"
+    with pytest.raises(OutputWriteError) as err:
+        save_checkpoint(target, kind="base", config={}, categories=[], model_state={"w": torch.zeros(2)})
+    assert str(err.value).startswith(f"{target}: cannot be written (No space left on device); free space")
+    assert not target.exists() and list(target.parent.iterdir()) == []

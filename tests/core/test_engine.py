@@ -295,3 +295,59 @@ def test_ddp_two_processes_gloo(tmp_path):
     last = load_checkpoint(out / "last.pt")
     assert last["step"] == 6 and last["data"]["world_size"] == 2 and len(last["rng"]) == 2
     assert [r["step"] for r in _read_metrics(out / "metrics.jsonl")] == [2, 4, 6]
+
+
+def test_a_resume_with_other_options_is_refused_naming_the_option(tmp_path, capsys):
+    from prn_cli.resume import ResumeMismatchError
+
+    def stop_at_2(step, total, losses):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _run(_cfg(run, checkpoint_every=2), progress=stop_at_2, request={"crop": 64})
+    last = (run / "last.pt").read_bytes()
+    metrics = (run / "metrics.jsonl").read_bytes()
+    assert load_checkpoint(run / "last.pt")["request"]["schedule"]["lr"] == 0.05
+    for change, needle in [(dict(lr=0.5), "--lr 0.05 there, 0.5 now"), (dict(batch_size=2), "--batch-size 4 there"),
+                           (dict(iters=9), "--iters 8 there, 9 now"), (dict(seed=1), "--seed 7 there, 1 now"),
+                           (dict(weight_decay=0.1), "schedule.weight_decay 0.01 there")]:
+        with pytest.raises(ResumeMismatchError) as err:
+            _run(_cfg(run, checkpoint_every=2, resume=True, **change), request={"crop": 64})
+        assert needle in str(err.value) and str(run / "last.pt") in str(err.value) and "--overwrite" in str(err.value)
+        assert err.value.exit_code == 2
+    with pytest.raises(ResumeMismatchError, match="--crop 64 there, 32 now"):
+        _run(_cfg(run, checkpoint_every=2, resume=True), request={"crop": 32})
+    # nothing was touched by the refused resumes
+    assert (run / "last.pt").read_bytes() == last and (run / "metrics.jsonl").read_bytes() == metrics
+    # where and how it runs may change, and the change is logged
+    capsys.readouterr()
+    done = _run(_cfg(run, checkpoint_every=4, resume=True), request={"crop": 64})
+    assert done.start_step == 2 and done.steps == 8
+    assert "resuming with --checkpoint-every 2 there, 4 now" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("network", ["base", "prn"])
+def test_every_training_option_is_in_the_resume_request(network, tmp_path, monkeypatch):
+    # an option added to the training options is checked on resume without being listed anywhere
+    import dataclasses
+
+    import prn_cli.engine as engine
+    from prn_cli.synth import SynthConfig, write_dataset
+    from prn_cli.train import (RESUME_MAY_CHANGE, BaseTrainingOptions, PRNTrainingOptions, train_base, train_prn)
+
+    seen = {}
+
+    def capture(*args, request=None, request_may_change=(), **kwargs):
+        seen.update(request=request, may_change=request_may_change)
+
+    monkeypatch.setattr(engine, "train", capture)
+    data = write_dataset(tmp_path / "d", SynthConfig(n=1, width=32, height=32, seed=0, split="train"))["json"]
+    options = BaseTrainingOptions(crop=64) if network == "base" else PRNTrainingOptions(crop=64, base_mix=0.0)
+    (train_base if network == "base" else train_prn)(data, _cfg(tmp_path / "run"), options)
+    in_model_config = {"arch", "config_file", "switches", "postprocess"}
+    assert set(seen["request"]) >= {f.name for f in dataclasses.fields(options)} - in_model_config
+    assert seen["request"]["data"] == str(Path(data).resolve()) and seen["request"]["crop"] == 64
+    assert set(seen["may_change"]) == set(RESUME_MAY_CHANGE)
+    assert "crop" not in RESUME_MAY_CHANGE and "disagreement_weight" not in RESUME_MAY_CHANGE

@@ -223,3 +223,78 @@ def test_importing_io_needs_neither_torch_nor_numpy_nor_pillow():
             "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a full disk: one line naming the file (issue 10, problem 11)
+
+
+def test_a_write_the_disk_refuses_names_the_file_and_leaves_nothing(tmp_path):
+    import errno
+
+    from prn_cli.errors import OutputWriteError
+    from prn_cli.io import atomic_output
+
+    target = tmp_path / "set" / "panoptic.json"
+    with pytest.raises(OutputWriteError) as err:
+        with atomic_output(target) as f:
+            f.write("{")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(err.value) == (f"{target}: cannot be written (No space left on device); free space on the disk, or "
+                              "choose another output folder")
+    assert err.value.exit_code == 1 and list(target.parent.iterdir()) == []
+    # other errors are not renamed
+    with pytest.raises(ValueError):
+        with atomic_output(target) as f:
+            raise ValueError("a bug")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_progress_file_on_a_full_device_names_it():
+    from prn_cli.errors import OutputWriteError
+    from prn_cli.resume import ProgressLog
+
+    with pytest.raises(OutputWriteError, match="^/dev/full: cannot be written \\(No space left on device\\)"):
+        with ProgressLog("/dev/full").open({"images": []}, resume=False) as log:
+            log.write("x" * 100_000)
+
+
+def test_a_full_disk_under_a_command_is_one_line_not_an_internal_error(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from prn_cli.cli import app
+    from prn_cli.cli._errors import run_app
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("prn_cli.io.os.fsync", full)
+    code = run_app(app, ["synth", "--out", str(tmp_path / "d"), "--n", "1", "--size", "32x32"], debug=lambda: False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "internal error" not in lines[0]
+    assert lines[0].startswith(f"error: {tmp_path / 'd' / 'annotations'}") and "cannot be written" in lines[0]
+    assert not list((tmp_path / "d").rglob("*.json"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EXIF orientation, applied as detectron2's read_image does (issue 10, problem 12)
+
+#: what each EXIF orientation asks a viewer to do to the stored grid (the TIFF/EXIF specification)
+UPRIGHT = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, -1)[::-1],
+           8: lambda a: np.rot90(a, 1)}
+
+
+def save_with_orientation(path, rgb, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_read_photo_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation):
+    rgb = np.random.default_rng(orientation).integers(0, 255, (3, 5, 3), dtype=np.uint8)
+    photo = save_with_orientation(tmp_path / "p.png", rgb, orientation)
+    got = read_photo(photo)
+    assert np.array_equal(got, UPRIGHT[orientation](rgb)) and got.flags.writeable

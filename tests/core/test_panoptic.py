@@ -158,6 +158,19 @@ def test_validation_errors_name_file_image_and_fix(good_set, edit, needles):
     assert str(good_set) in msg and "image 1" in msg
 
 
+@pytest.mark.parametrize("edit, needles", [
+    (lambda d: d["images"].append(dict(d["images"][0], file_name="other.jpg")),
+     ["image id 1 is used by two image records ('000001.jpg' and 'other.jpg')", "unique id"]),
+    (lambda d: d["images"].append({"file_name": "x.jpg"}), ["images[1] lacks 'id'"]),
+    (lambda d: d.update(images={"id": 1}), ["'images' is not a list"]),
+])
+def test_image_records_are_checked_when_the_set_is_read(good_set, edit, needles):
+    _edit_json(good_set, edit)
+    with pytest.raises(InvalidInputError) as excinfo:
+        load_set(good_set, need_categories=False)
+    assert _one_line_error(excinfo, *needles).startswith(str(good_set))
+
+
 def test_area_disagreement_is_a_warning(good_set):
     _edit_json(good_set, lambda d: d["annotations"][0]["segments_info"][2].update(area=5))
     warnings = validate_set(load_set(good_set))

@@ -141,3 +141,70 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     assert (post.restore_base_segments, post.base_snap_confidence) == ("all", 0.9)
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.4
+
+
+def test_two_image_records_with_one_id_are_refused_before_any_work(setup, tmp_path):
+    # issue 10, problem 1: refine paired a base PNG with the wrong photo when two image records shared an id
+    root, weights, summary, base = setup
+    dup = tmp_path / "dup"
+    shutil.copytree(base, dup)
+    data = json.loads((dup / "panoptic.json").read_text())
+    data["images"][1]["id"] = data["images"][0]["id"]
+    data["annotations"][1]["image_id"] = data["images"][0]["id"]
+    (dup / "panoptic.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidInputError) as err:
+        refine(dup, summary["images_dir"], weights, tmp_path / "out")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(dup / "panoptic.json"))
+    assert f"image id {data['images'][0]['id']!r} is used by two image records" in message
+    assert data["images"][0]["file_name"] in message and data["images"][1]["file_name"] in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_finishes_the_same_work_and_refuses_other_work(setup, tmp_path, monkeypatch, capsys):
+    # issue 10, problem 3: refine resumes only what it was asked (inputs and options), naming what differs
+    import prn_cli.refine as ref
+    from prn_cli.resume import ResumeMismatchError
+
+    root, weights, summary, base = setup
+    straight = refine(base, summary["images_dir"], weights, tmp_path / "straight")
+    real = ref._refine_batch
+    calls = {"n": 0}
+
+    def dies_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ref, "_refine_batch", dies_on_second)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        refine(base, summary["images_dir"], weights, out)
+    monkeypatch.setattr(ref, "_refine_batch", real)
+    assert not (out / "panoptic.json").exists()                       # nothing half-written
+    progress = (out / ".refine-progress.jsonl").read_bytes()
+    with pytest.raises(OutputExistsError, match="interrupted prn refine run; pass --resume"):
+        refine(base, summary["images_dir"], weights, out)
+    for kwargs, needle in [(dict(options=RefineOptions(overrides=Post(center_threshold=0.5))),
+                            "--center-threshold None there, 0.5 now"),
+                           (dict(base=summary["json"]), "--base"),
+                           (dict(weights=_checkpoint(tmp_path / "other.pt", box_head=False)), "--weights")]:
+        args = {"base": base, "weights": weights, **kwargs}
+        with pytest.raises(ResumeMismatchError) as err:
+            refine(args.pop("base"), summary["images_dir"], args.pop("weights"), out, resume=True, **args)
+        assert needle in str(err.value) and str(out / ".refine-progress.jsonl") in str(err.value)
+        assert err.value.exit_code == 2 and (out / ".refine-progress.jsonl").read_bytes() == progress
+    capsys.readouterr()
+    resumed = refine(base, summary["images_dir"], weights, out, resume=True, options=RefineOptions(batch_size=2))
+    assert "resuming with --batch-size 1 there, 2 now" in capsys.readouterr().err
+    assert (resumed.adopted, resumed.written) == (1, 2) and not (out / ".refine-progress.jsonl").exists()
+    # the same set and the same change summary as a run that was never interrupted
+    assert resumed.changes == straight.changes
+    a, b = load_set(tmp_path / "straight"), load_set(out)
+    assert sorted(x["image_id"] for x in a.annotations) == sorted(x["image_id"] for x in b.annotations)
+    by_id = {x["image_id"]: x for x in b.annotations}
+    for x in a.annotations:
+        assert (a.read_ids(x) == b.read_ids(by_id[x["image_id"]])).all()
+    with pytest.raises(OutputExistsError, match="complete; nothing to resume"):
+        refine(base, summary["images_dir"], weights, out, resume=True)

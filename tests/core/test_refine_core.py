@@ -51,6 +51,20 @@ def test_pixels_changed_counts_a_boundary_shift():
     assert c["pixels_changed"] == 10 and c["split"] == c["merged"] == c["added"] == c["removed"] == 0
 
 
+def test_segments_that_become_void_are_removed_not_merged():
+    # issue 10, problem 10: void held several base segments and counted as their merge target, so none was
+    # reported removed (the demo's 236 -> 219 segments read "removed 13")
+    base = _boxes(20, 20, (0, 5, 0, 5), (0, 5, 10, 15), (10, 15, 0, 5), (10, 20, 10, 20))
+    ref = _boxes(20, 20, (10, 20, 10, 20))      # the first three become void, the fourth stays
+    c = compare_segmentations(base, {1: 1, 2: 1, 3: 2, 4: 101}, ref, {1: 101})
+    assert (c["removed"], c["merged"], c["split"], c["added"]) == (3, 0, 0, 0)
+    assert c["segments_base"] - c["removed"] == c["segments_refined"]
+    # and the other way round: void that becomes several segments adds them, it does not split
+    back = compare_segmentations(ref, {1: 101}, base, {1: 1, 2: 1, 3: 2, 4: 101})
+    assert (back["added"], back["split"], back["merged"], back["removed"]) == (3, 0, 0, 0)
+    assert back["pixels_changed"] == 75 and c["pixels_changed"] == 75
+
+
 def _set(tmp_path, images, annotations, categories=()):
     return PanopticSet(tmp_path / "base.json", tmp_path / "base", list(categories), list(images), list(annotations))
 
@@ -116,3 +130,22 @@ def test_collate_pads_labels_void_and_weights_zero():
     assert targets["center_weight"][1].sum() == 20 * 33 and inputs["base_maps"][0, :, :, 40:].abs().sum() == 0
     only_inputs, none = collate_refine([(item(8, 8)[0], None)], size_divisibility=32)
     assert none is None and only_inputs["image"].shape == (1, 3, 32, 32)
+
+
+def test_the_resume_request_takes_every_refine_option(tmp_path):
+    from prn_cli.options import PostProcessOverrides
+    from prn_cli.refine import RESUME_MAY_CHANGE, RefineOptions, refine_request
+
+    cats = [{"id": 1, "name": "a", "isthing": 1}]
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    a = refine_request(tmp_path / "base.json", [tmp_path / "b", tmp_path / "a"], weights,
+                       RefineOptions(base_format="hf", base_categories=cats,
+                                     overrides=PostProcessOverrides(top_k=5)))
+    assert json.loads(json.dumps(a)) == a                      # stored as JSON in the progress file
+    assert a["images"] == [str(tmp_path / "a"), str(tmp_path / "b")] and a["base_categories"] == cats
+    assert a["top_k"] == 5 and a["weights_sha256"] and a["base_format"] == "hf"
+    b = refine_request(tmp_path / "base.json", [tmp_path / "a", tmp_path / "b"], weights,
+                       RefineOptions(base_format="hf", base_categories=str(tmp_path / "cats.json")))
+    assert b["base_categories"] == str(tmp_path / "cats.json") and b["top_k"] is None
+    assert set(RESUME_MAY_CHANGE) == {"device", "batch_size"}

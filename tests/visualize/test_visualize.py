@@ -356,6 +356,30 @@ def test_refuses_to_overwrite_unless_asked_and_removes_stale_files(gt_pred, tmp_
         visualize([("base", pred), ("gt", gt)], out)
 
 
+def test_a_run_stopped_midway_leaves_no_overlays_without_their_manifest(gt_pred, tmp_path, monkeypatch):
+    # issue 10, problem 11: viz stopping midway left overlays without viz.json (and a rerun then needed --overwrite)
+    import prn_cli.visualize.core as core
+
+    gt, pred = gt_pred
+    out = tmp_path / "viz"
+    real = core._write_panel
+    calls = {"n": 0}
+
+    def stops_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_write_panel", stops_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        visualize([("base", pred), ("gt", gt)], out, html=True)
+    assert outputs(out) == {} and [p for p in out.rglob("*")] == []
+    monkeypatch.setattr(core, "_write_panel", real)
+    summary = visualize([("base", pred), ("gt", gt)], out, html=True)      # a plain rerun writes it all
+    assert summary["panels"] == 2 and "viz.json" in outputs(out) and len(outputs(out)) == 8
+
+
 def test_never_writes_into_an_input_folder(gt_pred, tmp_path):
     gt, _ = gt_pred
     before = outputs(gt.png_dir)
@@ -438,3 +462,30 @@ def test_set_titles_become_safe_distinct_folder_names(gt_pred, tmp_path):
     assert [s["folder"] for s in summary["sets"]] == ["panels-2", "a_b", "A_B-2"]
     assert set(outputs(tmp_path / "viz")) == {"panels-2/000001.png", "a_b/000001.png", "A_B-2/000001.png",
                                               "panels/000001.png", "viz.json"}
+
+
+def test_gallery_heading_names_the_panel_columns_photo_included(gt_pred, tmp_path):
+    from PIL import Image
+
+    gt, pred = gt_pred
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, (h, w) in enumerate([(24, 32), (30, 40)], start=1):
+        Image.fromarray(np.zeros((h, w, 3), dtype=np.uint8)).save(photos / f"{k:06d}.jpg")
+    visualize([("base", pred), ("ground truth", gt)], tmp_path / "viz", images_dir=photos, html=True)
+    assert "<h1>prn viz: image | base | ground truth</h1>" in (tmp_path / "viz/index.html").read_text()
+    visualize([("base", pred), ("ground truth", gt)], tmp_path / "viz2", html=True)
+    assert "<h1>prn viz: base | ground truth</h1>" in (tmp_path / "viz2/index.html").read_text()
+
+
+def test_default_titles_call_a_datasets_own_annotations_ground_truth(tmp_path):
+    from conftest import write_set
+    from prn_cli.visualize.selection import default_titles
+
+    image = [scene()]
+    gt = load_set(write_set(tmp_path / "annotations/panoptic_val.json", tmp_path / "annotations/panoptic_val", image))
+    base = load_set(write_set(tmp_path / "base/panoptic.json", tmp_path / "base/panoptic", image))
+    other = load_set(write_set(tmp_path / "annotations/panoptic_train.json", tmp_path / "annotations/panoptic_train",
+                               image))
+    assert default_titles([base, gt]) == ["base", "ground truth"]
+    assert default_titles([gt, other]) == ["panoptic_val", "panoptic_train"]   # two datasets: their names

@@ -1,0 +1,56 @@
+"""train prn --init-weights: fine-tuning starts from a PRN checkpoint's network, and refuses one that differs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prn_cli.engine import TrainConfig
+from prn_cli.errors import InvalidInputError, UsageError
+from prn_cli.options import PRNSwitches
+from prn_cli.panoptic import load_set
+from prn_cli.shipped import shipped_weights
+from prn_cli.synth import SynthConfig, write_dataset
+from prn_cli.train import PRNTrainingOptions, prn_init_state, prn_model_config, train_prn
+
+SHIPPED_CONFIG = {"loss": {"semantic_top_k": 0.2}}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("init")
+    write_dataset(root, SynthConfig(n=2, width=64, height=64, seed=3, split="train", class_colour=0.7))
+    (root / "loss.json").write_text(json.dumps(SHIPPED_CONFIG))
+    return root
+
+
+def test_init_state_is_the_checkpoints_and_refuses_another_network_or_categories(data):
+    shipped = shipped_weights("prn")
+    categories = load_set(data / "annotations" / "panoptic_train.json").categories
+    config = prn_model_config("tiny", str(data / "loss.json"))
+    state = prn_init_state(shipped, config, categories)
+    expected = torch.load(shipped, weights_only=True)["state_dict"]
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
+    with pytest.raises(InvalidInputError, match=r"network differs .*box"):
+        prn_init_state(shipped, prn_model_config("tiny", None, box_head=False), categories)
+    with pytest.raises(InvalidInputError, match="categories differ"):
+        prn_init_state(shipped, config, categories[:-1])
+
+
+def test_fine_tuning_starts_from_the_checkpoint(data, tmp_path):
+    """One step at a tiny learning rate: the result is the shipped network up to that step, not a fresh one."""
+    shipped = shipped_weights("prn")
+    start = torch.load(shipped, weights_only=True)["state_dict"]
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), iters=1, batch_size=1, lr=1e-9, warmup_iters=0,
+                      checkpoint_every=0, num_workers=0, seed=0)
+    options = PRNTrainingOptions(config_file=str(data / "loss.json"), crop=64, init_weights=str(shipped))
+    train_prn(data / "annotations" / "panoptic_train.json", cfg, options)
+    tuned = torch.load(tmp_path / "run" / "model_final.pt", weights_only=True)["state_dict"]
+    weights = [k for k in start if k.endswith(".weight") and start[k].dtype.is_floating_point]
+    assert max(float((tuned[k] - start[k]).abs().max()) for k in weights) < 1e-4
+    with pytest.raises(UsageError, match="--init-weights and --backbone-weights"):
+        train_prn(data / "annotations" / "panoptic_train.json", cfg,
+                  PRNTrainingOptions(init_weights=str(shipped), backbone_weights=str(shipped),
+                                     switches=PRNSwitches()), overwrite=True)
