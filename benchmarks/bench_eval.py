@@ -1,29 +1,35 @@
-"""Throughput and memory of ``prn eval`` against the floor, pure PNG decoding.
+"""``prn eval`` against the COCO reference evaluator, side by side in one run, and against pure PNG decoding.
 
 Makes N synthetic GT/prediction pairs (``prn synth`` ground truth, and a prediction made by corrupting it the way
-base models fail), then measures, each in a fresh process so that peak RSS is its own:
+base models fail), then runs, each in a fresh process so that times and peak RSS are its own, and alternating
+prn and the reference so that both see the same machine load:
 
-- decode: Pillow decoding every GT and prediction PNG, nothing else (the floor of any PQ evaluator), in one
-  process, and the wall time of the same split over the workers;
-- eval: :func:`prn_cli.evaluate.evaluate` with ``--workers`` processes; images/s and peak RSS of the parent and
-  of the largest worker.
+- reference: ``pq_compute`` of cocodataset/panopticapi, installed with ``pip install --no-deps panopticapi-lite``
+  (a copy of its ``evaluation.py``; its own metadata pins numpy<2 and pulls packages evaluation does not use).
+  It runs one process per core (``multiprocessing.cpu_count()``), as it always does;
+- prn: :func:`prn_cli.evaluate.evaluate` with ``--workers`` processes and ``sum_chunks`` equal to the
+  reference's process count, so that its floats can be compared bit for bit (the default sum costs the same);
+- decode: decoding every GT and prediction PNG to ids with prn's decoder (:func:`prn_cli.panoptic.png_decoder`)
+  and with Pillow, nothing else: the floor of any PQ evaluator;
+- prn --per-image (with ``--per-image``): the same evaluation with every image's PQ and every segment's outcome,
+  and its cost relative to the plain evaluation (runs interleaved with it, so both see the same load).
 
-- eval --per-image (with ``--per-image``): the same with every image's PQ and every segment's outcome, and its
-  cost relative to the plain evaluation (measured in the same run).
+It prints the fastest run of each, the ratio of the reference's time to prn's (and of their medians), and
+whether prn's result equals the reference's exactly (every float of ``All``/``Things``/``Stuff``/``per_class``).
 
-Usage: python benchmarks/bench_eval.py [--n 300] [--size 640x480] [--workers 2] [--data DIR] [--per-image] [--json]
-
-The COCO reference evaluator (panopticapi ``pq_compute``) takes about 5.1 s wall for 300 such pairs on this
-project's 2-core machine, with a peak RSS of about 47 MB per process; ``--reference-seconds`` sets the figure
-the speed-up is computed against.
+Usage: python benchmarks/bench_eval.py [--n 300] [--size 640x480] [--workers 2] [--repeat 3] [--data DIR] [--per-image]
+       [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import multiprocessing
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +39,23 @@ from pathlib import Path
 
 def _peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_seconds_of_live_children() -> float:
+    """CPU time of this process's multiprocessing children that are still running: the reference never closes
+    its pool, so its workers are reaped (and counted in RUSAGE_CHILDREN) only when the pool is garbage
+    collected, which may not have happened yet. Linux /proc only."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for child in multiprocessing.active_children():
+        fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def make_data(root: Path, n: int, width: int, height: int, seed: int) -> tuple[Path, Path]:
@@ -48,25 +71,26 @@ def make_data(root: Path, n: int, width: int, height: int, seed: int) -> tuple[P
     return gt_json, pred_dir
 
 
-def _decode_files(paths: list[str]) -> int:
-    from PIL import Image
-
-    pixels = 0
-    for p in paths:
-        with Image.open(p) as img:
-            img.load()
-            pixels += img.size[0] * img.size[1]
-    return pixels
-
-
-def phase_decode(gt_json: Path, pred_dir: Path, workers: int) -> dict:
-    from concurrent.futures import ProcessPoolExecutor
-
+def _png_files(gt_json: Path, pred_dir: Path) -> list[str]:
     from prn_cli.panoptic import load_set
 
     gt = load_set(gt_json)
     pred = load_set(pred_dir, need_categories=False)
-    files = [str(gt.png_path(a)) for a in gt.annotations] + [str(pred.png_path(a)) for a in pred.annotations]
+    return [str(gt.png_path(a)) for a in gt.annotations] + [str(pred.png_path(a)) for a in pred.annotations]
+
+
+def _decode_files(paths: list[str]) -> int:
+    from prn_cli.panoptic import read_id_png
+
+    return sum(int(read_id_png(p).size) for p in paths)
+
+
+def phase_decode(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from prn_cli.panoptic import png_decoder
+
+    files = _png_files(gt_json, pred_dir)
     t0 = time.perf_counter()
     _decode_files(files)
     one = time.perf_counter() - t0
@@ -75,26 +99,72 @@ def phase_decode(gt_json: Path, pred_dir: Path, workers: int) -> dict:
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_decode_files, chunks))
     wall = time.perf_counter() - t0
-    return {"decode_seconds_1_process": one, f"decode_seconds_{workers}_processes": wall, "png_files": len(files)}
+    return {"decoder": png_decoder(), "seconds_1_process": one, "seconds_workers": wall, "png_files": len(files)}
+
+
+def _plain(value):
+    """numpy scalars (the reference returns some) -> Python floats, so results compare and serialize."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "item"):
+        return value.item()
+    return value
 
 
 def phase_eval(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
-    from prn_cli.evaluate import evaluate
+    from prn_cli.evaluate import EvalOptions, evaluate
+    from prn_cli.panoptic import png_decoder
 
+    options = EvalOptions(sum_chunks=multiprocessing.cpu_count())
+    cpu0 = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    report = evaluate(gt_json, [pred_dir], workers=workers, per_image=per_image)
+    report = evaluate(gt_json, [pred_dir], workers=workers, options=options, per_image=per_image)
     seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
     r = report.results[0]
-    return {"eval_seconds": seconds, "images": r.num_images, "images_per_second": r.num_images / seconds,
-            "pq": r.groups["All"]["pq"], "peak_rss_mb_parent": _peak_rss_mb(resource.RUSAGE_SELF),
+    return {"seconds": seconds, "cpu_seconds": cpu, "images": r.num_images, "decoder": png_decoder(),
+            "result": _plain(r.reference_dict()), "peak_rss_mb_parent": _peak_rss_mb(resource.RUSAGE_SELF),
             "peak_rss_mb_largest_worker": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
-def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
+def phase_reference(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
+    import contextlib
+    import io
+
+    from panopticapi.evaluation import pq_compute
+
+    cpu0 = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints progress per core
+        result = pq_compute(str(gt_json), str(pred_dir / "panoptic.json"), str(gt_json.with_suffix("")),
+                            str(pred_dir / "panoptic"))
+    seconds = time.perf_counter() - t0
+    cpu = (_cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
+           + _cpu_seconds_of_live_children())
+    return {"seconds": seconds, "cpu_seconds": cpu, "processes": multiprocessing.cpu_count(),
+            "result": _plain(result),
+            "peak_rss_mb_parent": _peak_rss_mb(resource.RUSAGE_SELF)}
+
+
+PHASES = {"decode": phase_decode, "eval": phase_eval, "reference": phase_reference}
+
+
+def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int, env: dict | None = None,
+               per_image: bool = False) -> dict:
     out = subprocess.run([sys.executable, __file__, "--phase", name, "--gt", str(gt_json), "--pred", str(pred_dir),
                           "--workers", str(workers)] + (["--per-image"] if per_image else []),
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"bench_eval: the {name} phase failed:\n{out.stderr.strip()}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _reference_available() -> bool:
+    try:
+        importlib.import_module("panopticapi.evaluation")
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -103,64 +173,92 @@ def main() -> None:
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each phase; the fastest is reported")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each evaluator, alternating; the fastest counts")
     ap.add_argument("--data", type=Path, help="keep the generated pairs here (reused when present)")
-    ap.add_argument("--reference-seconds", type=float, default=5.1)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--per-image", action="store_true", help="also time evaluate(per_image=True)")
-    ap.add_argument("--phase", choices=["decode", "eval"], help=argparse.SUPPRESS)
+    ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("--gt", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--pred", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.phase:
-        if args.phase == "decode":
-            print(json.dumps(phase_decode(args.gt, args.pred, args.workers)))
-        else:
-            print(json.dumps(phase_eval(args.gt, args.pred, args.workers, args.per_image)))
+        print(json.dumps(PHASES[args.phase](args.gt, args.pred, args.workers, args.per_image)))
         return
+    if not _reference_available():
+        raise SystemExit("bench_eval: the reference evaluator is not installed; "
+                         "run `pip install --no-deps panopticapi-lite` first")
 
     width, height = (int(v) for v in args.size.lower().split("x"))
+    pillow_env = {**os.environ, "PRN_PNG_DECODER": "pillow"}
     with tempfile.TemporaryDirectory(prefix="prn-bench-") as tmp:
         root = args.data or Path(tmp)
         t0 = time.perf_counter()
         gt_json, pred_dir = make_data(root, args.n, width, height, args.seed)
         made = time.perf_counter() - t0
-        decode = min((_run_phase("decode", gt_json, pred_dir, args.workers) for _ in range(args.repeat)),
-                     key=lambda d: d[f"decode_seconds_{args.workers}_processes"])
-        evals, per_image = [], []
-        for _ in range(args.repeat):   # interleaved, so that both see the same load
-            evals.append(_run_phase("eval", gt_json, pred_dir, args.workers))
+        load_before = os.getloadavg()
+        refs, prns, per_image = [], [], []
+        for _ in range(args.repeat):
+            refs.append(_run_phase("reference", gt_json, pred_dir, args.workers))
+            prns.append(_run_phase("eval", gt_json, pred_dir, args.workers))
             if args.per_image:
                 per_image.append(_run_phase("eval", gt_json, pred_dir, args.workers, per_image=True))
-        best = min(evals, key=lambda d: d["eval_seconds"])
+        prn_pillow = _run_phase("eval", gt_json, pred_dir, args.workers, env=pillow_env)
+        decode = min((_run_phase("decode", gt_json, pred_dir, args.workers) for _ in range(args.repeat)),
+                     key=lambda d: d["seconds_workers"])
+        decode_pillow = min((_run_phase("decode", gt_json, pred_dir, args.workers, env=pillow_env)
+                             for _ in range(args.repeat)), key=lambda d: d["seconds_workers"])
+        load_after = os.getloadavg()
+    ref_best = min(refs, key=lambda d: d["seconds"])
+    prn_best = min(prns, key=lambda d: d["seconds"])
+    ref_times = [r["seconds"] for r in refs]
+    prn_times = [r["seconds"] for r in prns]
+    ref_cpu = min(r["cpu_seconds"] for r in refs)
+    prn_cpu = min(r["cpu_seconds"] for r in prns)
+    identical = all(p["result"] == ref_best["result"] for p in prns + refs + per_image + [prn_pillow])
     figures = {
         "pairs": args.n, "size": args.size, "workers": args.workers, "cpu_count": os.cpu_count(),
-        "data_seconds": made, **decode, **best,
-        "eval_seconds_all_runs": [round(e["eval_seconds"], 3) for e in evals],
-        "eval_over_decode_wall": best["eval_seconds"] / decode[f"decode_seconds_{args.workers}_processes"],
-        "speedup_vs_reference": args.reference_seconds / best["eval_seconds"],
+        "load_average_1min_before_after": [load_before[0], load_after[0]], "data_seconds": made,
+        "reference_seconds": ref_times, "prn_seconds": prn_times, "prn_seconds_pillow_decoder": prn_pillow["seconds"],
+        "speedup_best": ref_best["seconds"] / prn_best["seconds"],
+        "speedup_median": statistics.median(ref_times) / statistics.median(prn_times),
+        "reference_cpu_seconds": ref_cpu, "prn_cpu_seconds": prn_cpu, "speedup_cpu": ref_cpu / prn_cpu,
+        "identical_to_reference": identical, "decoder": prn_best["decoder"],
+        "decode_seconds_1_process": decode["seconds_1_process"], "decode_seconds_workers": decode["seconds_workers"],
+        "pillow_decode_seconds_1_process": decode_pillow["seconds_1_process"],
+        "pillow_decode_seconds_workers": decode_pillow["seconds_workers"],
+        "prn_peak_rss_mb_parent": prn_best["peak_rss_mb_parent"],
+        "prn_peak_rss_mb_largest_worker": prn_best["peak_rss_mb_largest_worker"],
+        "reference_processes": ref_best["processes"], "pq": ref_best["result"]["All"]["pq"],
     }
     if per_image:
-        figures["per_image_seconds"] = min(e["eval_seconds"] for e in per_image)
-        figures["per_image_over_eval"] = figures["per_image_seconds"] / best["eval_seconds"]
+        figures["per_image_seconds"] = min(e["seconds"] for e in per_image)
+        figures["per_image_over_eval"] = figures["per_image_seconds"] / prn_best["seconds"]
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    w = args.workers
-    print(f"{args.n} GT/prediction pairs at {args.size}, {w} worker(s), {os.cpu_count()} cores")
-    print(f"  pure PNG decode       {decode['decode_seconds_1_process']:.2f} s in 1 process, "
-          f"{decode[f'decode_seconds_{w}_processes']:.2f} s wall in {w}")
-    print(f"  prn eval              {best['eval_seconds']:.2f} s wall, {best['images_per_second']:.0f} images/s "
-          f"(runs: {figures['eval_seconds_all_runs']})")
-    print(f"  eval / decode wall    {figures['eval_over_decode_wall']:.2f}x")
+    w, n = args.workers, args.n
+    print(f"{n} GT/prediction pairs at {args.size}, {os.cpu_count()} cores, load average "
+          f"{load_before[0]:.1f} before / {load_after[0]:.1f} after")
+    print(f"  reference pq_compute  {ref_best['seconds']:.2f} s wall, {n / ref_best['seconds']:.0f} images/s "
+          f"({ref_best['processes']} processes; runs: {[round(t, 2) for t in ref_times]})")
+    print(f"  prn eval              {prn_best['seconds']:.2f} s wall, {n / prn_best['seconds']:.0f} images/s "
+          f"({w} workers, {prn_best['decoder']}; runs: {[round(t, 2) for t in prn_times]})")
+    print(f"  prn / reference       {figures['speedup_best']:.2f}x the throughput (fastest runs), "
+          f"{figures['speedup_median']:.2f}x (medians)")
+    print(f"  CPU time, all processes  reference {ref_cpu:.2f} s, prn {prn_cpu:.2f} s: "
+          f"{figures['speedup_cpu']:.2f}x (fastest runs; does not depend on the machine's load)")
+    print(f"  identical results     {'yes' if identical else 'NO'} (every float, prn with either decoder)")
+    print(f"  prn eval with Pillow  {prn_pillow['seconds']:.2f} s wall")
     if per_image:
-        print(f"  eval --per-image      {figures['per_image_seconds']:.2f} s wall, "
+        print(f"  prn eval --per-image  {figures['per_image_seconds']:.2f} s wall, "
               f"{figures['per_image_over_eval']:.2f}x the plain evaluation")
-    print(f"  vs reference {args.reference_seconds:.1f} s   {figures['speedup_vs_reference']:.2f}x faster")
-    print(f"  peak RSS              parent {best['peak_rss_mb_parent']:.0f} MB, "
-          f"largest worker {best['peak_rss_mb_largest_worker']:.0f} MB")
-    print(f"  PQ of the corrupted predictions: {100 * best['pq']:.1f}")
+    print(f"  pure decode to ids    {decode['decoder']}: {decode['seconds_1_process']:.2f} s in 1 process, "
+          f"{decode['seconds_workers']:.2f} s wall in {w}; Pillow: {decode_pillow['seconds_1_process']:.2f} s, "
+          f"{decode_pillow['seconds_workers']:.2f} s")
+    print(f"  prn peak RSS          parent {prn_best['peak_rss_mb_parent']:.0f} MB, "
+          f"largest worker {prn_best['peak_rss_mb_largest_worker']:.0f} MB")
+    print(f"  PQ of the corrupted predictions: {100 * figures['pq']:.1f}")
 
 
 if __name__ == "__main__":

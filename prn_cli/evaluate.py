@@ -551,6 +551,27 @@ _WORKER_CTX: _Context | None = None
 def _init_worker(ctx: _Context) -> None:
     global _WORKER_CTX
     _WORKER_CTX = ctx
+    _reuse_freed_memory()
+
+
+def _reuse_freed_memory() -> None:
+    """Make glibc keep freed megabyte-sized blocks for reuse instead of returning them to the kernel.
+
+    Every image allocates a few arrays of a megabyte or two (decoded pixels, ids). By default glibc maps each of
+    them fresh and unmaps it on free, so every page is faulted in again for every image: about 500 page faults
+    per image, a quarter of the evaluation's CPU time. Raising the mmap and trim thresholds lets the next image
+    reuse the same heap memory. Only done in prn's own worker processes; elsewhere (not glibc) nothing happens.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
 
 
 def _run_task(task: _Task, ctx: _Context | None = None) -> _TaskResult:

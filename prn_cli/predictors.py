@@ -147,6 +147,20 @@ class Segmenter:
 NETWORK_INPUTS = ("image", "base_semantic", "base_maps")
 
 
+def refiner_postprocess(stored: dict, config, overrides: PostProcessOverrides | None, where) -> object:
+    """The post-processing a PRN runs with: the checkpoint's stored values (``stored["postprocess"]``) with
+    ``overrides``, checked against the network's branches (``config``, a ``PRNConfig``)."""
+    try:
+        post = (overrides or PostProcessOverrides()).apply(dict(stored.get("postprocess", {})))
+    except ValueError as exc:
+        raise InvalidInputError(f"{where}: post-processing options: {exc}") from None
+    if post.foreground_source == "foreground" and not config.foreground_head:
+        raise InvalidInputError(f"{where}: this PRN has no foreground branch; use --foreground-source semantic")
+    if post.use_pred_bbox and not config.box_head:
+        raise InvalidInputError(f"{where}: this PRN has no box branch; leave out --use-pred-bbox")
+    return post
+
+
 class Refiner:
     """PRN (``prn train prn`` checkpoints) as a predictor of refined panoptic segmentations.
 
@@ -175,15 +189,7 @@ class Refiner:
         ckpt = load_checkpoint(self.weights, kind="prn")
         stored = ckpt["config"]
         config = PRNConfig.from_dict(stored["model"])
-        try:
-            post = (overrides or PostProcessOverrides()).apply(dict(stored.get("postprocess", {})))
-        except ValueError as exc:
-            raise InvalidInputError(f"{self.weights}: post-processing options: {exc}") from None
-        if post.foreground_source == "foreground" and not config.foreground_head:
-            raise InvalidInputError(f"{self.weights}: this PRN has no foreground branch; use --foreground-source "
-                                    "semantic")
-        if post.use_pred_bbox and not config.box_head:
-            raise InvalidInputError(f"{self.weights}: this PRN has no box branch; leave out --use-pred-bbox")
+        post = refiner_postprocess(stored, config, overrides, self.weights)
         model = build_model(config, ckpt["categories"])
         model.load_state_dict(ckpt["state_dict"])
         self._setup(model, ckpt["categories"], RenderConfig(**stored.get("render", {})), post, processing_size)

@@ -15,7 +15,10 @@ segment is not the match of their base segment, or whose category changed).
 Resume: as ``prn segment`` does, ``DIR/.refine-progress.jsonl`` starts with what the run was asked
 (:func:`refine_request`) and gets one line per written image (with its changes); ``resume=True`` refuses other
 inputs or options, naming the option (``--device`` and ``--batch-size`` may change, and the change is logged),
-and refines only the images left.
+and refines only the images left. The JSON and the per-image changes are in input order.
+
+Under torchrun the images are shared out over the ranks (:mod:`prn_cli.sharding`): each rank refines its share
+through the same loop, with its own progress file, and rank 0 writes the JSON.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import numpy as np
 from .errors import InvalidInputError, OutputExistsError, fail
 from .options import PostProcessOverrides, ProcessingSize
 from .panoptic import PanopticSet, PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
-from .resume import ProgressLog, absolute, check_same_request, file_digest
+from .resume import absolute, file_digest
 
-PROGRESS_NAME = ".refine-progress.jsonl"
+PROGRESS_STEM = ".refine-progress"
+PROGRESS_NAME = PROGRESS_STEM + ".jsonl"   # rank 0's (and a single process's); see prn_cli.sharding
 #: request keys a resume may change: where it runs and how many images go through the network at once
 RESUME_MAY_CHANGE = ("device", "batch_size")
 
@@ -58,6 +62,8 @@ class RefineOptions:
     base_categories: Any = None
     #: how a converted base is read (label map, id2label, label divisor, void, images JSON)
     base_convert: Any = None
+    #: "torch" runs a checkpoint; "onnxruntime" runs a file written by prn export (prn_cli.onnx_runtime)
+    runtime: str = "torch"
 
 
 @dataclass
@@ -68,6 +74,8 @@ class RefineResult:
     changes: dict                       # totals over the set's images, keys CHANGE_KEYS
     per_image: list[dict]               # {"image_id", "file_name", **changes}
     adopted: int = 0                    # images an interrupted run had written (resume)
+    #: False on the ranks other than 0 of a torchrun group (rank 0 reports the run)
+    main: bool = True
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -192,7 +200,8 @@ def refine_request(base_json: str | os.PathLike, image_inputs: Sequence[str | os
                                 and Path(options.base_categories).exists() else options.base_categories),
             "base_convert": (dataclasses.asdict(options.base_convert) if options.base_convert is not None else None),
             "min_size": options.processing_size.min_size, "max_size": options.processing_size.max_size,
-            **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
+            **dataclasses.asdict(options.overrides), "runtime": options.runtime, "device": options.device,
+            "batch_size": options.batch_size}
 
 
 def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike,
@@ -200,17 +209,23 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
            overwrite: bool = False, resume: bool = False, progress: Callable[[int, int], None] | None = None,
            on_failure: Callable[[str, str], None] | None = None) -> RefineResult:
     """Refine the base set ``base`` (paired with ``images``) with the PRN checkpoint ``weights`` (None: the
-    shipped one) into ``out_dir`` (panoptic.json + panoptic/); ``resume`` finishes an interrupted run."""
-    from .predictors import Refiner
-    from .prefetch import attempt, prefetch
+    shipped one) into ``out_dir`` (panoptic.json + panoptic/); ``resume`` finishes an interrupted run. Under
+    torchrun every rank refines its share of the images (:mod:`prn_cli.sharding`); rank 0 writes the JSON and
+    returns the whole run's figures."""
     from .refine_data import pair_with_images
     from .segment import list_images
-
+    from .sharding import ShardedRun, merge_into
     from .training_data import InputCheck
 
-    refiner = Refiner(weights, device=options.device, overrides=options.overrides,
-                      processing_size=options.processing_size)
-    input_check = InputCheck.for_predictor(refiner)   # warns once if the images are unlike its training data
+    if options.runtime == "onnxruntime":
+        from .onnx_runtime import onnx_refiner
+
+        refiner = onnx_refiner(weights, overrides=options.overrides, processing_size=options.processing_size)
+    else:
+        from .predictors import Refiner
+
+        refiner = Refiner(weights, device=options.device, overrides=options.overrides,
+                          processing_size=options.processing_size)
     if options.base_format == "coco":
         base_set = load_set(base, need_categories=False)
     else:
@@ -222,61 +237,109 @@ def refine(base: str | os.PathLike, images: Sequence[str | os.PathLike] | str | 
     image_inputs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     pairs = pair_with_images(base_set, list_images(image_inputs))
     json_path, png_dir = set_paths(out_dir)
-    progress_log = ProgressLog(Path(out_dir) / PROGRESS_NAME)
     request = refine_request(base_set.json_path, image_inputs, refiner.weights, options)
+    info = {"description": "prn refine (PRN)", "weights": str(refiner.weights), "base": str(base_set.json_path)}
+    total = len(pairs)
+    with ShardedRun(options.device, out_dir, PROGRESS_STEM) as run:
+        opened: dict = {}
+
+        def open_output() -> list[dict]:
+            opened["writer"], adopted = _open_output(run, json_path, png_dir, refiner.categories, info, request,
+                                                     pairs, resume, overwrite)
+            return adopted
+
+        adopted = run.on_main(open_output)
+        # the other ranks start after rank 0 has prepared the folder, so their writers find nothing to remove
+        writer = opened.get("writer") or PanopticWriter(json_path, png_dir, refiner.categories, overwrite=True,
+                                                        info=info)
+        done = {change["file_name"] for change in adopted}
+        todo = run.mine([item for item in pairs if item.annotation["file_name"] not in done])
+        # warns once if the images are unlike the training data (rank 0 looks at its share)
+        input_check = InputCheck.for_predictor(refiner, warn=None if run.main else _quiet)
+        with run.progress_log().open(request, resume=resume, shard=run.shard) as log:
+            failed, per_image = _refine_pairs(refiner, todo, base_set, translation, writer, log, options.batch_size,
+                                              input_check, run.report(progress, len(done), total), on_failure)
+        input_check.finish()
+        skip = len(adopted) if run.main else 0
+        shares = run.gather({"images": writer.images[skip:], "annotations": writer.annotations[skip:],
+                             "failed": failed, "per_image": per_image})
+        position = {item.annotation["file_name"]: k for k, item in enumerate(pairs)}
+        per_image = sorted(adopted + [c for s in shares for c in s["per_image"]],
+                           key=lambda change: position.get(change["file_name"], total))
+        where = {str(item.image_path): position[item.annotation["file_name"]] for item in pairs}
+        failed = sorted((tuple(f) for s in shares for f in s["failed"]), key=lambda f: where.get(f[0], total))
+        if run.main:
+            merge_into(writer, shares, position)
+            writer.commit()
+            run.remove_progress()
+            if progress:
+                progress(total, total)
+    totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
+    return RefineResult(json_path, len(per_image) - len(adopted), failed, totals, per_image, len(adopted),
+                        main=run.main)
+
+
+def _quiet(message: str) -> None:
+    """The warning of a rank other than 0: rank 0 speaks for the run."""
+
+
+def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], info: dict, request: dict, pairs,
+                 resume: bool, overwrite: bool) -> tuple[PanopticWriter, list[dict]]:
+    """Rank 0, before the other ranks start: check and prepare the output folder; with ``resume``, check the
+    interrupted run's request and adopt the images it finished (returns the writer and their change records)."""
     finished: list[dict] = []
     if resume:
-        if json_path.exists() and not progress_log.exists():
+        if json_path.exists() and not run.progress_files():
             raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
-        stored, finished = progress_log.read()
-        if stored is not None:
-            changes = check_same_request(stored, request, where=progress_log.path, may_change=RESUME_MAY_CHANGE,
-                                         fix="rerun with the inputs and options of the interrupted run, or pass "
-                                         "--overwrite to start again")
-            if changes:
-                from .console import info
+        finished, changes = run.read_progress(request, may_change=RESUME_MAY_CHANGE,
+                                              fix="rerun with the inputs and options of the interrupted run, or "
+                                              "pass --overwrite to start again")
+        if changes:
+            from .console import info as say_info
 
-                info("resuming with " + "; ".join(changes))
-    elif progress_log.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir} holds an interrupted prn refine run; pass --resume to finish it or "
+            say_info("resuming with " + "; ".join(changes))
+    elif run.progress_files() and not overwrite:
+        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn refine run; pass --resume to finish it or "
                                 "--overwrite to start again")
-    writer = PanopticWriter(json_path, png_dir, refiner.categories, overwrite=overwrite or resume,
-                            info={"description": "prn refine (PRN)", "weights": str(refiner.weights),
-                                  "base": str(base_set.json_path)})
-    failed: list[tuple[str, str]] = []
-    per_image: list[dict] = []
+    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume, info=info)
     asked = {item.annotation["file_name"] for item in pairs}
+    kept: list[dict] = []
     adopted_pngs: set[str] = set()
     for d in finished:
         name = d["annotation"]["file_name"]
         if name in asked and name not in adopted_pngs and (png_dir / name).is_file():
             writer.adopt(d["image"], d["annotation"])
             adopted_pngs.add(name)
-            per_image.append(d["changes"])
-    todo = [item for item in pairs if item.annotation["file_name"] not in adopted_pngs]
-    adopted = len(pairs) - len(todo)
-    total = len(pairs)
-    if progress:
-        progress(adopted, total)
-    bs = max(1, int(options.batch_size))
+            kept.append(d)
+    if resume:
+        run.restart_progress(request, kept)
+    else:
+        run.remove_progress()
+    return writer, [d["changes"] for d in kept]
+
+
+def _refine_pairs(refiner, todo, base_set, translation: dict[int, int], writer: PanopticWriter, log,
+                  batch_size: int, input_check, report, on_failure) -> tuple[list, list[dict]]:
+    """Refine ``todo`` (paired base annotations) in batches into ``writer``, one ``log`` line per image. Returns
+    the failures and each written image's change record."""
+    from .prefetch import attempt, prefetch
+
+    failed: list[tuple[str, str]] = []
+    per_image: list[dict] = []
+    bs = max(1, int(batch_size))
     chunks = [todo[start:start + bs] for start in range(0, len(todo), bs)]
 
     def prepare_chunk(chunk):
         return [attempt(prepare_item, refiner, item, base_set, translation) for item in chunk]
 
     done = 0
-    with progress_log.open(request, resume=resume) as log:
-        # the next batch is decoded, checked and rendered while the network runs on this one
-        for chunk, prepared in prefetch(prepare_chunk, chunks):
-            _refine_batch(refiner, chunk, prepared.result(), writer, log, per_image, failed, on_failure, input_check)
-            done += len(chunk)
-            if progress:
-                progress(adopted + done, total)
-    input_check.finish()
-    writer.commit()
-    progress_log.remove()
-    totals = {k: sum(p[k] for p in per_image) for k in CHANGE_KEYS}
-    return RefineResult(json_path, len(per_image) - adopted, failed, totals, per_image, adopted)
+    # the next batch is decoded, checked and rendered while the network runs on this one
+    for chunk, prepared in prefetch(prepare_chunk, chunks):
+        _refine_batch(refiner, chunk, prepared.result(), writer, log, per_image, failed, on_failure, input_check)
+        done += len(chunk)
+        if report:
+            report(done)
+    return failed, per_image
 
 
 def _refine_batch(refiner, batch, prepared, writer, log, per_image, failed, on_failure, input_check=None) -> None:

@@ -131,14 +131,29 @@ def check_same_request(before: dict, now: dict, *, where: str | os.PathLike, may
 
 
 class ProgressLog:
-    """``DIR/.<command>-progress.jsonl``: its first line holds the request, then one JSON line per finished image
-    (appended after the image's PNG is written, so a line names a file that exists)."""
+    """``DIR/.<command>-progress.jsonl``: its first line holds the request (and, under torchrun, which rank of how
+    many processes writes the file: :mod:`prn_cli.sharding`), then one JSON line per finished image (appended
+    after the image's PNG is written, so a line names a file that exists)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    @staticmethod
+    def header_record(request: dict, shard: dict | None = None) -> dict:
+        """The first line: ``{"request": ..., "shard": {"rank": r, "world_size": n}}`` (no shard: one process)."""
+        return {"request": request, **({"shard": shard} if shard is not None else {})}
+
+    def header(self) -> dict:
+        """The first line's record (empty for a missing file or one written before requests were stored)."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                item = json.loads(f.readline())
+        except (OSError, ValueError):
+            return {}
+        return item if isinstance(item, dict) and "request" in item else {}
 
     def read(self) -> tuple[dict | None, list[dict]]:
         """``(request, records)``; request is None for a file written before requests were stored. A line cut
@@ -157,9 +172,10 @@ class ProgressLog:
                 records.append(item)
         return request, records
 
-    def open(self, request: dict, *, resume: bool) -> "_LogFile":
+    def open(self, request: dict, *, resume: bool, shard: dict | None = None) -> "_LogFile":
         """The file to append records to (``write``, ``flush``, a context manager): a resume continues it, a new
-        run starts it with ``request``. A write the disk refuses is an ``OutputWriteError`` naming the file."""
+        run starts it with ``request`` (and ``shard``, see :meth:`header_record`). A write the disk refuses is an
+        ``OutputWriteError`` naming the file."""
         from .io import naming_write_errors
 
         with naming_write_errors(self.path):
@@ -167,7 +183,7 @@ class ProgressLog:
                 return _LogFile(self.path, open(self.path, "a", encoding="utf-8"))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             log = _LogFile(self.path, open(self.path, "w", encoding="utf-8"))
-        log.write(json.dumps({"request": request}) + "\n")
+        log.write(json.dumps(self.header_record(request, shard)) + "\n")
         log.flush()
         return log
 

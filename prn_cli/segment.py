@@ -8,7 +8,10 @@ Resume: ``DIR/.segment-progress.jsonl`` starts with what the run was asked (:fun
 images, weights, ``--images-json``, ``--max-size`` and thresholds), and each finished image appends its record
 after its PNG is written. ``--resume`` refuses other inputs or options (naming the option; ``--device`` and
 ``--batch-size`` may change, and the change is logged), adopts the finished images and does the rest. The set's
-JSON is written last, then the progress file is removed.
+JSON is written last, in input order, then the progress file is removed.
+
+Under torchrun the images are shared out over the ranks (:mod:`prn_cli.sharding`): each rank segments its share
+through the same loop, with its own progress file, and rank 0 writes the JSON.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import numpy as np
 from .errors import InvalidInputError, OutputExistsError, fail
 from .options import ProcessingSize, SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
-from .resume import ProgressLog, absolute, check_same_request, file_digest
+from .resume import absolute, file_digest
 
-PROGRESS_NAME = ".segment-progress.jsonl"
+PROGRESS_STEM = ".segment-progress"
+PROGRESS_NAME = PROGRESS_STEM + ".jsonl"   # rank 0's (and a single process's); see prn_cli.sharding
 #: request keys a resume may change: where it runs and how many images go through the network at once
 RESUME_MAY_CHANGE = ("device", "batch_size")
 
@@ -39,6 +43,8 @@ class SegmentOptions:
     #: the size the network runs at (--min-size, --max-size); the PNGs are written at each image's size
     processing_size: ProcessingSize = field(default_factory=ProcessingSize)
     images_json: str | None = None
+    #: "torch" runs a checkpoint; "onnxruntime" runs a file written by prn export (prn_cli.onnx_runtime)
+    runtime: str = "torch"
     #: thresholds replacing the checkpoint's InferenceConfig values
     overrides: SegmentOverrides = field(default_factory=SegmentOverrides)
 
@@ -49,6 +55,8 @@ class SegmentResult:
     written: int
     adopted: int
     failed: list[tuple[str, str]]
+    #: False on the ranks other than 0 of a torchrun group (rank 0 reports the run)
+    main: bool = True
 
 
 def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -93,7 +101,8 @@ def segment_request(inputs: Sequence[str | os.PathLike], weights: str | os.PathL
     return {"images": sorted(absolute(i) for i in inputs), "weights": absolute(weights), "weights_sha256":
             file_digest(weights), "images_json": absolute(options.images_json),
             "min_size": options.processing_size.min_size, "max_size": options.processing_size.max_size,
-            **dataclasses.asdict(options.overrides), "device": options.device, "batch_size": options.batch_size}
+            **dataclasses.asdict(options.overrides), "runtime": options.runtime, "device": options.device,
+            "batch_size": options.batch_size}
 
 
 def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | None, out_dir: str | os.PathLike, *,
@@ -101,75 +110,127 @@ def segment(inputs: Sequence[str | os.PathLike], weights: str | os.PathLike | No
             progress: Callable[[int, int], None] | None = None,
             on_failure: Callable[[str, str], None] | None = None) -> SegmentResult:
     """Segment ``inputs`` with the base-model checkpoint ``weights`` (None: the shipped one) into ``out_dir``
-    (panoptic.json + panoptic/)."""
-    from .predictors import Segmenter
+    (panoptic.json + panoptic/). Under torchrun every rank segments its share of the images
+    (:mod:`prn_cli.sharding`); rank 0 writes the JSON and returns the whole run's figures."""
+    from .sharding import ShardedRun, merge_into
     from .training_data import InputCheck
-    from .prefetch import prefetch
 
     files = list_images(inputs)
     records = assign_image_ids(files, options.images_json)
-    segmenter = Segmenter(weights, device=options.device, overrides=options.overrides,
-                          processing_size=options.processing_size)
-    categories = segmenter.categories
-    input_check = InputCheck.for_predictor(segmenter)   # warns once if the images are unlike its training data
+    if options.runtime == "onnxruntime":
+        from .onnx_runtime import onnx_segmenter
 
+        segmenter = onnx_segmenter(weights, overrides=options.overrides, processing_size=options.processing_size)
+    else:
+        from .predictors import Segmenter
+
+        segmenter = Segmenter(weights, device=options.device, overrides=options.overrides,
+                              processing_size=options.processing_size)
     json_path, png_dir = set_paths(out_dir)
-    progress_path = Path(out_dir) / PROGRESS_NAME
-    progress_log = ProgressLog(progress_path)
     request = segment_request(inputs, segmenter.weights, options)
+    info = {"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)}
+    with ShardedRun(options.device, out_dir, PROGRESS_STEM) as run:
+        opened: dict = {}
+
+        def open_output() -> list[str]:
+            opened["writer"] = _open_output(run, json_path, png_dir, segmenter.categories, info, request, records,
+                                            resume, overwrite)
+            return sorted(opened["writer"].adopted_names)
+
+        adopted = set(run.on_main(open_output))
+        # the other ranks start after rank 0 has prepared the folder, so their writers find nothing to remove
+        writer = opened.get("writer") or PanopticWriter(json_path, png_dir, segmenter.categories, overwrite=True,
+                                                        info=info)
+        todo = run.mine([(f, r) for f, r in zip(files, records) if r["file_name"] not in adopted])
+        # warns once if the images are unlike the training data (rank 0 looks at its share)
+        input_check = InputCheck.for_predictor(segmenter, warn=None if run.main else _quiet)
+        with run.progress_log().open(request, resume=resume, shard=run.shard) as log:
+            failed = _segment_images(segmenter, todo, writer, log, options.batch_size, input_check,
+                                     run.report(progress, len(adopted), len(files)), on_failure)
+        input_check.finish()
+        shares = run.gather({"images": writer.images[len(adopted) if run.main else 0:],
+                             "annotations": writer.annotations[len(adopted) if run.main else 0:], "failed": failed})
+        written = sum(len(s["images"]) for s in shares)
+        position = {str(f): k for k, f in enumerate(files)}
+        failed = sorted((tuple(f) for s in shares for f in s["failed"]), key=lambda item: position.get(item[0], 0))
+        if run.main:
+            merge_into(writer, shares, {png_name(r): k for k, r in enumerate(records)})
+            writer.commit()
+            run.remove_progress()
+            if progress:
+                progress(len(files), len(files))
+        return SegmentResult(json_path, written, len(adopted), failed, main=run.main)
+
+
+def _quiet(message: str) -> None:
+    """The warning of a rank other than 0: rank 0 speaks for the run."""
+
+
+def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], info: dict, request: dict,
+                 records: Sequence[dict], resume: bool, overwrite: bool) -> PanopticWriter:
+    """Rank 0, before the other ranks start: check and prepare the output folder; with ``resume``, check the
+    interrupted run's request and adopt the images it finished."""
     done: dict = {}
     if resume:
-        if json_path.exists() and not progress_path.exists():
+        if json_path.exists() and not run.progress_files():
             raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
-        stored, finished = progress_log.read()
-        if stored is not None:
-            changes = check_same_request(stored, request, where=progress_path, may_change=RESUME_MAY_CHANGE,
-                                         fix="rerun with the inputs and options of the interrupted run, or pass "
-                                         "--overwrite to start again")
-            if changes:
-                from .console import info
+        finished, changes = run.read_progress(request, may_change=RESUME_MAY_CHANGE,
+                                              fix="rerun with the inputs and options of the interrupted run, or "
+                                              "pass --overwrite to start again")
+        if changes:
+            from .console import info as say_info
 
-                info("resuming with " + "; ".join(changes))
+            say_info("resuming with " + "; ".join(changes))
         done = {d["image"]["file_name"]: d for d in finished}
-    elif progress_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
+    elif run.progress_files() and not overwrite:
+        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
                                 "--overwrite to start again")
-    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume,
-                            info={"description": "prn segment (MS-PanopticFPN)", "weights": str(segmenter.weights)})
+    writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume, info=info)
     asked = {r["file_name"] for r in records}
+    kept = []
     for d in done.values():
         if d["image"]["file_name"] not in asked or not (png_dir / d["annotation"]["file_name"]).exists():
             continue
         writer.adopt(d["image"], d["annotation"])
-    todo = [(f, r) for f, r in zip(files, records) if r["file_name"] not in writer.adopted_names]
+        kept.append(d)
+    if resume:
+        run.restart_progress(request, kept)
+    else:
+        run.remove_progress()
+    return writer
+
+
+def _segment_images(segmenter, todo, writer: PanopticWriter, log, batch_size: int, input_check, report,
+                    on_failure) -> list[tuple[str, str]]:
+    """Segment ``todo`` (``(file, image record)``) in batches into ``writer``, one ``log`` line per image."""
+    from .prefetch import prefetch
+
     failed: list[tuple[str, str]] = []
-    total = len(files)
-    finished = total - len(todo)
-    if progress:
-        progress(finished, total)
-    step = max(1, options.batch_size)
+    step = max(1, batch_size)
     chunks = [todo[start: start + step] for start in range(0, len(todo), step)]
-    with progress_log.open(request, resume=resume) as log:
-        # the next batch's photos are decoded while the network runs on this one
-        for chunk, photos in prefetch(read_photos, chunks):
-            batch = []
-            for (f, rec), rgb in zip(chunk, photos.result()):
-                if isinstance(rgb, InvalidInputError):
-                    failed.append((str(f), rgb.message))
-                    if on_failure:
-                        on_failure(str(f), rgb.message)
-                    continue
-                input_check.observe(rgb)
-                batch.append((rec, rgb))
-            if batch:
-                write_predictions(segmenter, batch, writer, log)
-            finished += len(chunk)
-            if progress:
-                progress(finished, total)
-    input_check.finish()
-    writer.commit()
-    progress_log.remove()
-    return SegmentResult(json_path, len(todo) - len(failed), len(writer.adopted_names), failed)
+    done = 0
+    # the next batch's photos are decoded while the network runs on this one
+    for chunk, photos in prefetch(read_photos, chunks):
+        batch = []
+        for (f, rec), rgb in zip(chunk, photos.result()):
+            if isinstance(rgb, InvalidInputError):
+                failed.append((str(f), rgb.message))
+                if on_failure:
+                    on_failure(str(f), rgb.message)
+                continue
+            input_check.observe(rgb)
+            batch.append((rec, rgb))
+        if batch:
+            write_predictions(segmenter, batch, writer, log)
+        done += len(chunk)
+        if report:
+            report(done)
+    return failed
+
+
+def png_name(record: dict) -> str:
+    """The PNG that an image record's prediction is written to (PanopticWriter's default name)."""
+    return Path(str(record["file_name"])).with_suffix(".png").as_posix()
 
 
 def read_photos(chunk: Sequence[tuple[Path, dict]]) -> list:

@@ -46,9 +46,9 @@ def _main(
 
 
 def _register() -> None:
-    from . import ablate, convert, demo, eval, info, refine, report, segment, synth, train, viz
+    from . import ablate, convert, demo, eval, export, info, refine, report, segment, synth, train, viz
 
-    for module in (segment, refine, convert, eval, report, viz, synth, train, ablate, info, demo):
+    for module in (segment, refine, convert, eval, report, viz, synth, train, ablate, info, export, demo):
         module.register(app)
 
 

@@ -107,6 +107,8 @@ Weights = Annotated[Optional[Path], typer.Option("--weights", "-w", metavar="FIL
 EvalWorkers = Annotated[Optional[int], typer.Option("--workers", "-j", min=0, metavar="N", help="Evaluation "
                                                     "worker processes (default: one per core, at most 8; 0 = "
                                                     "none).")]
+Runtime = Annotated[str, typer.Option("--runtime", metavar="torch|onnxruntime", help="torch runs a checkpoint; "
+                                      "onnxruntime runs a file written by prn export (CPU; the onnx extra).")]
 Resume = Annotated[bool, typer.Option("--resume", metavar="", help="Continue the interrupted run in --out.")]
 
 # training: names are the engine's TrainConfig fields

@@ -55,6 +55,8 @@ def run_app(app: typer.Typer, argv: list[str] | None, *, debug: Callable[[], boo
             traceback.print_exc()
             if known is None:
                 return EXIT_RUNTIME
+        if known is not None and getattr(exc, "reported_elsewhere", False):    # torchrun: rank 0 printed it
+            return known[1]
         if known is None:
             error_line(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)")
             return EXIT_RUNTIME

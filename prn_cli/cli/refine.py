@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +12,7 @@ from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold,
                       Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson,
                       JsonOut, LabelDivisor, LabelMapOpt, MaxSize, MinSize, NmsKernel, Out, Overwrite, PostStuffArea,
-                      RestoreBaseSegments, Resume, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
+                      RestoreBaseSegments, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
                       post_overrides)
 
 
@@ -57,6 +58,7 @@ def refine_command(
     void: VoidLabel = None,
     overwrite: Overwrite = False,
     threads: Threads = None,
+    runtime: Runtime = "torch",
     json_out: JsonOut = None,
 ) -> None:
     """Refine any model's panoptic segmentation with PRN, and report what changed.
@@ -82,7 +84,13 @@ def refine_command(
                                restore_base_segments=restore_base_segments,
                                base_snap_confidence=base_snap_confidence)
     check_device(device.value)
-    check_weights(weights, "prn")
+    from ..onnx_runtime import check_runtime
+
+    check_runtime(runtime, weights, device.value)
+    if runtime == "onnxruntime":
+        check_file(weights, "ONNX file", "write it with prn export CKPT --format onnx --out FILE")
+    else:
+        check_weights(weights, "prn")
     check_file(category_map, "category map", "pass a JSON {\"<base id>\": <checkpoint id>}")
     check_set_output(out, overwrite, resume=resume)
     base_convert = base_convert_options(base_format, categories=categories, images_json=images_json,
@@ -97,10 +105,13 @@ def refine_command(
     options = RefineOptions(device=device.value, batch_size=batch_size, overrides=overrides,
                             processing_size=processing_size,
                             category_map=str(category_map) if category_map else None, base_format=base_format,
-                            base_categories=str(categories) if categories else None, base_convert=base_convert)
-    with progress("refining") as update:
+                            base_categories=str(categories) if categories else None, base_convert=base_convert,
+                            runtime=runtime)
+    with progress("refining", enabled=os.environ.get("RANK", "0") == "0") as update:  # torchrun: rank 0 only
         result = refine(base, images, weights, out, options=options, overwrite=overwrite, resume=resume,
                         progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    if not result.main:   # another torchrun rank: rank 0 reports the run
+        raise typer.Exit(EXIT_INVALID_INPUT if result.failed else 0)
     show_changes(result.changes, result.written + result.adopted, human(json_out))
     say(f"wrote {result.written} image(s)" + (f" (+{result.adopted} from the interrupted run)" if result.adopted
                                                else "") + f" to {result.json_path}", json_out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,8 +10,7 @@ import typer
 
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from ._common import (RESUME_HINT, BatchSize, Device, DeviceOpt, Images, JsonOut, MaxSize, MinSize, Out, Overwrite,
-                      Resume, Threads,
-                      Weights, command)
+                      Resume, Runtime, Threads, Weights, command)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +40,7 @@ def segment_command(
     resume: Resume = False,
     overwrite: Overwrite = False,
     threads: Threads = None,
+    runtime: Runtime = "torch",
     json_out: JsonOut = None,
 ) -> None:
     """Segment images with MS-PanopticFPN into a COCO panoptic set.
@@ -60,7 +61,13 @@ def segment_command(
                                  instance_score_threshold=instance_score_threshold,
                                  overlap_threshold=overlap_threshold, stuff_area=stuff_area)
     check_device(device.value)
-    check_weights(weights, "base")
+    from ..onnx_runtime import check_runtime
+
+    check_runtime(runtime, weights, device.value)
+    if runtime == "onnxruntime":
+        check_file(weights, "ONNX file", "write it with prn export CKPT --format onnx --out FILE")
+    else:
+        check_weights(weights, "base")
     check_file(images_json, "images JSON", "pass the dataset JSON whose 'images' list these files")
     check_set_output(out, overwrite, resume=resume)
     weights = shipped_or(weights, "base")
@@ -70,10 +77,13 @@ def segment_command(
 
     set_threads(threads)
     options = SegmentOptions(device=device.value, batch_size=batch_size, processing_size=processing_size,
-                             images_json=str(images_json) if images_json else None, overrides=overrides)
-    with progress("segmenting") as update:
+                             images_json=str(images_json) if images_json else None, overrides=overrides,
+                             runtime=runtime)
+    with progress("segmenting", enabled=os.environ.get("RANK", "0") == "0") as update:  # torchrun: rank 0 only
         result = segment(images, weights, out, options=options, resume=resume, overwrite=overwrite,
                          progress=update, on_failure=lambda f, why: error_line(f"skipped {f}: {why}"))
+    if not result.main:   # another torchrun rank: rank 0 reports the run
+        raise typer.Exit(EXIT_INVALID_INPUT if result.failed else 0)
     say(f"wrote {result.written} image(s)" + (f" (+{result.adopted} from the interrupted run)" if result.adopted
                                                else "") + f" to {result.json_path}", json_out)
     emit_json({"json": str(result.json_path), "written": result.written, "adopted": result.adopted,
