@@ -32,10 +32,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError, OutputExistsError, fail
+from .errors import InvalidInputError, fail
 from .options import PostProcessOverrides, ProcessingSize
 from .panoptic import PanopticSet, PanopticWriter, check_annotation, load_set, read_id_png, read_json, set_paths
-from .resume import absolute, file_digest
+from .resume import absolute, check_resume, file_digest
 
 PROGRESS_STEM = ".refine-progress"
 PROGRESS_NAME = PROGRESS_STEM + ".jsonl"   # rank 0's (and a single process's); see prn_cli.sharding
@@ -287,20 +287,8 @@ def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], in
                  resume: bool, overwrite: bool) -> tuple[PanopticWriter, list[dict]]:
     """Rank 0, before the other ranks start: check and prepare the output folder; with ``resume``, check the
     interrupted run's request and adopt the images it finished (returns the writer and their change records)."""
-    finished: list[dict] = []
-    if resume:
-        if json_path.exists() and not run.progress_files():
-            raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
-        finished, changes = run.read_progress(request, may_change=RESUME_MAY_CHANGE,
-                                              fix="rerun with the inputs and options of the interrupted run, or "
-                                              "pass --overwrite to start again")
-        if changes:
-            from .console import info as say_info
-
-            say_info("resuming with " + "; ".join(changes))
-    elif run.progress_files() and not overwrite:
-        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn refine run; pass --resume to finish it or "
-                                "--overwrite to start again")
+    finished = check_resume(run, json_path, request, command="refine", resume=resume, overwrite=overwrite,
+                            may_change=RESUME_MAY_CHANGE)
     writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume, info=info)
     asked = {item.annotation["file_name"] for item in pairs}
     kept: list[dict] = []

@@ -224,3 +224,27 @@ class _LogFile:
 
 __all__ = ["ResumeMismatchError", "ProgressLog", "absolute", "file_digest", "flatten", "option_label", "differences", "describe_difference",
            "check_same_request"]
+
+
+def check_resume(run, json_path: Path, request: dict, *, command: str, resume: bool, overwrite: bool,
+                 may_change: Iterable[str]) -> list[dict]:
+    """Before ``prn <command>`` writes into ``run.out_dir`` (``run``: a ``sharding`` run with its progress files):
+    with ``resume``, check the interrupted run's request (logging the options it may change) and return the
+    records of the images it finished; without, refuse a folder holding an interrupted run unless ``overwrite``."""
+    from .errors import OutputExistsError
+
+    if not resume:
+        if run.progress_files() and not overwrite:
+            raise OutputExistsError(f"{run.out_dir} holds an interrupted prn {command} run; pass --resume to finish "
+                                    "it or --overwrite to start again")
+        return []
+    if json_path.exists() and not run.progress_files():
+        raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
+    finished, changes = run.read_progress(request, may_change=tuple(may_change),
+                                          fix="rerun with the inputs and options of the interrupted run, or "
+                                          "pass --overwrite to start again")
+    if changes:
+        from .console import info
+
+        info("resuming with " + "; ".join(changes))
+    return finished

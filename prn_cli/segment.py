@@ -25,10 +25,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError, OutputExistsError, fail
+from .errors import InvalidInputError, fail
 from .options import ProcessingSize, SegmentOverrides
 from .panoptic import PanopticWriter, read_json, set_paths
-from .resume import absolute, file_digest
+from .resume import absolute, check_resume, file_digest
 
 PROGRESS_STEM = ".segment-progress"
 PROGRESS_NAME = PROGRESS_STEM + ".jsonl"   # rank 0's (and a single process's); see prn_cli.sharding
@@ -170,21 +170,9 @@ def _open_output(run, json_path: Path, png_dir: Path, categories: list[dict], in
                  records: Sequence[dict], resume: bool, overwrite: bool) -> PanopticWriter:
     """Rank 0, before the other ranks start: check and prepare the output folder; with ``resume``, check the
     interrupted run's request and adopt the images it finished."""
-    done: dict = {}
-    if resume:
-        if json_path.exists() and not run.progress_files():
-            raise OutputExistsError(f"{json_path} is complete; nothing to resume (pass --overwrite to redo it)")
-        finished, changes = run.read_progress(request, may_change=RESUME_MAY_CHANGE,
-                                              fix="rerun with the inputs and options of the interrupted run, or "
-                                              "pass --overwrite to start again")
-        if changes:
-            from .console import info as say_info
-
-            say_info("resuming with " + "; ".join(changes))
-        done = {d["image"]["file_name"]: d for d in finished}
-    elif run.progress_files() and not overwrite:
-        raise OutputExistsError(f"{run.out_dir} holds an interrupted prn segment run; pass --resume to finish it or "
-                                "--overwrite to start again")
+    finished = check_resume(run, json_path, request, command="segment", resume=resume, overwrite=overwrite,
+                            may_change=RESUME_MAY_CHANGE)
+    done = {d["image"]["file_name"]: d for d in finished}
     writer = PanopticWriter(json_path, png_dir, categories, overwrite=overwrite or resume, info=info)
     asked = {r["file_name"] for r in records}
     kept = []
