@@ -10,7 +10,7 @@ prn and the reference so that both see the same machine load:
 - prn: :func:`prn_cli.evaluate.evaluate` with ``--workers`` processes and ``sum_chunks`` equal to the
   reference's process count, so that its floats can be compared bit for bit (the default sum costs the same);
 - decode: decoding every GT and prediction PNG to ids with prn's decoder (:func:`prn_cli.panoptic.png_decoder`)
-  and with Pillow, nothing else: the floor of any PQ evaluator;
+  and with every other installed one (Wuffs, libspng, Pillow), nothing else: the floor of any PQ evaluator;
 - prn --per-image (with ``--per-image``): the same evaluation with every image's PQ and every segment's outcome,
   and its cost relative to the plain evaluation (runs interleaved with it, so both see the same load).
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -88,15 +89,17 @@ def _decode_files(paths: list[str]) -> int:
 def phase_decode(gt_json: Path, pred_dir: Path, workers: int, per_image: bool = False) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
+    from prn_cli.evaluate import _reuse_freed_memory
     from prn_cli.panoptic import png_decoder
 
     files = _png_files(gt_json, pred_dir)
+    _reuse_freed_memory()  # as prn eval's workers do, so that both measure decoding, not page faults
     t0 = time.perf_counter()
     _decode_files(files)
     one = time.perf_counter() - t0
     chunks = [files[k::workers] for k in range(workers)]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=_reuse_freed_memory) as pool:
         list(pool.map(_decode_files, chunks))
     wall = time.perf_counter() - t0
     return {"decoder": png_decoder(), "seconds_1_process": one, "seconds_workers": wall, "png_files": len(files)}
@@ -159,6 +162,16 @@ def _run_phase(name: str, gt_json: Path, pred_dir: Path, workers: int, env: dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _decoder_env(name: str) -> dict:
+    return {**os.environ, "PRN_PNG_DECODER": name}
+
+
+def _decoder_installed(name: str) -> bool:
+    from prn_cli.panoptic import PNG_DECODERS
+
+    return importlib.util.find_spec(PNG_DECODERS[name]) is not None
+
+
 def _reference_available() -> bool:
     try:
         importlib.import_module("panopticapi.evaluation")
@@ -190,7 +203,12 @@ def main() -> None:
                          "run `pip install --no-deps panopticapi-lite` first")
 
     width, height = (int(v) for v in args.size.lower().split("x"))
-    pillow_env = {**os.environ, "PRN_PNG_DECODER": "pillow"}
+    from prn_cli.panoptic import png_decoder
+
+    chosen = png_decoder()
+    # the other installed decoders, each forced through PRN_PNG_DECODER (a missing one would fall back)
+    others = [name for name in ("wuffs", "pyspng", "pillow")
+              if name != chosen and _decoder_installed(name)]
     with tempfile.TemporaryDirectory(prefix="prn-bench-") as tmp:
         root = args.data or Path(tmp)
         t0 = time.perf_counter()
@@ -203,11 +221,11 @@ def main() -> None:
             prns.append(_run_phase("eval", gt_json, pred_dir, args.workers))
             if args.per_image:
                 per_image.append(_run_phase("eval", gt_json, pred_dir, args.workers, per_image=True))
-        prn_pillow = _run_phase("eval", gt_json, pred_dir, args.workers, env=pillow_env)
-        decode = min((_run_phase("decode", gt_json, pred_dir, args.workers) for _ in range(args.repeat)),
-                     key=lambda d: d["seconds_workers"])
-        decode_pillow = min((_run_phase("decode", gt_json, pred_dir, args.workers, env=pillow_env)
+        prn_other = {name: _run_phase("eval", gt_json, pred_dir, args.workers, env=_decoder_env(name))
+                     for name in others}
+        decode = {name: min((_run_phase("decode", gt_json, pred_dir, args.workers, env=_decoder_env(name))
                              for _ in range(args.repeat)), key=lambda d: d["seconds_workers"])
+                  for name in [chosen, *others]}
         load_after = os.getloadavg()
     ref_best = min(refs, key=lambda d: d["seconds"])
     prn_best = min(prns, key=lambda d: d["seconds"])
@@ -215,18 +233,18 @@ def main() -> None:
     prn_times = [r["seconds"] for r in prns]
     ref_cpu = min(r["cpu_seconds"] for r in refs)
     prn_cpu = min(r["cpu_seconds"] for r in prns)
-    identical = all(p["result"] == ref_best["result"] for p in prns + refs + per_image + [prn_pillow])
+    identical = all(p["result"] == ref_best["result"] for p in prns + refs + per_image + list(prn_other.values()))
     figures = {
         "pairs": args.n, "size": args.size, "workers": args.workers, "cpu_count": os.cpu_count(),
         "load_average_1min_before_after": [load_before[0], load_after[0]], "data_seconds": made,
-        "reference_seconds": ref_times, "prn_seconds": prn_times, "prn_seconds_pillow_decoder": prn_pillow["seconds"],
+        "reference_seconds": ref_times, "prn_seconds": prn_times,
+        "prn_seconds_other_decoders": {name: r["seconds"] for name, r in prn_other.items()},
         "speedup_best": ref_best["seconds"] / prn_best["seconds"],
         "speedup_median": statistics.median(ref_times) / statistics.median(prn_times),
         "reference_cpu_seconds": ref_cpu, "prn_cpu_seconds": prn_cpu, "speedup_cpu": ref_cpu / prn_cpu,
         "identical_to_reference": identical, "decoder": prn_best["decoder"],
-        "decode_seconds_1_process": decode["seconds_1_process"], "decode_seconds_workers": decode["seconds_workers"],
-        "pillow_decode_seconds_1_process": decode_pillow["seconds_1_process"],
-        "pillow_decode_seconds_workers": decode_pillow["seconds_workers"],
+        "decode_seconds_1_process": {name: d["seconds_1_process"] for name, d in decode.items()},
+        "decode_seconds_workers": {name: d["seconds_workers"] for name, d in decode.items()},
         "prn_peak_rss_mb_parent": prn_best["peak_rss_mb_parent"],
         "prn_peak_rss_mb_largest_worker": prn_best["peak_rss_mb_largest_worker"],
         "reference_processes": ref_best["processes"], "pq": ref_best["result"]["All"]["pq"],
@@ -248,14 +266,15 @@ def main() -> None:
           f"{figures['speedup_median']:.2f}x (medians)")
     print(f"  CPU time, all processes  reference {ref_cpu:.2f} s, prn {prn_cpu:.2f} s: "
           f"{figures['speedup_cpu']:.2f}x (fastest runs; does not depend on the machine's load)")
-    print(f"  identical results     {'yes' if identical else 'NO'} (every float, prn with either decoder)")
-    print(f"  prn eval with Pillow  {prn_pillow['seconds']:.2f} s wall")
+    print(f"  identical results     {'yes' if identical else 'NO'} (every float, prn with every decoder)")
+    for name, r in prn_other.items():
+        print(f"  prn eval with {name:<7} {r['seconds']:.2f} s wall")
     if per_image:
         print(f"  prn eval --per-image  {figures['per_image_seconds']:.2f} s wall, "
               f"{figures['per_image_over_eval']:.2f}x the plain evaluation")
-    print(f"  pure decode to ids    {decode['decoder']}: {decode['seconds_1_process']:.2f} s in 1 process, "
-          f"{decode['seconds_workers']:.2f} s wall in {w}; Pillow: {decode_pillow['seconds_1_process']:.2f} s, "
-          f"{decode_pillow['seconds_workers']:.2f} s")
+    for name, d in decode.items():
+        print(f"  pure decode to ids    {name:<7} {d['seconds_1_process']:.2f} s in 1 process, "
+              f"{d['seconds_workers']:.2f} s wall in {w}{' (prn uses it)' if name == chosen else ''}")
     print(f"  prn peak RSS          parent {prn_best['peak_rss_mb_parent']:.0f} MB, "
           f"largest worker {prn_best['peak_rss_mb_largest_worker']:.0f} MB")
     print(f"  PQ of the corrupted predictions: {100 * figures['pq']:.1f}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -99,23 +100,60 @@ def _png_header(path: Path, head: bytes) -> tuple[int, int, int, int] | None:
     return width, height, head[24], head[25]
 
 
-def png_decoder() -> str:
-    """The PNG decoder :func:`read_id_png` uses: ``"pyspng"`` (libspng) when it is installed, else ``"pillow"``.
+#: PNG decoders in the order :func:`png_decoder` prefers them, and the module each needs.
+PNG_DECODERS = {"wuffs": "pywuffs", "pyspng": "pyspng", "pillow": "PIL"}
+_available_modules: dict[str, bool] = {}
 
-    ``PRN_PNG_DECODER=pillow`` forces Pillow. Both give the same ids; libspng decodes prn's and COCO's panoptic
-    PNGs in about half of Pillow's time (``benchmarks/bench_eval.py`` measures both), and decoding is most of
+
+def _module_available(name: str) -> bool:
+    if name not in _available_modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            _available_modules[name] = False
+        else:
+            _available_modules[name] = True
+    return _available_modules[name]
+
+
+def png_decoder() -> str:
+    """The PNG decoder :func:`read_id_png` uses: the first installed of ``"wuffs"`` (Wuffs, through the optional
+    ``pywuffs``: ``pip install "prn[fast]"``), ``"pyspng"`` (libspng, a base dependency) and ``"pillow"``.
+
+    ``PRN_PNG_DECODER=wuffs|pyspng|pillow`` asks for one; a missing one falls back down the same list. All give
+    the same ids and the same errors. On prn's and COCO's panoptic PNGs Wuffs decodes in about half of libspng's
+    time and libspng in about half of Pillow's (``benchmarks/bench_eval.py`` measures them); decoding is most of
     what ``prn eval`` does.
     """
     wanted = os.environ.get("PRN_PNG_DECODER", "").strip().lower()
-    if wanted == "pillow":
-        return "pillow"
-    if wanted not in ("", "pyspng"):
-        raise ValueError(f"PRN_PNG_DECODER must be 'pyspng' or 'pillow', not {wanted!r}")
-    try:
-        importlib.import_module("pyspng")
-    except ImportError:
-        return "pillow"
-    return "pyspng"
+    names = list(PNG_DECODERS)
+    if wanted:
+        if wanted not in PNG_DECODERS:
+            raise ValueError(f"PRN_PNG_DECODER must be one of {', '.join(names)}, not {wanted!r}")
+        names = names[names.index(wanted):]
+    for name in names[:-1]:
+        if _module_available(PNG_DECODERS[name]):
+            return name
+    return "pillow"
+
+
+_wuffs_state = threading.local()
+
+
+def _decode_wuffs(data: bytes) -> np.ndarray:
+    """(H, W, 4) RGBA: 4 bytes a pixel, so the ids are one aligned 32-bit word each (see :func:`_pack_pixels`)."""
+    decoder = getattr(_wuffs_state, "decoder", None)
+    if decoder is None:  # one per thread: a Wuffs decoder keeps state between images
+        from pywuffs import ImageDecoderType, PixelFormat, aux
+
+        config = aux.ImageDecoderConfig()
+        config.enabled_decoders = [ImageDecoderType.PNG]
+        config.pixel_format = PixelFormat.RGBA_NONPREMUL
+        decoder = _wuffs_state.decoder = aux.ImageDecoder(config)
+    result = decoder.decode(data)
+    if result.error_message:
+        raise ValueError(result.error_message)
+    return result.pixbuf
 
 
 def _decode_pyspng(data: bytes) -> np.ndarray:
@@ -132,6 +170,9 @@ def _decode_pillow(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         img.load()
         return np.asarray(img)
+
+
+_DECODE = {"wuffs": _decode_wuffs, "pyspng": _decode_pyspng, "pillow": _decode_pillow}
 
 
 def read_id_png(path: str | os.PathLike, *, what: str = "panoptic PNG") -> np.ndarray:
@@ -167,7 +208,7 @@ def read_id_png(path: str | os.PathLike, *, what: str = "panoptic PNG") -> np.nd
                 if color_type in (0, 3, 4) else "ids are stored in 8-bit R, G, B only")
         raise fail(path, f"{what} is {depth}-bit {kind}, not 8-bit RGB ({hint})",
                    "save the ids as 8-bit RGB PNG with id = R + 256*G + 256^2*B")
-    decode = _decode_pyspng if png_decoder() == "pyspng" else _decode_pillow
+    decode = _DECODE[png_decoder()]
     try:
         pixels = decode(data)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as exc:
@@ -176,7 +217,8 @@ def read_id_png(path: str | os.PathLike, *, what: str = "panoptic PNG") -> np.nd
     if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
         raise fail(path, f"{what} decoded as {pixels.dtype} with shape {pixels.shape}, not 8-bit RGB",
                    "save it as 8-bit RGB PNG")
-    if pixels.shape[2] == 4 and not (pixels[..., 3] == 255).all():
+    # Only an RGBA file's own alpha counts: Wuffs always gives 4 channels, with an RGB file's tRNS applied
+    if color_type == 6 and pixels.shape[2] == 4 and not (pixels[..., 3] == 255).all():
         raise fail(path, f"{what} is RGBA with data in its alpha channel (ids use R, G, B only)",
                    "save it as 8-bit RGB PNG without alpha")
     return _pack_pixels(pixels)

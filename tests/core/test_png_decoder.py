@@ -1,5 +1,5 @@
-"""The PNG decoder behind read_id_png (libspng through pyspng, Pillow as the fallback): same ids, same errors,
-same PQ; and prn eval against the live COCO reference evaluator on a generated set."""
+"""The PNG decoders behind read_id_png (Wuffs through pywuffs, libspng through pyspng, Pillow as the fallback):
+same ids, same errors, same PQ; and prn eval against the live COCO reference evaluator on a generated set."""
 
 from __future__ import annotations
 
@@ -18,13 +18,18 @@ from prn_cli.errors import InvalidInputError
 from prn_cli.evaluate import EvalOptions, evaluate
 from prn_cli.panoptic import id2rgb, load_set, png_decoder, read_id_png, rgb2id
 
-DECODERS = ["pillow", "pyspng"]
+DECODERS = ["pillow", "pyspng", "wuffs"]
+MODULES = {"pyspng": "pyspng", "wuffs": "pywuffs"}
+
+
+def _installed(name: str) -> bool:
+    return name not in MODULES or importlib.util.find_spec(MODULES[name]) is not None
 
 
 @pytest.fixture(params=DECODERS)
 def decoder(request, monkeypatch):
-    if request.param == "pyspng":
-        pytest.importorskip("pyspng")
+    if request.param in MODULES:
+        pytest.importorskip(MODULES[request.param])
     monkeypatch.setenv("PRN_PNG_DECODER", request.param)
     assert png_decoder() == request.param
     return request.param
@@ -37,8 +42,16 @@ def test_decoder_choice(monkeypatch):
     with pytest.raises(ValueError, match="PRN_PNG_DECODER"):
         png_decoder()
     monkeypatch.delenv("PRN_PNG_DECODER")
-    expected = "pyspng" if importlib.util.find_spec("pyspng") else "pillow"
+    expected = next(name for name in ("wuffs", "pyspng", "pillow") if _installed(name))
     assert png_decoder() == expected
+    # asking for one that is missing falls back down the list, never up it
+    monkeypatch.setattr("prn_cli.panoptic._available_modules", {"pywuffs": False, "pyspng": True})
+    monkeypatch.setenv("PRN_PNG_DECODER", "wuffs")
+    assert png_decoder() == "pyspng"
+    monkeypatch.setenv("PRN_PNG_DECODER", "pyspng")
+    assert png_decoder() == "pyspng"
+    monkeypatch.setattr("prn_cli.panoptic._available_modules", {"pywuffs": True, "pyspng": False})
+    assert png_decoder() == "pillow"
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (1, 1), (2, 1), (0, 4), (480, 640)])
@@ -58,8 +71,9 @@ def _coco_pngs():
     return sorted((COCO_SAMPLE / "panoptic_examples").glob("*.png"))
 
 
-def test_both_decoders_read_the_same_ids(tmp_path, monkeypatch):
-    pytest.importorskip("pyspng")
+def test_every_decoder_reads_the_same_ids(tmp_path, monkeypatch):
+    for module in MODULES.values():
+        pytest.importorskip(module)
     ids, _ = scene(37, 53)
     ids[0, 0] = 256 ** 3 - 1
     plain = tmp_path / "plain.png"
@@ -73,12 +87,13 @@ def test_both_decoders_read_the_same_ids(tmp_path, monkeypatch):
     for name in DECODERS:
         monkeypatch.setenv("PRN_PNG_DECODER", name)
         decoded[name] = [read_id_png(f) for f in files]
-    for f, a, b in zip(files, decoded["pillow"], decoded["pyspng"]):
-        assert a.dtype == b.dtype == np.uint32 and a.shape == b.shape, f
-        assert (a == b).all(), f
-    for a in decoded["pyspng"][:3]:
+    for name in ("pyspng", "wuffs"):
+        for f, a, b in zip(files, decoded["pillow"], decoded[name]):
+            assert a.dtype == b.dtype == np.uint32 and a.shape == b.shape, (name, f)
+            assert (a == b).all(), (name, f)
+    for a in decoded["wuffs"][:3]:
         assert (a == ids).all()
-    assert len(np.unique(decoded["pyspng"][3])) > 10  # a real COCO panoptic PNG
+    assert len(np.unique(decoded["wuffs"][3])) > 10  # a real COCO panoptic PNG
 
 
 @pytest.mark.parametrize("damage, needles", [
@@ -87,7 +102,7 @@ def test_both_decoders_read_the_same_ids(tmp_path, monkeypatch):
     (lambda data: data[:-60] + bytes(b ^ 0x5A for b in data[-60:-40]) + data[-40:],  # scrambled deflate data
      ["cannot be decoded", "corrupt or truncated"]),
 ])
-def test_damaged_png_is_one_line_error_with_either_decoder(tmp_path, decoder, damage, needles):
+def test_damaged_png_is_one_line_error_with_every_decoder(tmp_path, decoder, damage, needles):
     ids, _ = scene()
     png = tmp_path / "x.png"
     Image.fromarray(id2rgb(ids)).save(png)
@@ -100,7 +115,7 @@ def test_damaged_png_is_one_line_error_with_either_decoder(tmp_path, decoder, da
         assert needle in msg, (needle, msg)
 
 
-def test_rgba_with_alpha_data_is_refused_by_either_decoder(tmp_path, decoder):
+def test_rgba_with_alpha_data_is_refused_by_every_decoder(tmp_path, decoder):
     ids, _ = scene()
     png = tmp_path / "x.png"
     Image.fromarray(np.dstack([id2rgb(ids), np.full(ids.shape, 7, np.uint8)])).save(png)
@@ -108,8 +123,9 @@ def test_rgba_with_alpha_data_is_refused_by_either_decoder(tmp_path, decoder):
         read_id_png(png)
 
 
-def test_pq_is_identical_with_either_decoder(monkeypatch):
-    pytest.importorskip("pyspng")
+def test_pq_is_identical_with_every_decoder(monkeypatch):
+    for module in MODULES.values():
+        pytest.importorskip(module)
     cases = sorted(p.name for p in PQ_REFERENCE.iterdir()
                    if (p / "reference.json").exists() and json.loads((p / "reference.json").read_text())["results"])
     assert len(cases) >= 8
@@ -121,7 +137,7 @@ def test_pq_is_identical_with_either_decoder(monkeypatch):
             gt = load_set(json_path=d / "gt.json", png_dir=d / "gt")
             pred = load_set(json_path=d / "pred.json", png_dir=d / "pred", need_categories=False)
             results.append(evaluate(gt, [pred], workers=0).results[0].to_dict())
-        assert results[0] == results[1], case
+        assert results[0] == results[1] == results[2], case
 
 
 @pytest.fixture(scope="module")
