@@ -286,7 +286,7 @@ class Refiner:
         """One image's PRN output maps (at the processing size, no batch dimension) -> its refined segmentation
         at ``photo_size``: PRN's post-processing at the processing size, the id map enlarged by nearest
         neighbour, then the fusion with ``base`` (its full-size id map and segments) on integer maps."""
-        from .models.prn.base_fusion import confidence_map, dense_labels, restore_base_segments, snap_to_base
+        from .models.prn.base_fusion import dense_labels, restore_base_segments, snap_to_base
         from .models.prn.postprocess import panoptic_from_outputs
         from .resize import resize_ids
         from .synth import random_segment_ids
@@ -312,9 +312,8 @@ class Refiner:
             values = np.unique(lut)
             labels = (values, resize_ids(np.searchsorted(values, lut).astype(np.int32)[seg_map], (height, width)).ravel())
         if post.base_snap_confidence > 0:
-            unsure = (confidence_map(outputs, post.foreground_source) < post.base_snap_confidence).cpu().numpy()
             things = {s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids}
-            ids, labels = snap_to_base(ids, base_ids, resize_ids(unsure, (height, width)), things,
+            ids, labels = snap_to_base(ids, base_ids, self._unsure_pixels(outputs, (height, width)), things,
                                        base_labels=base_labels, labels=labels, return_labels=True)
             present = set(labels[0][np.bincount(labels[1], minlength=len(labels[0])) > 0].tolist())
             segs = [s for s in segs if s["id"] in present]
@@ -323,3 +322,27 @@ class Refiner:
                                               stuff=post.restore_base_segments == "all", base_labels=base_labels,
                                               labels=labels)
         return PanopticPrediction(ids, segs)
+
+    def _unsure_pixels(self, outputs: dict, photo_size: tuple[int, int]):
+        """For :func:`snap_to_base`: flat pixel indices of the photo -> whether PRN's confidence there (at the
+        nearest pixel of its processing-size outputs, as the id map was enlarged) is below base_snap_confidence.
+        Computed for the asked pixels only (those that could move), not the whole map."""
+        import torch
+
+        from .models.prn.base_fusion import confidence_at
+        from .resize import nearest_index
+
+        post = self.postprocess_config
+        semantic = outputs["semantic"]
+        c, h, w = semantic.shape
+        foreground = outputs.get("foreground") if post.foreground_source == "foreground" else None
+        rows, cols = nearest_index(h, photo_size[0]), nearest_index(w, photo_size[1])
+
+        def unsure(flat: np.ndarray) -> np.ndarray:
+            y, x = np.divmod(flat, photo_size[1])
+            at = torch.from_numpy(rows[y] * w + cols[x]).to(semantic.device)
+            conf = confidence_at(semantic.reshape(c, h * w).index_select(1, at),
+                                 None if foreground is None else foreground.reshape(1, h * w).index_select(1, at))
+            return (conf < post.base_snap_confidence).cpu().numpy()
+
+        return unsure

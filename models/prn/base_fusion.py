@@ -49,12 +49,14 @@ def dense_labels(ids: np.ndarray, known=None) -> tuple[np.ndarray, np.ndarray]:
     return values, np.searchsorted(values, flat).astype(np.int32)
 
 
-def pair_counts(a_labels: np.ndarray, na: int, b_labels: np.ndarray, nb: int) -> np.ndarray:
-    """(na, nb) int64 pixel counts of every (a label, b label) pair, from two label maps of one size."""
+def pair_counts(a_labels: np.ndarray, na: int, b_labels: np.ndarray, nb: int, *, return_joint: bool = False):
+    """(na, nb) int64 pixel counts of every (a label, b label) pair, from two label maps of one size; with
+    ``return_joint`` also each pixel's pair index ``a * nb + b``, to read per-pair tables at every pixel."""
     dtype = np.int32 if na * nb < 2 ** 31 else np.int64
     joint = a_labels.astype(dtype) * dtype(nb)
     joint += b_labels
-    return np.bincount(joint, minlength=na * nb).reshape(na, nb)
+    counts = np.bincount(joint, minlength=na * nb).reshape(na, nb)
+    return (counts, joint) if return_joint else counts
 
 
 def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.ndarray, base_segments: list[dict],
@@ -79,7 +81,6 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
     r = ids.astype(np.int64).ravel()
     b_uniq, b_inv = base_labels if base_labels is not None else dense_labels(base_ids)
     r_uniq, r_inv = labels if labels is not None else dense_labels(r)
-    r_is_thing = np.isin(r_uniq, refined_thing_ids)[r_inv]
     r_is_void = r == 0
     inter = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq))
     base_area, r_area = inter.sum(1), inter.sum(0)
@@ -92,31 +93,32 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
     # images 901-1000 with GT corrupted at 0.5: PQ 70.1 -> 69.8, things 55.8 -> 55.2).
     # A refined thing that matches no base segment at all ("orphan") is PRN's own reading of the place; where it
     # overlaps a base thing that nothing matches, it is most often the same object drawn worse at stride 4.
-    orphan_r = np.isin(r_uniq, refined_thing_ids) & (iou.max(axis=0) <= match_iou)
-    free_for_thing = ~r_is_thing | (orphan_r[r_inv] if replace_orphans else False)
+    thing_r = np.isin(r_uniq, refined_thing_ids)
+    orphan_r = thing_r & (iou.max(axis=0) <= match_iou)
+    free_for_thing = (~thing_r | orphan_r if replace_orphans else ~thing_r)[r_inv]
     free_area = {True: np.bincount(b_inv[free_for_thing], minlength=len(b_uniq)),
                  False: np.bincount(b_inv[r_is_void], minlength=len(b_uniq))}
     index = {int(v): k for k, v in enumerate(b_uniq)}
-    out = r.copy()
-    taken = np.zeros(r.shape, dtype=bool)
     used = set(int(s["id"]) for s in segments) | {0}
     restored: set[int] = set()
     new_segments = list(segments)
+    # Base segments cover disjoint pixels, so which ones come back and under which id is decided per segment
+    # first; their pixels are then written in one pass over the map.
+    new_id_of = np.zeros(len(b_uniq), dtype=np.int64)
+    thing_of = np.zeros(len(b_uniq), dtype=bool)
 
     def order(seg):
         return (int(seg["category_id"]) not in thing_category_ids, -base_area[index.get(int(seg["id"]), 0)])
 
     for seg in sorted(base_segments, key=order):
         k = index.get(int(seg["id"]))
-        if k is None or base_area[k] == 0:
+        if k is None or base_area[k] == 0 or new_id_of[k]:
             continue
         is_thing = int(seg["category_id"]) in thing_category_ids
         if not is_thing and not stuff:
             continue
-        if best_iou[k] > match_iou or free_area[is_thing][k] < min_unclaimed * base_area[k]:
-            continue
-        pixels = (b_inv == k) & (free_for_thing if is_thing else r_is_void) & ~taken
-        if not pixels.any():
+        # free_area > 0 here, so the segment has free pixels to restore
+        if best_iou[k] > match_iou or free_area[is_thing][k] < max(min_unclaimed * base_area[k], 1):
             continue
         new_id = int(seg["id"])
         if new_id in used:      # smallest free id: ids stay below 256**3, as the PNG encoding needs
@@ -125,10 +127,16 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
                 new_id += 1
         used.add(new_id)
         restored.add(new_id)
-        out[pixels] = new_id
-        taken |= pixels
+        new_id_of[k], thing_of[k] = new_id, is_thing
         new_segments.append({"id": new_id, "category_id": int(seg["category_id"]), "iscrowd": 0,
                              "score": float(seg.get("score", 1.0))})
+    out = r.copy()
+    if restored:
+        new_id_at = new_id_of[b_inv]
+        taken = (new_id_at > 0) & np.where(thing_of[b_inv], free_for_thing, r_is_void)
+        out[taken] = new_id_at[taken]
+    else:
+        taken = np.zeros(r.shape, dtype=bool)
     lost = np.bincount(r_inv[taken], minlength=len(r_uniq)) if restored else np.zeros(len(r_uniq), np.int64)
     dissolved = np.zeros(len(r_uniq), dtype=bool)
     if replace_orphans and restored:
@@ -144,11 +152,26 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
 def confidence_map(outputs: dict, foreground_source: str):
     """PRN's per-pixel confidence (H, W) in [0, 1]: the top semantic softmax probability, and with the foreground
     branch the lower of that and the foreground decision's probability (max(p, 1 - p))."""
+    semantic = outputs["semantic"]
+    c, h, w = semantic.shape
+    foreground = outputs.get("foreground") if foreground_source == "foreground" else None
+    flat = confidence_at(semantic.reshape(c, h * w), None if foreground is None else foreground.reshape(1, h * w))
+    return flat.reshape(h, w)
+
+
+def confidence_at(semantic, foreground=None):
+    """:func:`confidence_map` of N pixels: ``semantic`` (C, N) logits, ``foreground`` (1, N) logits or None.
+
+    The top softmax probability is computed as 1 / sum_c exp(l_c - max_c l): no (C, N) division and no second
+    reduction, and the same arithmetic for every pixel whether the map is whole or a gathered subset (so
+    :func:`snap_to_base` may ask for only the pixels it could move)."""
     import torch
 
-    conf = torch.softmax(outputs["semantic"].detach().float(), dim=0).amax(0)
-    if foreground_source == "foreground" and "foreground" in outputs:
-        p = torch.sigmoid(outputs["foreground"].detach().float()[0])
+    logits = semantic.detach().float()
+    top = logits.amax(0)
+    conf = torch.exp(logits - top).sum(0).reciprocal_()
+    if foreground is not None:
+        p = torch.sigmoid(foreground.detach().float()[0])
         conf = torch.minimum(conf, torch.maximum(p, 1 - p))
     return conf
 
@@ -156,7 +179,8 @@ def confidence_map(outputs: dict, foreground_source: str):
 def snap_to_base(ids: np.ndarray, base_ids: np.ndarray, uncertain: np.ndarray, thing_segment_ids=None, *,
                  match_iou: float = 0.5, base_labels: tuple[np.ndarray, np.ndarray] | None = None,
                  labels: tuple[np.ndarray, np.ndarray] | None = None, return_labels: bool = False):
-    """Where PRN is unsure (``uncertain``, (H, W) bool), give each pixel to the refined segment that matches the
+    """Where PRN is unsure (``uncertain``: (H, W) bool, or a function from flat pixel indices (int64) to their bool
+    values, asked only for the pixels that could move), give each pixel to the refined segment that matches the
     base's segment there (IoU > ``match_iou``; unique), so a boundary PRN only blurred keeps the base's full-resolution
     shape. Pixels whose base segment has no refined match keep PRN's label. With ``thing_segment_ids`` (refined
     segment ids that are things) only pixels that are, or would become, a thing move: stuff-to-stuff boundaries stay
@@ -164,12 +188,11 @@ def snap_to_base(ids: np.ndarray, base_ids: np.ndarray, uncertain: np.ndarray, t
     segments). ``base_labels`` and ``labels``: :func:`dense_labels` of ``base_ids`` and ``ids``, when the caller has
     them already; with ``return_labels`` the result is ``(ids, labels)``, the labels of the snapped map over the
     same values as ``ids``' (pixels only move between refined segments)."""
-    if ids.shape != base_ids.shape or ids.shape != uncertain.shape:
+    if ids.shape != base_ids.shape or (not callable(uncertain) and ids.shape != uncertain.shape):
         raise ValueError("refined map, base map and uncertainty map must have one size")
-    r = ids.astype(np.int64).ravel()
-    r_uniq, r_inv = labels if labels is not None else dense_labels(r)
+    r_uniq, r_inv = labels if labels is not None else dense_labels(ids.astype(np.int64))
     b_uniq, b_inv = base_labels if base_labels is not None else dense_labels(base_ids)
-    inter = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq))
+    inter, joint = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq), return_joint=True)
     union = inter.sum(1)[:, None] + inter.sum(0)[None, :] - inter
     iou = inter / np.maximum(union, 1)
     iou[b_uniq == 0, :] = 0
@@ -177,14 +200,21 @@ def snap_to_base(ids: np.ndarray, base_ids: np.ndarray, uncertain: np.ndarray, t
     matched = iou > match_iou
     target_label = np.where(matched.any(1), matched.argmax(1), -1)     # base segment -> its refined match
     target = np.where(target_label >= 0, r_uniq[np.maximum(target_label, 0)], -1)
-    move = uncertain.ravel() & (target_label >= 0)[b_inv]
+    # which (base segment, refined segment) pairs may move, read at every pixel through its pair index
+    may_move = np.repeat((target_label >= 0)[:, None], len(r_uniq), axis=1)
     if thing_segment_ids is not None:
         things = np.array(sorted(int(v) for v in thing_segment_ids), dtype=np.int64)
-        move &= np.isin(r_uniq, things)[r_inv] | np.isin(target, things)[b_inv]
+        may_move &= np.isin(r_uniq, things)[None, :] | np.isin(target, things)[:, None]
+    move = may_move.ravel()[joint]
+    if callable(uncertain):
+        candidates = np.flatnonzero(move)
+        move[candidates] = np.asarray(uncertain(candidates), dtype=bool)
+    else:
+        move &= uncertain.ravel()
     moved_to = target_label[b_inv[move]]
-    out = r.copy()
-    out[move] = r_uniq[moved_to]
-    out = out.reshape(ids.shape).astype(ids.dtype, copy=False)
+    out = np.array(ids, copy=True).ravel()
+    out[move] = r_uniq[moved_to].astype(out.dtype, copy=False)
+    out = out.reshape(ids.shape)
     if not return_labels:
         return out
     out_labels = r_inv.copy()

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -171,9 +172,26 @@ def window_max(heat: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """Argmax over dim 0 of (C, N) logits, first index on ties (as ``argmax``). ``max(0)`` gives the same indices
-    ~4x faster on CPU than ``argmax(0)``, whose reduction over the outer dimension is slow."""
-    return logits.max(0).indices
+    """Argmax over dim 0 of (C, N) logits, first index on ties (as ``argmax``), int64 (N,) on the logits' device.
+
+    Both ``argmax(0)`` and ``max(0)`` reduce over the outer dimension slowly on CPU. There a running maximum
+    over the channels in numpy (strictly greater moves the index, so ties keep the first) takes about half of
+    ``max(0)``'s time; ``max(0)`` itself is ~4x faster than ``argmax(0)`` and serves other devices, NaNs and
+    more than 255 channels."""
+    c = logits.shape[0]
+    if logits.device.type != "cpu" or not 1 < c < 256 or logits.dtype not in (torch.float32, torch.float64):
+        return logits.max(0).indices
+    values = logits.detach().numpy()
+    best = values[0].copy()
+    index = np.zeros(values.shape[1:], dtype=np.uint8)
+    greater = np.empty(values.shape[1:], dtype=bool)
+    for k in range(1, c):
+        np.greater(values[k], best, out=greater)
+        np.maximum(best, values[k], out=best)
+        index[greater] = k
+    if np.isnan(best).any():         # torch's argmax picks a NaN; the comparisons above never do
+        return logits.max(0).indices
+    return torch.from_numpy(index.astype(np.int64))
 
 
 def pixel_boxes(box: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
@@ -291,7 +309,7 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
     elif fg_logits is not None:
         fg = torch.sigmoid(fg_logits.detach().float().reshape(-1)) > cfg.foreground_threshold
     else:
-        fg = thing[semantic]
+        fg = thing.take(semantic)
 
     segments = torch.zeros(h * w, dtype=torch.long, device=device)
     coords, heat = find_centers(center, cfg.center_threshold, cfg.nms_kernel, cfg.top_k)
@@ -324,7 +342,7 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
             pix_cls = semantic[fg_idx]
         else:
             thing_idx = thing.nonzero().squeeze(1)
-            pix_cls = thing_idx[channel_argmax(flat_logits[thing_idx[:, None], fg_idx[None, :]])]
+            pix_cls = thing_idx[channel_argmax(flat_logits.index_select(0, thing_idx).index_select(1, fg_idx))]
         votes_per_class = torch.bincount(assign * c + pix_cls, minlength=k * c).reshape(k, c)
         area = votes_per_class.sum(1)
         cls = votes_per_class.argmax(1)                                        # ties: lower class index
@@ -340,14 +358,14 @@ def panoptic_from_outputs(outputs: dict, thing_classes: torch.Tensor,
 
     # Stuff: one bincount over the class ids of the candidate pixels (class c marks the other pixels), and one
     # lookup; candidates are never foreground, so they hold no thing yet.
-    stuff_mask = ~fg & ~thing[semantic]
+    stuff_mask = ~fg & ~thing.take(semantic)      # take: a small table read with a long index, 2x plain indexing
     stuff_sem = torch.where(stuff_mask, semantic, c)
     counts = torch.bincount(stuff_sem, minlength=c + 1)[:c]
     kept_stuff = ~thing & (counts >= max(1, effective_stuff_area(cfg, h, w)))
     lut = torch.zeros(c + 1, dtype=torch.long, device=device)
     stuff_cls = kept_stuff.nonzero().squeeze(1)
     lut[stuff_cls] = torch.arange(n_things + 1, n_things + 1 + stuff_cls.numel(), device=device)
-    segments += lut[stuff_sem]
+    segments += lut.take(stuff_sem)
     stuff_area = counts[stuff_cls]
     if log_norm is not None:
         stuff_pix = stuff_mask.nonzero().squeeze(1)

@@ -75,8 +75,14 @@ def test_window_max_equals_max_pool(kernel):
     assert torch.equal(window_max(heat, kernel), want)
 
 
-def test_channel_argmax_equals_argmax_ties_included():
-    logits = torch.randint(0, 3, (12, 5000)).float()              # many ties
+@pytest.mark.parametrize("channels,dtype", [(12, torch.float32), (2, torch.float64), (255, torch.float32),
+                                            (300, torch.float32), (1, torch.float32)])
+def test_channel_argmax_equals_argmax_ties_included(channels, dtype):
+    logits = torch.randint(0, 3, (channels, 5000)).to(dtype)      # many ties
+    assert torch.equal(channel_argmax(logits), logits.argmax(0))
+    logits = torch.randn(channels, 3000, dtype=dtype)
+    assert torch.equal(channel_argmax(logits), logits.argmax(0))
+    logits[channels // 2, 7] = float("nan")                       # torch picks the NaN
     assert torch.equal(channel_argmax(logits), logits.argmax(0))
 
 
@@ -99,3 +105,39 @@ def test_iou_rows_are_the_diagonal_of_the_matrix_and_grouping_equals_the_plain_r
     got = group_pixels(votes, centers, boxes, center_boxes, 0.5, chunk_elements=1000)
     assert torch.equal(got, want)
     assert 0 < int((agree.any(1) & (want != d.argmin(1))).sum())      # the rule mattered for some pixels
+
+
+def test_snap_asks_only_for_the_pixels_that_could_move_and_gives_the_same_map():
+    rng = np.random.default_rng(5)
+    base_pool = np.array([0, 11, 12, 13, 1001, 1002], dtype=np.uint32)
+    ref_pool = np.array([0, 70001, 70002, 80001], dtype=np.uint32)
+    asked = []
+    for trial in range(6):
+        base = blocks(rng, base_pool, cell=4)
+        # PRN's map: the base's segments under other ids, with a fifth of the pixels redrawn
+        ref = np.select([base == 11, base == 12, base == 1001], [70001, 70002, 80001], 0).astype(np.uint32)
+        ref = np.where(rng.random(base.shape) < 0.2, blocks(rng, ref_pool, cell=4), ref)
+        unsure = rng.random(base.shape) < 0.5
+        things = {70001, 70002}
+
+        def lazy(flat):
+            asked.append(len(flat))
+            return unsure.ravel()[flat]
+
+        want = snap_to_base(ref, base, unsure, things)
+        np.testing.assert_array_equal(snap_to_base(ref, base, lazy, things), want)
+        np.testing.assert_array_equal(snap_to_base(ref, base, lazy, None), snap_to_base(ref, base, unsure, None))
+    assert 0 < sum(asked) < 12 * base.size / 2          # only candidates, far fewer than every pixel
+
+
+def test_confidence_at_gathered_pixels_equals_the_whole_map():
+    from prn_cli.models.prn.base_fusion import confidence_at, confidence_map
+
+    g = torch.Generator().manual_seed(2)
+    sem, fg = torch.randn(7, 9, 11, generator=g) * 3, torch.randn(1, 9, 11, generator=g)
+    whole = confidence_map({"semantic": sem, "foreground": fg}, "foreground")
+    want = torch.minimum(torch.softmax(sem, 0).amax(0), torch.maximum(torch.sigmoid(fg[0]), 1 - torch.sigmoid(fg[0])))
+    assert torch.allclose(whole, want, atol=1e-6)
+    at = torch.tensor([0, 5, 17, 98])
+    part = confidence_at(sem.reshape(7, -1).index_select(1, at), fg.reshape(1, -1).index_select(1, at))
+    assert torch.equal(part, whole.reshape(-1)[at])
