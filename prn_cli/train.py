@@ -419,8 +419,12 @@ def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) 
     if sorted(theirs) != sorted(ours):
         raise fail(path, "checkpoint's categories differ from the training set's",
                    "fine-tune a PRN trained on the same categories, or train from --backbone-weights")
-    state = ckpt["state_dict"]
+    state = dict(ckpt["state_dict"])
     reference = build_model(config, categories).state_dict()
+    # A PRN without a full-resolution refiner fine-tunes into one: the refiner's output starts at zero, so the
+    # network starts as the checkpoint's
+    if not any(k.startswith("full_resolution.") for k in state):
+        state.update({k: v for k, v in reference.items() if k.startswith("full_resolution.")})
     differ = sorted(k for k in set(reference) | set(state)
                     if k not in reference or k not in state or tuple(reference[k].shape) != tuple(state[k].shape))
     if differ:

@@ -72,6 +72,11 @@ class PRNConfig:
     base_prior_gain: float = 5.0
     #: the renderer's offset_scale: base offsets/boxes arrive divided by it (RenderConfig.offset_scale)
     base_offset_scale: float = 64.0
+    #: width of the full-resolution refiner (0 = none, the paper's network): two 3x3 convolutions at input
+    #: resolution over [RGB, semantic and foreground probabilities] whose zero-initialised output corrects the
+    #: semantic and foreground logits, so boundaries can move by the pixel or two that stride-4 heads and a sharp
+    #: base prior cannot (a prn extension, docs/design.md "PRN")
+    full_resolution_channels: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

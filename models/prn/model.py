@@ -72,6 +72,41 @@ COMMON_STRIDE = 4
 HEAD_CHANNELS = {"center": 1, "offset": 2, "foreground": 1, "box": 4}
 
 
+class FullResolutionRefiner(nn.Module):
+    """Corrections of the semantic (and foreground) logits at input resolution, from the image.
+
+    The heads work at stride 4 and are upsampled bilinearly, and the base prior added to them is sharp but is the
+    base's own boundary, so on their own the outputs cannot move a boundary by the pixel or two that separates a
+    coarse base mask from the object. Here two 3x3 convolutions (ReLU) read [RGB, softmax of the semantic logits,
+    sigmoid of the foreground logit] at full resolution and a 1x1 convolution, zero at initialisation, adds a
+    correction to the logits: a fresh refiner changes nothing, so it can be added to a trained PRN and fine-tuned.
+
+    ``forward(image (B, 3, H, W), outputs)`` returns ``outputs`` with ``"semantic"`` (and ``"foreground"``) corrected.
+    """
+
+    def __init__(self, num_classes: int, channels: int, foreground: bool):
+        super().__init__()
+        self.foreground = foreground
+        maps = num_classes + int(foreground)
+        self.body = nn.Sequential(nn.Conv2d(3 + maps, channels, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.correction = nn.Conv2d(channels, maps, 1)
+        nn.init.zeros_(self.correction.weight)
+        nn.init.zeros_(self.correction.bias)
+
+    def forward(self, image: torch.Tensor, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        semantic = outputs["semantic"]
+        parts = [image.to(semantic.dtype), torch.softmax(semantic, dim=1)]
+        if self.foreground:
+            parts.append(torch.sigmoid(outputs["foreground"]))
+        correction = self.correction(self.body(torch.cat(parts, dim=1)))
+        c = semantic.shape[1]
+        corrected = dict(outputs, semantic=semantic + correction[:, :c])
+        if self.foreground:
+            corrected["foreground"] = outputs["foreground"] + correction[:, c:]
+        return corrected
+
+
 class PRN(nn.Module):
     """The refinement network. ``categories``: the COCO category list (class index = list position)."""
 
@@ -143,6 +178,11 @@ class PRN(nn.Module):
                 name: nn.Parameter(torch.zeros(num_classes if name == "semantic" else ())) for name in heads})
         else:
             self.prior_scale = None
+        if config.full_resolution_channels < 0:
+            raise ValueError("full_resolution_channels must be >= 0")
+        self.full_resolution = (FullResolutionRefiner(num_classes, config.full_resolution_channels,
+                                                      config.foreground_head)
+                                if config.full_resolution_channels else None)
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -188,6 +228,8 @@ class PRN(nn.Module):
                 if name == "box":
                     y = F.softplus(y)  # ~identity above a few pixels; keeps distances >= 0
             outputs[name] = y
+        if self.full_resolution is not None:
+            outputs = self.full_resolution(inputs["image"], outputs)
         return outputs
 
     def prior_gain(self, name: str) -> torch.Tensor:

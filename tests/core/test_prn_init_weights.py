@@ -54,3 +54,16 @@ def test_fine_tuning_starts_from_the_checkpoint(data, tmp_path):
         train_prn(data / "annotations" / "panoptic_train.json", cfg,
                   PRNTrainingOptions(init_weights=str(shipped), backbone_weights=str(shipped),
                                      switches=PRNSwitches()), overwrite=True)
+
+
+def test_a_prn_without_the_full_resolution_refiner_fine_tunes_into_one(data, tmp_path):
+    shipped = shipped_weights("prn")
+    categories = load_set(data / "annotations" / "panoptic_train.json").categories
+    (tmp_path / "fr.json").write_text(json.dumps({**SHIPPED_CONFIG, "full_resolution_channels": 8}))
+    config = prn_model_config("tiny", str(tmp_path / "fr.json"))
+    state = prn_init_state(shipped, config, categories)
+    expected = torch.load(shipped, weights_only=True)["state_dict"]
+    added = set(state) - set(expected)
+    assert added and all(k.startswith("full_resolution.") for k in added)
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert not state["full_resolution.correction.weight"].any()      # starts as the checkpoint's network

@@ -545,3 +545,55 @@ class TestPRNContract(NetworkContract):
             grad = model.semantic_embedding.weight.grad
             assert (float(grad.abs().sum()) > 0) == (step == 1), step
             optimizer.step()
+
+
+def test_a_fresh_full_resolution_refiner_changes_nothing_and_its_grads_flow():
+    plain = make_model(seed=3, base_prior=True).eval()
+    refined = build_model(tiny(base_prior=True, full_resolution_channels=8), CATS).eval()
+    missing = refined.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("full_resolution.") for k in missing)
+    inputs = make_inputs(b=1)
+    with torch.no_grad():
+        a, b = plain(inputs), refined(inputs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    refined.train()
+    losses = refined(inputs, make_targets(b=1))
+    sum(losses.values()).backward()
+    assert float(refined.full_resolution.correction.weight.grad.abs().sum()) > 0
+
+
+def test_the_full_resolution_refiner_learns_a_boundary_the_stride_4_heads_blur():
+    """Semantic logits that are a blurred (stride-4-like) copy of a sharp two-class edge, and the image showing
+    the edge: trained alone for a few hundred steps, the refiner puts the boundary where the image has it."""
+    from prn_cli.models.prn.model import FullResolutionRefiner
+
+    torch.manual_seed(0)
+    refiner = FullResolutionRefiner(num_classes=2, channels=8, foreground=False)
+    opt = torch.optim.Adam(refiner.parameters(), lr=0.01)
+    h = w = 32
+
+    def sample():
+        edge = int(torch.randint(10, 22, ()))
+        truth = torch.zeros(1, h, w, dtype=torch.long)
+        truth[..., edge:] = 1
+        image = truth[:, None].float().expand(1, 3, h, w) * 2 - 1
+        coarse = F.interpolate(F.avg_pool2d(F.one_hot(truth, 2).permute(0, 3, 1, 2).float(), 8), size=(h, w),
+                               mode="bilinear", align_corners=False) * 6 - 3   # boundary off by up to 4 px
+        return image, {"semantic": coarse}, truth
+
+    def errors(n=20):
+        wrong = 0
+        with torch.no_grad():
+            for _ in range(n):
+                image, outputs, truth = sample()
+                wrong += int((refiner(image, outputs)["semantic"].argmax(1) != truth).sum())
+        return wrong
+
+    before = errors()
+    for _ in range(300):
+        image, outputs, truth = sample()
+        loss = F.cross_entropy(refiner(image, outputs)["semantic"], truth)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert before > 100 and errors() < before / 5
