@@ -139,7 +139,7 @@ def train_unit(run: Path, unit: Unit, options: AblationOptions, resume: bool, st
     try:
         schedule = dataclasses.replace(options.schedule, out_dir=str(unit_dir(run, unit)), seed=unit.seed,
                                        device=options.device, resume=resume, overwrite=not resume, val_every=0,
-                                       channels_last=options.device != "cpu")
+                                       channels_last="always")
     except ValueError as exc:
         raise UsageError(f"ablation schedule: {exc}") from None
     training = dataclasses.replace(options.training, switches=unit.row.switches,

@@ -44,7 +44,7 @@ def _check_tensorboard(wanted: bool) -> None:
 
 
 def _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp, num_workers,
-                  seed, resume, tensorboard=False):
+                  seed, resume, tensorboard=False, channels_last="cuda"):
     from ..engine import TrainConfig
     from ..errors import UsageError
 
@@ -52,7 +52,7 @@ def _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, va
         return TrainConfig(out_dir=str(out), iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters,
                            checkpoint_every=checkpoint_every, val_every=val_every, device=device.value,
                            amp=amp.value, num_workers=num_workers, seed=seed, resume=resume,
-                           channels_last=device.value != "cpu", tensorboard=tensorboard)
+                           channels_last=channels_last, tensorboard=tensorboard)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -242,7 +242,7 @@ def train_prn_command(
                            "or a prn base checkpoint (nothing is downloaded)"),
         lambda: check_file(init_weights, "PRN checkpoint", "pass a checkpoint written by prn train prn")])
     train_cfg = _train_config(out, iters, batch_size, lr, warmup_iters, checkpoint_every, val_every, device, amp,
-                              num_workers, seed, resume, tensorboard)
+                              num_workers, seed, resume, tensorboard, channels_last="always")
 
     from ..console import progress, training_progress
     from ..runtime import set_threads
