@@ -77,6 +77,12 @@ class PRNConfig:
     #: semantic and foreground logits, so boundaries can move by the pixel or two that stride-4 heads and a sharp
     #: base prior cannot (a prn extension, docs/design.md "PRN")
     full_resolution_channels: int = 0
+    #: whether the full-resolution refiner also corrects the foreground logit (else the semantic logits only)
+    full_resolution_foreground: bool = True
+    #: which parameters training updates: "all", or "full_resolution" (the refiner alone; every other module is
+    #: frozen and kept in eval mode, its batch-norm statistics included, like torchvision's
+    #: trainable_backbone_layers): to add a refiner to a trained PRN without moving anything else
+    trainable: str = "all"
 
     def to_dict(self) -> dict:
         return asdict(self)

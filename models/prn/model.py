@@ -181,8 +181,26 @@ class PRN(nn.Module):
         if config.full_resolution_channels < 0:
             raise ValueError("full_resolution_channels must be >= 0")
         self.full_resolution = (FullResolutionRefiner(num_classes, config.full_resolution_channels,
-                                                      config.foreground_head)
+                                                      config.foreground_head and config.full_resolution_foreground)
                                 if config.full_resolution_channels else None)
+        if config.trainable not in ("all", "full_resolution"):
+            raise ValueError(f"trainable must be 'all' or 'full_resolution', got {config.trainable!r}")
+        if config.trainable == "full_resolution":
+            if self.full_resolution is None:
+                raise ValueError("trainable 'full_resolution' needs full_resolution_channels > 0")
+            for name, parameter in self.named_parameters():
+                parameter.requires_grad_(name.startswith("full_resolution."))
+            self.train(self.training)
+
+    def train(self, mode: bool = True) -> "PRN":
+        """As nn.Module.train; with ``config.trainable == "full_resolution"`` everything but the refiner stays in
+        eval mode (frozen batch-norm statistics, no dropout)."""
+        super().train(mode)
+        if self.config.trainable == "full_resolution":
+            for name, module in self.named_children():
+                if name != "full_resolution":
+                    module.train(False)
+        return self
 
     # ------------------------------------------------------------------------------------------------------------
 

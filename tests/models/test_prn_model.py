@@ -597,3 +597,29 @@ def test_the_full_resolution_refiner_learns_a_boundary_the_stride_4_heads_blur()
         loss.backward()
         opt.step()
     assert before > 100 and errors() < before / 5
+
+
+def test_training_only_the_full_resolution_refiner_moves_nothing_else():
+    torch.manual_seed(0)
+    model = build_model(tiny(base_prior=True, full_resolution_channels=8, trainable="full_resolution"), CATS)
+    model.train()
+    assert model.full_resolution.training and not model.backbone.training and not model.heads.training
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("full_resolution.") for n in trainable)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        losses = model(make_inputs(b=1), make_targets(b=1))
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("full_resolution.") for k in changed)   # BN statistics included
+    semantic_only = build_model(tiny(base_prior=True, full_resolution_channels=8, full_resolution_foreground=False),
+                                CATS)
+    assert semantic_only.full_resolution.correction.out_channels == len(CATS)
+    with pytest.raises(ValueError, match="trainable"):
+        build_model(tiny(trainable="backbone"), CATS)
+    with pytest.raises(ValueError, match="full_resolution_channels"):
+        build_model(tiny(trainable="full_resolution"), CATS)
