@@ -15,7 +15,8 @@ from prn_cli.shipped import shipped_weights
 from prn_cli.synth import SynthConfig, write_dataset
 from prn_cli.train import PRNTrainingOptions, prn_init_state, prn_model_config, train_prn
 
-SHIPPED_CONFIG = {"loss": {"semantic_top_k": 0.2}}
+SHIPPED_CONFIG = {"loss": {"semantic_top_k": 0.2}, "full_resolution_channels": 16,
+                  "full_resolution_foreground": False}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_init_state_is_the_checkpoints_and_refuses_another_network_or_categories
     expected = torch.load(shipped, weights_only=True)["state_dict"]
     assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
     with pytest.raises(InvalidInputError, match=r"network differs .*box"):
-        prn_init_state(shipped, prn_model_config("tiny", None, box_head=False), categories)
+        prn_init_state(shipped, prn_model_config("tiny", str(data / "loss.json"), box_head=False), categories)
     with pytest.raises(InvalidInputError, match="categories differ"):
         prn_init_state(shipped, config, categories[:-1])
 
@@ -59,11 +60,13 @@ def test_fine_tuning_starts_from_the_checkpoint(data, tmp_path):
 def test_a_prn_without_the_full_resolution_refiner_fine_tunes_into_one(data, tmp_path):
     shipped = shipped_weights("prn")
     categories = load_set(data / "annotations" / "panoptic_train.json").categories
-    (tmp_path / "fr.json").write_text(json.dumps({**SHIPPED_CONFIG, "full_resolution_channels": 8}))
-    config = prn_model_config("tiny", str(tmp_path / "fr.json"))
-    state = prn_init_state(shipped, config, categories)
-    expected = torch.load(shipped, weights_only=True)["state_dict"]
-    added = set(state) - set(expected)
+    ckpt = torch.load(shipped, weights_only=True)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("full_resolution.")}
+    ckpt["config"]["model"]["full_resolution_channels"] = 0
+    torch.save(ckpt, tmp_path / "without.pt")                      # a PRN as trained before the refiner existed
+    config = prn_model_config("tiny", str(data / "loss.json"))
+    state = prn_init_state(tmp_path / "without.pt", config, categories)
+    added = set(state) - set(ckpt["state_dict"])
     assert added and all(k.startswith("full_resolution.") for k in added)
-    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert all(torch.equal(state[k], ckpt["state_dict"][k]) for k in ckpt["state_dict"])
     assert not state["full_resolution.correction.weight"].any()      # starts as the checkpoint's network
