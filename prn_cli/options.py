@@ -126,6 +126,7 @@ class PostProcessOverrides(_Overrides):
     stuff_area: int | None = _field("non_negative", int)
     box_iou_threshold: float | None = _field("fraction", float)
     restore_base_segments: str | None = _field("restore")
+    reclaim_other_classes: bool | None = _field("bool")
     base_snap_confidence: float | None = _field("fraction", float)
 
     def apply(self, stored: dict):

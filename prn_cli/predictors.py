@@ -319,7 +319,9 @@ class Refiner:
             segs = [s for s in segs if s["id"] in present]
         if post.restore_base_segments != "none":
             ids, segs = restore_base_segments(ids, segs, base_ids, list(base[1]), set(self.category_map.thing_ids),
-                                              stuff=post.restore_base_segments == "all", base_labels=base_labels,
+                                              stuff=post.restore_base_segments == "all",
+                                              reclaim_other_classes=post.reclaim_other_classes,
+                                              base_labels=base_labels,
                                               labels=labels)
         return PanopticPrediction(ids, segs)
 

@@ -61,7 +61,7 @@ def pair_counts(a_labels: np.ndarray, na: int, b_labels: np.ndarray, nb: int, *,
 
 def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.ndarray, base_segments: list[dict],
                           thing_category_ids: set[int], *, stuff: bool = True, replace_orphans: bool = True,
-                          min_unclaimed: float = 0.5, match_iou: float = 0.5,
+                          min_unclaimed: float = 0.5, match_iou: float = 0.5, reclaim_other_classes: bool = False,
                           base_labels: tuple[np.ndarray, np.ndarray] | None = None,
                           labels: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list[dict]]:
     """``(ids, segments)`` of PRN's result with the dropped base segments put back (see the module docstring).
@@ -69,7 +69,10 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
     ``ids`` / ``base_ids``: (H, W) integer id maps (0 = void); ``segments`` / ``base_segments``: their
     ``segments_info`` (``id``, ``category_id``). New segments take the base's id when it is free, else the
     smallest free id; their score is the base segment's, else 1.0. ``stuff=False`` restores things only;
-    ``replace_orphans=False`` leaves orphans alone (measured: worse, see models/README.md). ``base_labels`` and
+    ``replace_orphans=False`` leaves orphans alone (measured: worse, see models/README.md). With
+    ``reclaim_other_classes`` a base thing that no refined segment matches may also take back its pixels from
+    refined things of another category (PRN swallowed it into a neighbour; a split PRN repaired is one category,
+    so it is never undone). ``base_labels`` and
     ``labels``: :func:`dense_labels` of ``base_ids`` and ``ids``, when the caller has them already.
     """
     if ids.shape != base_ids.shape:
@@ -95,9 +98,23 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
     # overlaps a base thing that nothing matches, it is most often the same object drawn worse at stride 4.
     thing_r = np.isin(r_uniq, refined_thing_ids)
     orphan_r = thing_r & (iou.max(axis=0) <= match_iou)
-    free_for_thing = (~thing_r | orphan_r if replace_orphans else ~thing_r)[r_inv]
-    free_area = {True: np.bincount(b_inv[free_for_thing], minlength=len(b_uniq)),
-                 False: np.bincount(b_inv[r_is_void], minlength=len(b_uniq))}
+    free_r = ~thing_r | orphan_r if replace_orphans else ~thing_r
+    joint = None
+    if reclaim_other_classes:
+        # which refined segments' pixels each base segment may take: a per-(base, refined) table read through
+        # each pixel's pair index
+        r_cat = {int(s["id"]): int(s["category_id"]) for s in segments}
+        b_cat = {int(s["id"]): int(s["category_id"]) for s in base_segments}
+        r_cats = np.array([r_cat.get(int(v), -1) for v in r_uniq], dtype=np.int64)
+        b_cats = np.array([b_cat.get(int(v), -2) for v in b_uniq], dtype=np.int64)
+        may_take = free_r[None, :] | (thing_r[None, :] & (r_cats[None, :] != b_cats[:, None]))
+        _, joint = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq), return_joint=True)
+        free_for_thing = may_take.ravel()[joint]
+        free_thing_area = (inter * may_take).sum(1)
+    else:
+        free_for_thing = free_r[r_inv]
+        free_thing_area = np.bincount(b_inv[free_for_thing], minlength=len(b_uniq))
+    free_area = {True: free_thing_area, False: np.bincount(b_inv[r_is_void], minlength=len(b_uniq))}
     index = {int(v): k for k, v in enumerate(b_uniq)}
     used = set(int(s["id"]) for s in segments) | {0}
     restored: set[int] = set()

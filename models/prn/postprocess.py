@@ -77,6 +77,9 @@ class PostProcessConfig:
     #: do no harm: put back base segments that PRN dropped, "things" (onto pixels it gave to stuff or void) or "all"
     #: (stuff too, onto pixels it left void); base_fusion.restore_base_segments, applied by the predictor
     restore_base_segments: str = "none"
+    #: with restore_base_segments: a base thing that PRN swallowed into a neighbouring thing of another category
+    #: takes its pixels back (a split PRN repaired is one category, so it is never undone)
+    reclaim_other_classes: bool = False
     #: do no harm: where PRN's confidence (base_fusion.confidence_map) is below this, a pixel goes to the refined
     #: segment matching the base's segment there, keeping the base's full-resolution boundaries; 0 = off
     base_snap_confidence: float = 0.0

@@ -169,9 +169,14 @@ RestoreBaseSegments = Annotated[Optional[RestoreChoice], typer.Option(
     "dropped: things (on pixels it left to stuff or void), or all (stuff too, on pixels it left void).")]
 
 
+ReclaimOtherClasses = Annotated[Optional[bool], typer.Option(
+    "--reclaim-other-classes/--no-reclaim-other-classes", metavar="", help="Do no harm, with "
+    "--restore-base-segments: a base thing that PRN swallowed into a thing of another class takes its pixels back.")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
-                   restore_base_segments=None, base_snap_confidence=None):
+                   restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -180,7 +185,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         use_pred_bbox=use_pred_bbox, center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
         foreground_threshold=foreground_threshold, stuff_area=stuff_area, box_iou_threshold=box_iou_threshold,
         restore_base_segments=restore_base_segments.value if isinstance(restore_base_segments, Enum)
-        else restore_base_segments, base_snap_confidence=base_snap_confidence)
+        else restore_base_segments, reclaim_other_classes=reclaim_other_classes,
+        base_snap_confidence=base_snap_confidence)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoxIouThreshold, CenterThreshold, ConfigFile, Crop, Device,
-                      DeviceOpt, ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch, PRNArchOpt,
-                      PostStuffArea, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit,
-                      WarmupIters, command, post_overrides)
+from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoxIouThreshold, CenterThreshold,
+                      ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel,
+                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, RestoreBaseSegments, ReclaimOtherClasses, Seed,
+                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -68,6 +68,7 @@ def ablate_command(
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
     restore_base_segments: RestoreBaseSegments = None,
+    reclaim_other_classes: ReclaimOtherClasses = None,
     base_snap_confidence: BaseSnapConfidence = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
@@ -95,8 +96,9 @@ def ablate_command(
     postprocess = post_overrides(center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                  foreground_threshold=foreground_threshold, stuff_area=stuff_area,
                                  box_iou_threshold=box_iou_threshold,
-                               restore_base_segments=restore_base_segments,
-                               base_snap_confidence=base_snap_confidence)
+                                 restore_base_segments=restore_base_segments,
+                                 reclaim_other_classes=reclaim_other_classes,
+                                 base_snap_confidence=base_snap_confidence)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)
     check_weights(base_weights, "base")

@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
-from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold,
-                      Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson,
-                      JsonOut, LabelDivisor, LabelMapOpt, MaxSize, MinSize, NmsKernel, Out, Overwrite, PostStuffArea,
-                      RestoreBaseSegments, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
+from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt,
+                      ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut, LabelDivisor,
+                      LabelMapOpt, MaxSize, MinSize, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments,
+                      ReclaimOtherClasses, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
                       post_overrides)
 
 
@@ -40,6 +40,7 @@ def refine_command(
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
     restore_base_segments: RestoreBaseSegments = None,
+    reclaim_other_classes: ReclaimOtherClasses = None,
     base_snap_confidence: BaseSnapConfidence = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
@@ -82,6 +83,7 @@ def refine_command(
                                foreground_threshold=foreground_threshold, stuff_area=stuff_area,
                                box_iou_threshold=box_iou_threshold,
                                restore_base_segments=restore_base_segments,
+                               reclaim_other_classes=reclaim_other_classes,
                                base_snap_confidence=base_snap_confidence)
     check_device(device.value)
     from ..onnx_runtime import check_runtime

@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence, BoxIouThreshold, CONTEXT, CenterThreshold,
-                      CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold,
-                      Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea,
-                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
-                      ValLimit, WarmupIters, command, post_overrides)
+from ._common import (RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
+                      BoxIouThreshold, CONTEXT, CenterThreshold, CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt,
+                      ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch,
+                      PRNArchOpt, PostStuffArea, RestoreBaseSegments, ReclaimOtherClasses, Seed, StrengthRange,
+                      Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters, command,
+                      post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
@@ -209,6 +210,7 @@ def train_prn_command(
     stuff_area: PostStuffArea = None,
     box_iou_threshold: BoxIouThreshold = None,
     restore_base_segments: RestoreBaseSegments = None,
+    reclaim_other_classes: ReclaimOtherClasses = None,
     base_snap_confidence: BaseSnapConfidence = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
@@ -230,8 +232,9 @@ def train_prn_command(
                                  center_threshold=center_threshold, nms_kernel=nms_kernel, top_k=top_k,
                                  foreground_threshold=foreground_threshold, stuff_area=stuff_area,
                                  box_iou_threshold=box_iou_threshold,
-                               restore_base_segments=restore_base_segments,
-                               base_snap_confidence=base_snap_confidence)
+                                 restore_base_segments=restore_base_segments,
+                                 reclaim_other_classes=reclaim_other_classes,
+                                 base_snap_confidence=base_snap_confidence)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")

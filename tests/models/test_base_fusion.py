@@ -104,3 +104,18 @@ def test_an_orphan_drawn_over_a_dropped_base_thing_gives_way_and_its_rest_is_dis
     assert {s["id"] for s in out_segs} == {7, 8, 10}
     kept, _ = restore_base_segments(ref, segs, base, base_segs, THINGS, replace_orphans=False)
     assert int((kept == 12).sum()) == 3 and (kept[2, 1:3] == 10).all()
+
+
+def test_a_base_thing_swallowed_by_a_neighbour_of_another_class_is_reclaimed_only_when_asked():
+    base, base_segs, ref, segs = _maps()
+    base[4:6, 2:4] = 12                                   # a small base thing of class 1 beside thing 11 (class 2)
+    base_segs.append({"id": 12, "category_id": 1})
+    ref[4:8, 2:8] = 8                                     # PRN's thing 8 (class 2, matches 11) swallowed it
+    out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS)
+    assert not (out == 12).any()                          # default: pixels of a matched refined thing stay
+    out, out_segs = restore_base_segments(ref, segs, base, base_segs, THINGS, reclaim_other_classes=True)
+    assert (out[4:6, 2:4] == 12).all() and int((out == 12).sum()) == 4
+    assert (out[4:8, 4:8] == 8).all() and {"id": 12, "category_id": 1, "iscrowd": 0, "score": 1.0} in out_segs
+    base_segs[-1]["category_id"] = 2                      # the same class: maybe a split PRN repaired, kept
+    out, _ = restore_base_segments(ref, segs, base, base_segs, THINGS, reclaim_other_classes=True)
+    assert not (out == 12).any()
