@@ -25,17 +25,18 @@ import statistics
 import time
 
 
-def make_batch_source(model: str, data: str, base: str | None, crop: int, batch_size: int, config):
+def make_batch_source(model: str, gt, base: str | None, crop: int, batch_size: int, config):
+    """A function returning the next collated training batch of ``gt`` (a PanopticSet), as ``prn train`` builds it."""
     from prn_cli.data import PanopticTrainingSet, TrainTransform, collate
     from prn_cli.models.prn.render import RenderConfig
     from prn_cli.refine_data import RefineDataOptions, RefinementTrainingSet, collate_refine
 
     if model == "prn":
-        dataset = RefinementTrainingSet(data, base=base, options=RefineDataOptions(
+        dataset = RefinementTrainingSet(gt, base=base, options=RefineDataOptions(
             crop=crop, render=RenderConfig(offset_scale=config.base_offset_scale)))
         collate_fn = collate_refine
     else:
-        dataset = PanopticTrainingSet(data, transform=TrainTransform(crop_size=(crop, crop)))
+        dataset = PanopticTrainingSet(gt, transform=TrainTransform(crop_size=(crop, crop)))
 
         def collate_fn(items):
             return collate(items, size_divisibility=config.size_divisibility)
@@ -46,7 +47,7 @@ def make_batch_source(model: str, data: str, base: str | None, crop: int, batch_
         start = next(counter) * batch_size
         return collate_fn([dataset[(start + k) % len(dataset)] for k in range(batch_size)])
 
-    return dataset, batch
+    return batch
 
 
 def step_fn(model, optimizer, batch):
@@ -67,6 +68,8 @@ def step_fn(model, optimizer, batch):
 def time_variant(variant: str, build_model, categories, config, batch, steps: int, warmup: int) -> dict:
     import torch
 
+    from prn_cli.engine import _to_device
+
     threads = int(variant.split("=")[1]) if variant.startswith("threads=") else 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -75,7 +78,7 @@ def time_variant(variant: str, build_model, categories, config, batch, steps: in
     compile_seconds = None
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)
-        batch = _channels_last(batch)
+        batch = _to_device(batch, torch.device("cpu"), channels_last=True)
     run = model
     if variant == "compile":
         run = torch.compile(model)
@@ -91,18 +94,6 @@ def time_variant(variant: str, build_model, categories, config, batch, steps: in
         times.append(time.perf_counter() - t0)
     return {"variant": variant, "threads": threads, "s_per_step": statistics.median(times),
             "s_per_step_min": min(times), "compile_seconds": compile_seconds}
-
-
-def _channels_last(obj):
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.contiguous(memory_format=torch.channels_last) if obj.dim() == 4 else obj
-    if isinstance(obj, dict):
-        return {k: _channels_last(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_channels_last(v) for v in obj)
-    return obj
 
 
 def main() -> None:
@@ -121,6 +112,7 @@ def main() -> None:
 
     import torch
 
+    from prn_cli.panoptic import load_set
     from prn_cli.train import base_model_config, prn_model_config
 
     torch.set_num_threads(1)
@@ -130,10 +122,9 @@ def main() -> None:
     else:
         from prn_cli.models.ms_panoptic_fpn.model import build_model
         config = base_model_config("tiny", args.config)
-    dataset, batch = make_batch_source(args.model, args.data, args.base, args.crop, args.batch_size, config)
-    from prn_cli.panoptic import load_set
-
-    categories = load_set(args.data).categories
+    gt = load_set(args.data)
+    categories = gt.categories
+    batch = make_batch_source(args.model, gt, args.base, args.crop, args.batch_size, config)
     data_times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()

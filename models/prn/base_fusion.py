@@ -85,7 +85,7 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
     b_uniq, b_inv = base_labels if base_labels is not None else dense_labels(base_ids)
     r_uniq, r_inv = labels if labels is not None else dense_labels(r)
     r_is_void = r == 0
-    inter = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq))
+    inter, joint = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq), return_joint=True)
     base_area, r_area = inter.sum(1), inter.sum(0)
     iou = inter / np.maximum(base_area[:, None] + r_area[None, :] - inter, 1)
     iou[b_uniq == 0, :] = 0
@@ -99,7 +99,6 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
     thing_r = np.isin(r_uniq, refined_thing_ids)
     orphan_r = thing_r & (iou.max(axis=0) <= match_iou)
     free_r = ~thing_r | orphan_r if replace_orphans else ~thing_r
-    joint = None
     if reclaim_other_classes:
         # which refined segments' pixels each base segment may take: a per-(base, refined) table read through
         # each pixel's pair index
@@ -108,7 +107,6 @@ def restore_base_segments(ids: np.ndarray, segments: list[dict], base_ids: np.nd
         r_cats = np.array([r_cat.get(int(v), -1) for v in r_uniq], dtype=np.int64)
         b_cats = np.array([b_cat.get(int(v), -2) for v in b_uniq], dtype=np.int64)
         may_take = free_r[None, :] | (thing_r[None, :] & (r_cats[None, :] != b_cats[:, None]))
-        _, joint = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq), return_joint=True)
         free_for_thing = may_take.ravel()[joint]
         free_thing_area = (inter * may_take).sum(1)
     else:

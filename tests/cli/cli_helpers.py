@@ -19,6 +19,13 @@ def prn(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def synth(out, *args) -> Path:
+    """``prn synth --out OUT ARGS``, which must succeed; returns ``out``."""
+    made = prn("synth", "--out", out, *args)
+    assert made.returncode == 0, made.stderr
+    return Path(out)
+
+
 def prn_script() -> list[str]:
     """The installed ``prn`` console script beside this interpreter, else ``python -m prn_cli``."""
     script = Path(sys.executable).parent / "prn"

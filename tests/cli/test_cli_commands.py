@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from cli_helpers import prn
+from cli_helpers import prn, synth
 from conftest import PQ_REFERENCE
 
 from prn_cli.panoptic import load_set, validate_set
@@ -71,8 +71,7 @@ def test_viz_cli_panels_of_two_sets(tmp_path):
 
 
 def test_train_base_cli_writes_a_run_and_refuses_to_clobber_it(tmp_path):
-    made = prn("synth", "--out", tmp_path / "d", "--n", "2", "--size", "64x64", "--seed", "1", "--split", "train")
-    assert made.returncode == 0, made.stderr
+    synth(tmp_path / "d", "--n", "2", "--size", "64x64", "--seed", "1", "--split", "train")
     # relative paths, run from tmp_path: the path printed must be usable from where the command ran
     args = ["train", "base", "--data", "d", "--out", "run", "--iters", "2", "--batch-size", "2", "--crop", "64",
             "--warmup-iters", "1", "--num-workers", "0"]

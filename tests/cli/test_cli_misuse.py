@@ -7,14 +7,13 @@ import json
 
 import pytest
 
-from cli_helpers import assert_one_line_error, prn
+from cli_helpers import assert_one_line_error, prn, synth
 
 
 @pytest.fixture(scope="module")
 def synth_train(tmp_path_factory):
     root = tmp_path_factory.mktemp("misuse")
-    made = prn("synth", "--out", root / "d", "--n", "2", "--size", "64x64", "--seed", "1", "--split", "train")
-    assert made.returncode == 0, made.stderr
+    synth(root / "d", "--n", "2", "--size", "64x64", "--seed", "1", "--split", "train")
     return root
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import prn
+from cli_helpers import prn, synth
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +55,7 @@ def interrupt(complete: Path, stem: str, request: dict, lines_of: dict[str, dict
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("torchrun")
-    made = prn("synth", "--out", root / "data", "--n", "6", "--seed", "4", "--split", "val", "--size", "96x64")
-    assert made.returncode == 0, made.stderr
+    synth(root / "data", "--n", "6", "--seed", "4", "--split", "val", "--size", "96x64")
     return root
 
 
