@@ -127,6 +127,8 @@ class PostProcessOverrides(_Overrides):
     box_iou_threshold: float | None = _field("fraction", float)
     restore_base_segments: str | None = _field("restore")
     reclaim_other_classes: bool | None = _field("bool")
+    min_join_contact: float | None = _field("non_negative", float)
+    keep_base_thing_class: bool | None = _field("bool")
     base_snap_confidence: float | None = _field("fraction", float)
 
     def apply(self, stored: dict):

@@ -170,7 +170,8 @@ class Refiner:
         overrides: post-processing replacing the checkpoint's stored ``PostProcessConfig`` values.
         processing_size: the size PRN and its post-processing run at (default: shorter side at most 800, longer
             side at most 1333). The refined id map is enlarged to the image's size, and the fusion with the base
-            (``restore_base_segments``, ``base_snap_confidence``) works there on integer maps.
+            (``restore_base_segments``, ``base_snap_confidence``, ``min_join_contact``,
+            ``keep_base_thing_class``) works there on integer maps.
 
     A base is given as its id map (H, W) and its ``segments_info`` (``id`` and ``category_id`` of the
     checkpoint's categories; map other ids first, see ``refine.category_translation``).
@@ -268,7 +269,7 @@ class Refiner:
         if not prepared:
             return []
         post = self.postprocess_config
-        if (post.restore_base_segments != "none" or post.base_snap_confidence > 0) and bases is None:
+        if post.fuses_with_base and bases is None:
             raise ValueError("fusing with the base needs the base of every image (bases=...)")
         inputs, _ = collate_refine([({k: p[k] for k in NETWORK_INPUTS}, None) for p in prepared], size_divisibility=32)
         with torch.inference_mode():
@@ -286,7 +287,8 @@ class Refiner:
         """One image's PRN output maps (at the processing size, no batch dimension) -> its refined segmentation
         at ``photo_size``: PRN's post-processing at the processing size, the id map enlarged by nearest
         neighbour, then the fusion with ``base`` (its full-size id map and segments) on integer maps."""
-        from .models.prn.base_fusion import dense_labels, restore_base_segments, snap_to_base
+        from .models.prn.base_fusion import (dense_labels, keep_base_thing_classes, restore_base_segments,
+                                             separate_joined_base_things, snap_to_base)
         from .models.prn.postprocess import panoptic_from_outputs
         from .resize import resize_ids
         from .synth import random_segment_ids
@@ -305,7 +307,7 @@ class Refiner:
             segs.append({"id": int(sid), "category_id": int(self.category_map.class_ids[info["class_index"]]),
                          "iscrowd": 0, "score": round(float(info.get("score", 1.0)), 4)})
         ids = resize_ids(lut[seg_map], (height, width))
-        if post.base_snap_confidence > 0 or post.restore_base_segments != "none":
+        if post.fuses_with_base:
             base_ids = np.asarray(base[0])
             base_labels = dense_labels(base_ids, known=[s["id"] for s in base[1]])
             # the refined map's dense labels come from the segment indices: no search over its pixels
@@ -323,6 +325,13 @@ class Refiner:
                                               reclaim_other_classes=post.reclaim_other_classes,
                                               base_labels=base_labels,
                                               labels=labels)
+        if post.min_join_contact > 0:
+            ids, segs = separate_joined_base_things(ids, segs, base_ids, list(base[1]),
+                                                    set(self.category_map.thing_ids),
+                                                    min_contact=post.min_join_contact, base_labels=base_labels)
+        if post.keep_base_thing_class:
+            segs = keep_base_thing_classes(ids, segs, base_ids, list(base[1]), set(self.category_map.thing_ids),
+                                           base_labels=base_labels)
         return PanopticPrediction(ids, segs)
 
     def _unsure_pixels(self, outputs: dict, photo_size: tuple[int, int]):

@@ -79,6 +79,9 @@ class PRNConfig:
     full_resolution_channels: int = 0
     #: whether the full-resolution refiner also corrects the foreground logit (else the semantic logits only)
     full_resolution_foreground: bool = True
+    #: the dilation of each 3x3 convolution of the full-resolution refiner, one entry per layer: (1, 1) sees 5x5
+    #: pixels; (1, 2, 4, 8) sees 31x31, enough to read a small object's shape and colour as a whole
+    full_resolution_dilations: tuple = (1, 1)
     #: which parameters training updates: "all", or "full_resolution" (the refiner alone; every other module is
     #: frozen and kept in eval mode, its batch-norm statistics included, like torchvision's
     #: trainable_backbone_layers): to add a refiner to a trained PRN without moving anything else
@@ -98,6 +101,12 @@ class PRNConfig:
                 decoder[f.name] = tuple(decoder[f.name])
         return cls(backbone=PRNBackboneConfig(**(d.pop("backbone", {}) or {})), decoder=PRNDecoderConfig(**decoder),
                    loss=PRNLossConfig(**(d.pop("loss", {}) or {})), **d)
+
+    def __post_init__(self) -> None:
+        self.full_resolution_dilations = tuple(int(v) for v in self.full_resolution_dilations)
+        if not self.full_resolution_dilations or min(self.full_resolution_dilations) < 1:
+            raise ValueError(f"full_resolution_dilations must be one or more integers >= 1, "
+                             f"got {self.full_resolution_dilations!r}")
 
     @classmethod
     def tiny(cls) -> "PRNConfig":

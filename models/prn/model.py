@@ -77,19 +77,22 @@ class FullResolutionRefiner(nn.Module):
 
     The heads work at stride 4 and are upsampled bilinearly, and the base prior added to them is sharp but is the
     base's own boundary, so on their own the outputs cannot move a boundary by the pixel or two that separates a
-    coarse base mask from the object. Here two 3x3 convolutions (ReLU) read [RGB, softmax of the semantic logits,
-    sigmoid of the foreground logit] at full resolution and a 1x1 convolution, zero at initialisation, adds a
+    coarse base mask from the object. Here 3x3 convolutions (ReLU; two by default, each with its ``dilations`` entry)
+    read [RGB, softmax of the semantic logits, sigmoid of the foreground logit] at full resolution and a 1x1 convolution, zero at initialisation, adds a
     correction to the logits: a fresh refiner changes nothing, so it can be added to a trained PRN and fine-tuned.
 
     ``forward(image (B, 3, H, W), outputs)`` returns ``outputs`` with ``"semantic"`` (and ``"foreground"``) corrected.
     """
 
-    def __init__(self, num_classes: int, channels: int, foreground: bool):
+    def __init__(self, num_classes: int, channels: int, foreground: bool, dilations: Sequence[int] = (1, 1)):
         super().__init__()
         self.foreground = foreground
         maps = num_classes + int(foreground)
-        self.body = nn.Sequential(nn.Conv2d(3 + maps, channels, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        for i, dilation in enumerate(dilations):
+            layers += [nn.Conv2d(3 + maps if i == 0 else channels, channels, 3, padding=dilation, dilation=dilation),
+                       nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
         self.correction = nn.Conv2d(channels, maps, 1)
         nn.init.zeros_(self.correction.weight)
         nn.init.zeros_(self.correction.bias)
@@ -181,7 +184,8 @@ class PRN(nn.Module):
         if config.full_resolution_channels < 0:
             raise ValueError("full_resolution_channels must be >= 0")
         self.full_resolution = (FullResolutionRefiner(num_classes, config.full_resolution_channels,
-                                                      config.foreground_head and config.full_resolution_foreground)
+                                                      config.foreground_head and config.full_resolution_foreground,
+                                                      config.full_resolution_dilations)
                                 if config.full_resolution_channels else None)
         if config.trainable not in ("all", "full_resolution"):
             raise ValueError(f"trainable must be 'all' or 'full_resolution', got {config.trainable!r}")

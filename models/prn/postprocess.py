@@ -80,10 +80,23 @@ class PostProcessConfig:
     #: with restore_base_segments: a base thing that PRN swallowed into a neighbouring thing of another category
     #: takes its pixels back (a split PRN repaired is one category, so it is never undone)
     reclaim_other_classes: bool = False
+    #: do no harm: base things of one category that PRN joined into one thing are separated again unless they touch
+    #: along at least this x sqrt(the smaller one's area) pixels (a split base shares a long cut, two neighbours
+    #: touch at a few pixels); base_fusion.separate_joined_base_things. 0 = off
+    min_join_contact: float = 0.0
+    #: do no harm: a refined thing that matches a base thing takes the base thing's category
+    #: (base_fusion.keep_base_thing_classes)
+    keep_base_thing_class: bool = False
     #: do no harm: where PRN's confidence (base_fusion.confidence_map) is below this, a pixel goes to the refined
     #: segment matching the base's segment there, keeping the base's full-resolution boundaries; 0 = off
     base_snap_confidence: float = 0.0
     chunk_elements: int = 4 * 1024 * 1024   # bound on (pixels x centres) entries per grouping chunk
+
+    @property
+    def fuses_with_base(self) -> bool:
+        """Whether any do-no-harm step needs the base's segmentation."""
+        return (self.restore_base_segments != "none" or self.base_snap_confidence > 0 or self.min_join_contact > 0
+                or self.keep_base_thing_class)
 
     def __post_init__(self) -> None:
         if self.foreground_source not in FOREGROUND_SOURCES:
@@ -110,6 +123,8 @@ class PostProcessConfig:
             raise ValueError(f"min_instance_area must be an integer >= 0 (pixels), got {self.min_instance_area!r}")
         if self.restore_base_segments not in RESTORE_CHOICES:
             raise ValueError(f"restore_base_segments must be one of {RESTORE_CHOICES}, got {self.restore_base_segments!r}")
+        if not (math.isfinite(self.min_join_contact) and self.min_join_contact >= 0):
+            raise ValueError(f"min_join_contact must be a number >= 0, got {self.min_join_contact!r}")
         if not 0.0 <= self.base_snap_confidence <= 1.0:
             raise ValueError(f"base_snap_confidence must be in [0, 1], got {self.base_snap_confidence!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:

@@ -174,9 +174,18 @@ ReclaimOtherClasses = Annotated[Optional[bool], typer.Option(
     "--restore-base-segments: a base thing that PRN swallowed into a thing of another class takes its pixels back.")]
 
 
+MinJoinContact = Annotated[Optional[float], typer.Option(
+    "--min-join-contact", metavar="X", help="Do no harm: base things of one class that PRN joined are separated "
+    "again unless they share a boundary of at least X x sqrt(the smaller one's area) pixels (0 = off).")]
+KeepBaseThingClass = Annotated[Optional[bool], typer.Option(
+    "--keep-base-thing-class/--no-keep-base-thing-class", metavar="", help="Do no harm: a refined thing that "
+    "matches a base thing keeps the base thing's class.")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
-                   restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None):
+                   restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
+                   min_join_contact=None, keep_base_thing_class=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -186,7 +195,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         foreground_threshold=foreground_threshold, stuff_area=stuff_area, box_iou_threshold=box_iou_threshold,
         restore_base_segments=restore_base_segments.value if isinstance(restore_base_segments, Enum)
         else restore_base_segments, reclaim_other_classes=reclaim_other_classes,
-        base_snap_confidence=base_snap_confidence)
+        base_snap_confidence=base_snap_confidence, min_join_contact=min_join_contact,
+        keep_base_thing_class=keep_base_thing_class)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoxIouThreshold, CenterThreshold,
-                      ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel,
-                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, RestoreBaseSegments, ReclaimOtherClasses, Seed,
-                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
+                      ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass,
+                      Lr, MinJoinContact, NmsKernel, NumWorkers, PostStuffArea, PRNArch, PRNArchOpt,
+                      ReclaimOtherClasses, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize,
+                      ValLimit, WarmupIters, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -69,6 +70,8 @@ def ablate_command(
     box_iou_threshold: BoxIouThreshold = None,
     restore_base_segments: RestoreBaseSegments = None,
     reclaim_other_classes: ReclaimOtherClasses = None,
+    min_join_contact: MinJoinContact = None,
+    keep_base_thing_class: KeepBaseThingClass = None,
     base_snap_confidence: BaseSnapConfidence = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
@@ -98,6 +101,7 @@ def ablate_command(
                                  box_iou_threshold=box_iou_threshold,
                                  restore_base_segments=restore_base_segments,
                                  reclaim_other_classes=reclaim_other_classes,
+                                 min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
                                  base_snap_confidence=base_snap_confidence)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)

@@ -10,10 +10,10 @@ import typer
 
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoxIouThreshold, CenterThreshold, Device, DeviceOpt,
-                      ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut, LabelDivisor,
-                      LabelMapOpt, MaxSize, MinSize, NmsKernel, Out, Overwrite, PostStuffArea, RestoreBaseSegments,
-                      ReclaimOtherClasses, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel, Weights, command,
-                      post_overrides)
+                      ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut,
+                      KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out,
+                      Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads,
+                      TopK, UsePredBbox, VoidLabel, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +41,8 @@ def refine_command(
     box_iou_threshold: BoxIouThreshold = None,
     restore_base_segments: RestoreBaseSegments = None,
     reclaim_other_classes: ReclaimOtherClasses = None,
+    min_join_contact: MinJoinContact = None,
+    keep_base_thing_class: KeepBaseThingClass = None,
     base_snap_confidence: BaseSnapConfidence = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
@@ -84,6 +86,7 @@ def refine_command(
                                box_iou_threshold=box_iou_threshold,
                                restore_base_segments=restore_base_segments,
                                reclaim_other_classes=reclaim_other_classes,
+                               min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
                                base_snap_confidence=base_snap_confidence)
     check_device(device.value)
     from ..onnx_runtime import check_runtime

@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
-                      BoxIouThreshold, CONTEXT, CenterThreshold, CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt,
-                      ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, Lr, NmsKernel, NumWorkers, PRNArch,
-                      PRNArchOpt, PostStuffArea, RestoreBaseSegments, ReclaimOtherClasses, Seed, StrengthRange,
-                      Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters, command,
-                      post_overrides)
+from ._common import (RESUME_HINT, CONTEXT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
+                      BoxIouThreshold, CenterThreshold, CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt,
+                      ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr,
+                      MinJoinContact, NmsKernel, NumWorkers, PostStuffArea, PRNArch, PRNArchOpt, ReclaimOtherClasses,
+                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
+                      ValLimit, WarmupIters, command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
@@ -211,6 +211,8 @@ def train_prn_command(
     box_iou_threshold: BoxIouThreshold = None,
     restore_base_segments: RestoreBaseSegments = None,
     reclaim_other_classes: ReclaimOtherClasses = None,
+    min_join_contact: MinJoinContact = None,
+    keep_base_thing_class: KeepBaseThingClass = None,
     base_snap_confidence: BaseSnapConfidence = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
@@ -234,6 +236,7 @@ def train_prn_command(
                                  box_iou_threshold=box_iou_threshold,
                                  restore_base_segments=restore_base_segments,
                                  reclaim_other_classes=reclaim_other_classes,
+                                 min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
                                  base_snap_confidence=base_snap_confidence)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)

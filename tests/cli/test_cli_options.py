@@ -30,6 +30,8 @@ def inputs(tmp_path_factory):
 BAD_VALUES = {
     "refine --nms-kernel 4": (lambda i, out: ["refine", "--base", i["base"], "--images", i["images"], "--out", out,
                                               "--nms-kernel", "4"], "--nms-kernel"),
+    "refine --min-join-contact -1": (lambda i, out: ["refine", "--base", i["base"], "--images", i["images"], "--out",
+                                                     out, "--min-join-contact", "-1"], "--min-join-contact"),
     "segment --instance-score-threshold 2": (lambda i, out: ["segment", "--images", i["images"], "--out", out,
                                                              "--instance-score-threshold", "2"],
                                              "--instance-score-threshold"),

@@ -111,10 +111,11 @@ def test_train_prn_stores_the_post_processing_it_is_given(setup, tmp_path):
     r = prn("train", "prn", "--data", setup["summary"]["json"], "--out", tmp_path / "run", "--iters", "1",
             "--batch-size", "1", "--crop", "64", "--warmup-iters", "0", "--num-workers", "0", "--device", "cpu",
             "--stuff-area", "1234", "--center-threshold", "0.25", "--no-use-pred-bbox", "--foreground-source",
-            "semantic")
+            "semantic", "--min-join-contact", "1.5", "--keep-base-thing-class")
     assert r.returncode == 0, r.stderr
     r = prn("info", tmp_path / "run" / "model_final.pt", "--json", "-")
     assert r.returncode == 0, r.stderr
     post = json.loads(r.stdout)[0]["postprocess"]
     assert (post["stuff_area"], post["center_threshold"], post["use_pred_bbox"], post["foreground_source"]) == \
         (1234, 0.25, False, "semantic")
+    assert (post["min_join_contact"], post["keep_base_thing_class"]) == (1.5, True)

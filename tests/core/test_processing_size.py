@@ -99,7 +99,8 @@ def test_refine_writes_the_photo_size_and_agrees_with_the_processing_size_result
     from prn_cli.refine import RefineOptions, refine
     from prn_cli.refine_data import collate_refine
 
-    no_fusion = PostProcessOverrides(restore_base_segments="none", base_snap_confidence=0.0)
+    no_fusion = PostProcessOverrides(restore_base_segments="none", base_snap_confidence=0.0, min_join_contact=0.0,
+                                     keep_base_thing_class=False)
     refine(photos["json"], photos["images_dir"], None, tmp_path / "refined",
            options=RefineOptions(device="cpu", overrides=no_fusion, processing_size=SMALL))
     written = load_set(tmp_path / "refined")
@@ -137,7 +138,8 @@ def test_refine_fuses_with_the_base_at_the_photos_size(photos, tmp_path):
     from prn_cli.refine import RefineOptions, refine
 
     fused = PostProcessOverrides(restore_base_segments="all", base_snap_confidence=1.0)
-    none = PostProcessOverrides(restore_base_segments="none", base_snap_confidence=0.0)
+    none = PostProcessOverrides(restore_base_segments="none", base_snap_confidence=0.0, min_join_contact=0.0,
+                                keep_base_thing_class=False)
     agree = {}
     for name, overrides in (("fused", fused), ("plain", none)):
         refine(photos["json"], photos["images_dir"], None, tmp_path / name,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prn_cli.models.prn.base_fusion import confidence_map, restore_base_segments, snap_to_base
+from prn_cli.models.prn.base_fusion import (confidence_map, keep_base_thing_classes, restore_base_segments,
+                                            separate_joined_base_things, snap_to_base)
 
 THINGS = {1, 2}          # category ids that are things; 9 is stuff
 
@@ -119,3 +120,66 @@ def test_a_base_thing_swallowed_by_a_neighbour_of_another_class_is_reclaimed_onl
     base_segs[-1]["category_id"] = 2                      # the same class: maybe a split PRN repaired, kept
     out, _ = restore_base_segments(ref, segs, base, base_segs, THINGS, reclaim_other_classes=True)
     assert not (out == 12).any()
+
+
+def _joined(gap: int):
+    """Two base things of class 1 in a 12x12 image, 4x4 each, ``gap`` columns apart (0: side by side), joined by
+    PRN into one thing 5 that also covers the gap; a third base thing of class 2 stays apart."""
+    base = np.full((12, 12), 50, np.uint32)
+    base[2:6, 1:5] = 10
+    base[2:6, 5 + gap:9 + gap] = 11
+    base[8:11, 8:11] = 12
+    base_segs = [{"id": 50, "category_id": 9}, {"id": 10, "category_id": 1}, {"id": 11, "category_id": 1},
+                 {"id": 12, "category_id": 2}]
+    ref = np.full((12, 12), 7, np.uint32)
+    ref[2:6, 1:9 + gap] = 5
+    ref[8:11, 8:11] = 6
+    segs = [{"id": 7, "category_id": 9}, {"id": 5, "category_id": 1, "score": 0.8}, {"id": 6, "category_id": 2}]
+    return base, base_segs, ref, segs
+
+
+def test_base_things_prn_joined_are_separated_unless_they_share_a_long_boundary():
+    # side by side: a shared boundary of 4 pixel pairs = 1 x sqrt(16): kept up to 1.0, separated above
+    base, base_segs, ref, segs = _joined(0)
+    out, out_segs = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=1.0)
+    assert np.array_equal(out, ref) and out_segs == segs
+    out, out_segs = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=1.1)
+    assert (out[2:6, 1:5] == 5).all()                     # the first piece (ties: lowest base id) keeps the id
+    new = int(out[2, 5])
+    assert new not in (5, 6, 7) and (out[2:6, 5:9] == new).all() and int((out == new).sum()) == 16
+    assert {"id": new, "category_id": 1, "score": 0.8} in out_segs and len(out_segs) == 4
+    assert (out[8:11, 8:11] == 6).all()
+
+
+def test_base_things_prn_joined_across_a_gap_are_separated_and_the_gap_stays_prn_s():
+    base, base_segs, ref, segs = _joined(2)               # 2 columns of stuff between the pieces
+    out, out_segs = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=0.1)
+    new = int(out[2, 8])
+    assert new != 5 and (out[2:6, 7:11] == new).all()
+    assert (out[2:6, 1:7] == 5).all()                     # first piece and the gap PRN drew: the kept segment
+    assert {s["id"] for s in out_segs} == {5, 6, 7, new}
+    off, off_segs = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=0)
+    assert off is ref and off_segs is segs
+
+
+def test_base_things_of_other_classes_or_mostly_outside_are_not_separated():
+    base, base_segs, ref, segs = _joined(2)
+    base_segs[2]["category_id"] = 2                       # the second piece is another class: not a join
+    out, _ = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=0.1)
+    assert np.array_equal(out, ref)
+    base, base_segs, ref, segs = _joined(2)
+    ref[2:6, 8:11] = 7                                    # PRN covers only 1 of the second piece's 4 columns
+    out, _ = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=0.1)
+    assert np.array_equal(out, ref)
+
+
+def test_a_refined_thing_matching_a_base_thing_takes_its_class():
+    base, base_segs, ref, segs = _maps()
+    segs[1]["category_id"] = 1                            # PRN renamed the base's class-2 thing to class 1
+    ref[0:2, 0:2] = 9                                     # a thing of PRN's own, on the base's stuff
+    segs.append({"id": 9, "category_id": 2})
+    out_segs = keep_base_thing_classes(ref, segs, base, base_segs, THINGS)
+    assert {s["id"]: s["category_id"] for s in out_segs} == {7: 9, 8: 2, 9: 2}
+    assert segs[1]["category_id"] == 1                    # the input list is not changed
+    ref[4:8, 4:8] = 7                                     # turned into stuff: left alone
+    assert keep_base_thing_classes(ref, segs[:1], base, base_segs, THINGS) == segs[:1]
