@@ -562,6 +562,31 @@ def test_a_fresh_full_resolution_refiner_changes_nothing_and_its_grads_flow():
     assert float(refined.full_resolution.correction.weight.grad.abs().sum()) > 0
 
 
+def test_the_full_resolution_refiner_sees_as_far_as_its_dilations_reach():
+    """(1, 1) sees 5x5 pixels, (1, 2, 4) sees 15x15: an image change 7 px away reaches the centre pixel's
+    correction only through the dilated layers. Default dilations keep the two-layer refiner's state_dict keys."""
+    from prn_cli.models.prn.config import PRNConfig
+    from prn_cli.models.prn.model import FullResolutionRefiner
+
+    def reach(dilations):
+        torch.manual_seed(0)
+        refiner = FullResolutionRefiner(num_classes=2, channels=4, foreground=False, dilations=dilations)
+        torch.nn.init.normal_(refiner.correction.weight)
+        image = torch.zeros(1, 3, 17, 17, requires_grad=True)
+        refiner(image, {"semantic": torch.zeros(1, 2, 17, 17)})["semantic"][0, :, 8, 8].sum().backward()
+        far = image.grad[0].abs().sum(0)
+        return {d: float(far[8, 8 + d]) > 0 for d in (2, 3, 7, 8)}
+
+    assert reach((1, 1)) == {2: True, 3: False, 7: False, 8: False}
+    assert reach((1, 2, 4)) == {2: True, 3: True, 7: True, 8: False}
+    keys = set(FullResolutionRefiner(num_classes=2, channels=4, foreground=False).state_dict())
+    assert keys == {"body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias", "correction.weight",
+                    "correction.bias"}
+    assert PRNConfig.from_dict({"full_resolution_dilations": [1, 2]}).full_resolution_dilations == (1, 2)
+    with pytest.raises(ValueError, match="full_resolution_dilations"):
+        PRNConfig(full_resolution_dilations=(1, 0))
+
+
 def test_the_full_resolution_refiner_learns_a_boundary_the_stride_4_heads_blur():
     """Semantic logits that are a blurred (stride-4-like) copy of a sharp two-class edge, and the image showing
     the edge: trained alone for a few hundred steps, the refiner puts the boundary where the image has it."""
