@@ -21,7 +21,9 @@ Sections (definitions in ``benchmarks/README.md``, "diagnose_things.py"):
 3. **Mask quality of matched things.** GT things matched (the PQ rule) by both base and refined: IoU of each.
 4. **Thing recall by the base's failure kind** and the fate of the base's thing false positives.
 5. **Head oracles** (only with ``--images``): PRN is run on the base, then each head's output in turn is replaced
-   by the perfect GT map before post-processing; the PQth each oracle gains says which head loses thing PQ.
+   by the perfect GT map before post-processing; the PQth each oracle gains says which head loses thing PQ. A last
+   row runs PRN again with the base's instance maps blanked (its foreground and classes kept, as
+   ``--base-instance-dropout`` does in training): what PRN's own instance heads read from the image.
 6. **What PRN's heads see on the base's failures** (with ``--images``, same run as section 5): per base failure
    kind of section 4, over the pixels of each GT thing, how often PRN's semantic argmax is the GT class, is any
    thing class, or equals the base's class; the mean foreground probability; how often the centre heatmap
@@ -511,7 +513,7 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
     import torch
 
     from prn_cli.io import read_photo
-    from prn_cli.refine_data import collate_refine
+    from prn_cli.refine_data import blank_instance_maps, collate_refine
 
     post, cmap = refiner.postprocess_config, refiner.category_map
     heads = ["semantic", "center", "offset"]
@@ -524,7 +526,9 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
         variants[f"oracle {h}"] = [h]
     variants["oracle center+offset"] = ["center", "offset"]
     variants["oracle all"] = heads
-    writers = _SetWriters(work, [v.replace(" ", "_").replace("+", "_") for v in variants], inputs.gt.categories)
+    blank = "network, base instance maps blanked"
+    names = [v.replace(" ", "_").replace("+", "_") for v in variants] + ["network_blank_instance_maps"]
+    writers = _SetWriters(work, names, inputs.gt.categories)
     images = inputs.gt.images_by_id
     seen: list[np.ndarray] = []
     for ann, b_ann in zip(inputs.gt.annotations, inputs.base_ann):
@@ -538,12 +542,17 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
         b_segs = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0}
                   for s in b_ann["segments_info"] if int(s["id"]) != 0]
         prepared = refiner.prepare(rgb, b_ids, b_segs, where=str(inputs.base.png_path(b_ann)))
-        batch, _ = collate_refine([({k: prepared[k] for k in ("image", "base_semantic", "base_maps")}, None)],
-                                  size_divisibility=32)
-        with torch.inference_mode():
-            out = refiner.model({k: v.to(refiner.device) for k, v in batch.items()})
         h, w = gt_ids.shape
-        net = {k: v[0, :, :h, :w].float().cpu() for k, v in out.items() if v is not None}
+        nets = []
+        # as given, and with the base's instance maps (centres, offsets, boxes, boundaries) blanked: how much of
+        # its things PRN reads from the image rather than copies from the base
+        for maps in (prepared["base_maps"], blank_instance_maps(prepared["base_maps"])):
+            batch, _ = collate_refine([({"image": prepared["image"], "base_semantic": prepared["base_semantic"],
+                                         "base_maps": maps}, None)], size_divisibility=32)
+            with torch.inference_mode():
+                out = refiner.model({k: v.to(refiner.device) for k, v in batch.items()})
+            nets.append({k: v[0, :, :h, :w].float().cpu() for k, v in out.items() if v is not None})
+        net, net_blank = nets
         try:
             perfect = perfect_outputs(gt_ids, ann["segments_info"], cmap, refiner.render_config,
                                       post.foreground_source)
@@ -555,8 +564,9 @@ def head_oracles(inputs: Inputs, refiner, images_dir: Path, work: Path) -> dict[
         for name, swap in variants.items():
             maps = {**net, **{k: perfect[k] for k in swap}}
             writers.add(name.replace(" ", "_").replace("+", "_"), image, ann, *_postprocess_ids(maps, cmap, post))
+        writers.add("network_blank_instance_maps", image, ann, *_postprocess_ids(net_blank, cmap, post))
     sets = writers.sets()
-    names = list(variants)
+    names = list(variants) + [blank]
     rep = evaluate(inputs.gt, [inputs.refined, *sets], workers=0, names=["refined set"] + names)
     return {"images": len(inputs.gt.annotations), "heads": heads,
             "rows": {n: _summary(res, inputs.gt) for n, res in zip(["refined set"] + names, rep.results)},

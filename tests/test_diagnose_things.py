@@ -193,3 +193,16 @@ def test_heads_on_things_per_failure_kind(dt):
     assert summary["missed"]["gt_things"] == 1 and summary["missed"]["semantic_majority_correct"] == 0.0
     assert summary["all"]["semantic_correct"] == pytest.approx(0.75)
     assert summary["split"]["gt_things"] == 0 and summary["split"]["foreground"] is None
+
+
+def test_head_oracles_and_prn_without_the_base_instance_maps(dt, synthetic, tmp_path):
+    """Section 5 with the shipped PRN and the GT itself as the base: the all-heads oracle gives the GT back, and
+    the shipped PRN's things come from the base's instance maps (blanked, it loses most of them)."""
+    data, _ = synthetic
+    report = dt.diagnose(data, data, data, images=data / "images" / "val", run_grouping=False)
+    rows = report["head_oracles"]["rows"]
+    assert rows["oracle all"]["pq_th"] >= 0.95
+    assert rows["network"]["pq_th"] >= 0.8
+    assert rows["network, base instance maps blanked"]["pq_th"] < rows["network"]["pq_th"] - 0.2
+    text = dt.to_markdown(report)
+    assert "network, base instance maps blanked" in text
