@@ -263,7 +263,7 @@ def separate_joined_base_things(ids: np.ndarray, segments: list[dict], base_ids:
     if not r_cat or len(b_cat) < 2:
         return ids, segments
     b_uniq, b_inv = base_labels if base_labels is not None else dense_labels(base_ids)
-    r_uniq, r_inv = dense_labels(ids.astype(np.int64))
+    r_uniq, r_inv = dense_labels(ids, known=[s["id"] for s in segments])
     inter = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq))
     base_area = inter.sum(1)
     b_cats = np.array([b_cat.get(int(v), -1) for v in b_uniq], dtype=np.int64)
@@ -343,7 +343,7 @@ def keep_base_thing_classes(ids: np.ndarray, segments: list[dict], base_ids: np.
     if not b_cat or not r_cat:
         return segments
     b_uniq, b_inv = base_labels if base_labels is not None else dense_labels(base_ids)
-    r_uniq, r_inv = dense_labels(ids.astype(np.int64))
+    r_uniq, r_inv = dense_labels(ids, known=[s["id"] for s in segments])
     inter = pair_counts(b_inv, len(b_uniq), r_inv, len(r_uniq))
     iou = inter / np.maximum(inter.sum(1)[:, None] + inter.sum(0)[None, :] - inter, 1)
     b_thing = np.array([int(v) in b_cat for v in b_uniq])
