@@ -13,6 +13,8 @@ base's category, so refined segments that match a base segment are never cut. Ba
 claims its pixels.
 
 :func:`snap_to_base` keeps the base's full-resolution thing boundaries where PRN's stride-4 outputs are unsure.
+:func:`separate_joined_base_things` undoes PRN's joins of base things that barely touch, and
+:func:`keep_base_thing_classes` keeps the base's class of every thing PRN redrew.
 Everything is a few bincounts over the packed (refined, base) id pairs. The maps are turned into dense labels
 once (:func:`dense_labels`): a base map whose ids are known from its ``segments_info`` is labelled by a binary
 search over those ids instead of a sort of every pixel, which is most of the time at large photo sizes.
@@ -248,10 +250,9 @@ def separate_joined_base_things(ids: np.ndarray, segments: list[dict], base_ids:
     base that fired twice on one object leaves two pieces cut along a line through the object, sharing a boundary
     about as long as the object is wide; two objects that PRN swallowed into one often touch at a few pixels or
     not at all (contact in 4-neighbour pixel pairs; measured values in models/README.md). The pieces are linked
-    where they touch enough;
-    the linked group with the most pixels keeps the refined segment, every other group becomes a new segment of
-    the same category made of its pieces' pixels inside the refined one. Other pixels of the refined segment stay
-    where they are. ``min_contact`` <= 0 changes nothing. ``base_labels``: :func:`dense_labels` of ``base_ids``.
+    where they touch enough; the linked group with the most pixels keeps the refined segment, every other group
+    becomes a new segment of the same category made of its pieces' pixels inside the refined one. Other pixels of
+    the refined segment stay where they are. ``min_contact`` <= 0 changes nothing. ``base_labels``: :func:`dense_labels` of ``base_ids``.
     """
     if min_contact <= 0 or not base_segments:
         return ids, segments
