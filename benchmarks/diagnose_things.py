@@ -61,6 +61,10 @@ KIND_LABELS = {"matched": "matched (base TP)", "wrong_class": "wrong class", "me
 SIZE_BINS = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96 ** 2, math.inf))
 #: |IoU refined - IoU base| above this counts as improved / worsened (section 3).
 IOU_DELTA = 0.02
+#: GT area bins of the recall-by-size table (section 4): COCO's small split at 10x10 and 16x16 pixels, where
+#: synthetic and real bases lose most things.
+RECALL_BINS = (("< 100 px", 0, 100), ("100-256 px", 100, 256), ("256-1024 px", 256, 32 ** 2),
+               ("1024-9216 px", 32 ** 2, 96 ** 2), (">= 9216 px", 96 ** 2, math.inf))
 #: Logit magnitude of the "perfect" semantic and foreground maps (section 1, 5).
 PERFECT_LOGIT = 20.0
 #: Thresholds of the failure kinds (section 4).
@@ -323,7 +327,14 @@ def recovery(rec: dict[str, np.ndarray]) -> dict[str, Any]:
         totals[name] = {"tp": t, "fp": f, "fn": n, "precision": t / (t + f) if t + f else None,
                         "recall": t / (t + n) if t + n else None}
     totals["refined"]["fp_new"] = int((~rec["ref_fp_from_base"]).sum())
-    return {"kinds": kinds, "transitions": transitions, "base_fp": fps, "totals": totals}
+    by_size = {}
+    for name, lo, hi in RECALL_BINS:
+        sel = (rec["gt_area"] >= lo) & (rec["gt_area"] < hi)
+        n = int(sel.sum())
+        b, r = int((~np.isnan(rec["base_iou"]) & sel).sum()), int((ref_tp & sel).sum())
+        by_size[name] = {"gt_things": n, "base_tp": b, "refined_tp": r,
+                         "base_recall": b / n if n else None, "refined_recall": r / n if n else None}
+    return {"kinds": kinds, "transitions": transitions, "base_fp": fps, "totals": totals, "by_size": by_size}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -745,7 +756,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     tot = rc["totals"]
     out += _table(("things", "TP", "FP", "FN", "precision", "recall"),
                   [[n, v["tp"], v["fp"], v["fn"], _pct(v["precision"]), _pct(v["recall"])] for n, v in tot.items()])
-    out += ["", f"Refined FPs that are not a persisting base FP: {tot['refined']['fp_new']}."]
+    out += ["", f"Refined FPs that are not a persisting base FP: {tot['refined']['fp_new']}.", ""]
+    out += _table(("GT thing area", "GT things", "base TP", "base recall", "refined TP", "refined recall"),
+                  [[n, v["gt_things"], v["base_tp"], _pct(v["base_recall"]), v["refined_tp"],
+                    _pct(v["refined_recall"])] for n, v in rc["by_size"].items()])
     if not (tot["base"]["evaluator_agrees"] and tot["refined"]["evaluator_agrees"]):
         out += ["", "Note: these counts differ from the evaluator's (GT JSON areas or crowd regions disagree with "
                 "the PNGs); the PQ table above is the evaluator's."]

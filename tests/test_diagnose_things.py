@@ -107,6 +107,11 @@ def test_failure_kinds_and_recovery(dt, hand_made):
     assert mq["all"]["mean_iou_refined"] == pytest.approx(196 / 256)
     assert mq["all"]["worsened"] == 1.0 and mq["all"]["improved"] == 0.0
     assert mq["small"]["n"] == 1 and mq["small"]["gt_things"] == 6 and mq["medium"]["gt_things"] == 0
+    # recall by GT area: T1-T5 are 100-144 px (refined finds T1-T3), T6 is 256 px (both find it)
+    by_size = {k: (v["gt_things"], v["base_tp"], v["refined_tp"]) for k, v in report["recovery"]["by_size"].items()}
+    assert by_size == {"< 100 px": (0, 0, 0), "100-256 px": (5, 0, 3), "256-1024 px": (1, 1, 1),
+                       "1024-9216 px": (0, 0, 0), ">= 9216 px": (0, 0, 0)}
+    assert report["recovery"]["by_size"]["100-256 px"]["refined_recall"] == pytest.approx(0.6)
 
 
 def test_cli_writes_tables_and_json(dt, hand_made, tmp_path, capsys):
