@@ -245,6 +245,8 @@ def analyse_image(gt_ids: np.ndarray, gt_info: Sequence[dict], base_ids: np.ndar
     persists = (same & ref_fp[None, :]).any(1)
     from_base_fp = (same & base_fp[:, None]).any(0)
     on_things = (mb.inter * g_thing_all[:, None]).sum(0) >= 0.5 * np.maximum(mb.pred_area, 1)
+    # "new" refined things: PRN's own, matching no base segment of any class (pixel IoU > 0.5)
+    new = r_thing & ~same.any(0)
     return {
         "kind": kinds[g_sel],
         "ref_kind": ref_kinds[g_sel],
@@ -254,6 +256,9 @@ def analyse_image(gt_ids: np.ndarray, gt_info: Sequence[dict], base_ids: np.ndar
         "base_fp_on_things": on_things[base_fp],
         "base_fp_persists": persists[base_fp],
         "ref_fp_from_base": from_base_fp[ref_fp],
+        "new_area": mr.pred_area[new],
+        "new_tp": mr.pred_matched[new],
+        "new_fp": mr.pred_fp[new],
         # thing TP / FP / FN as the evaluator counts them (thing categories only)
         "tp": np.array([int((mb.gt_matched & g_sel).sum()), int((mr.gt_matched & g_sel).sum())]),
         "fp": np.array([int(base_fp.sum()), int(ref_fp.sum())]),
@@ -334,7 +339,13 @@ def recovery(rec: dict[str, np.ndarray]) -> dict[str, Any]:
         b, r = int((~np.isnan(rec["base_iou"]) & sel).sum()), int((ref_tp & sel).sum())
         by_size[name] = {"gt_things": n, "base_tp": b, "refined_tp": r,
                          "base_recall": b / n if n else None, "refined_recall": r / n if n else None}
-    return {"kinds": kinds, "transitions": transitions, "base_fp": fps, "totals": totals, "by_size": by_size}
+    new_things = {}
+    for name, lo, hi in (("all", 0, math.inf),) + RECALL_BINS:
+        sel = (rec["new_area"] >= lo) & (rec["new_area"] < hi)
+        n, t, f = int(sel.sum()), int((rec["new_tp"] & sel).sum()), int((rec["new_fp"] & sel).sum())
+        new_things[name] = {"count": n, "tp": t, "fp": f, "precision": t / (t + f) if t + f else None}
+    return {"kinds": kinds, "transitions": transitions, "base_fp": fps, "totals": totals, "by_size": by_size,
+            "new_things": new_things}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -760,6 +771,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     out += _table(("GT thing area", "GT things", "base TP", "base recall", "refined TP", "refined recall"),
                   [[n, v["gt_things"], v["base_tp"], _pct(v["base_recall"]), v["refined_tp"],
                     _pct(v["refined_recall"])] for n, v in rc["by_size"].items()])
+    out += ["", "Refined things that match no base segment (PRN's own; pixel IoU > 0.5 with none), by their area:", ""]
+    out += _table(("new thing area", "new things", "TP", "FP", "precision"),
+                  [[n, v["count"], v["tp"], v["fp"], _pct(v["precision"])] for n, v in rc["new_things"].items()])
     if not (tot["base"]["evaluator_agrees"] and tot["refined"]["evaluator_agrees"]):
         out += ["", "Note: these counts differ from the evaluator's (GT JSON areas or crowd regions disagree with "
                 "the PNGs); the PQ table above is the evaluator's."]

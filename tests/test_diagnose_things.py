@@ -112,6 +112,10 @@ def test_failure_kinds_and_recovery(dt, hand_made):
     assert by_size == {"< 100 px": (0, 0, 0), "100-256 px": (5, 0, 3), "256-1024 px": (1, 1, 1),
                        "1024-9216 px": (0, 0, 0), ">= 9216 px": (0, 0, 0)}
     assert report["recovery"]["by_size"]["100-256 px"]["refined_recall"] == pytest.approx(0.6)
+    # PRN's own things: the separated twins (IoU 0.5 with the merged base segment, not more) and T3 (on base sky)
+    new = {k: (v["count"], v["tp"], v["fp"]) for k, v in report["recovery"]["new_things"].items()}
+    assert new["all"] == (3, 3, 0) and new["100-256 px"] == (3, 3, 0) and new["< 100 px"] == (0, 0, 0)
+    assert report["recovery"]["new_things"]["all"]["precision"] == 1.0
 
 
 def test_cli_writes_tables_and_json(dt, hand_made, tmp_path, capsys):
@@ -121,6 +125,7 @@ def test_cli_writes_tables_and_json(dt, hand_made, tmp_path, capsys):
                     "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "## 4. Thing recall by the base's failure kind" in text and "| merged | 2 | 2 | 100.0% |" in text
+    assert "| all | 3 | 3 | 0 | 100.0 |" in text
     assert json.loads(out.read_text())["recovery"]["kinds"]["merged"]["gt_things"] == 2
 
 
