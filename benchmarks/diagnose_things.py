@@ -19,6 +19,10 @@ Sections (definitions in ``benchmarks/README.md``, "diagnose_things.py"):
 2. **Distance from a copy of the base.** The refined set evaluated with the base as ground truth; ~100 PQ
    means PRN copies its base.
 3. **Mask quality of matched things.** GT things matched (the PQ rule) by both base and refined: IoU of each.
+   Then the **boundary ceiling** (the base alone): every GT thing's base segment of its category with the
+   highest IoU, as is and with a band of r = 1, 2, 3 pixels around its boundary replaced by the GT; how many GT
+   things are matched and their mean IoU: the most a refinement that moves thing boundaries by up to r pixels
+   can gain.
 4. **Thing recall by the base's failure kind** and the fate of the base's thing false positives.
 5. **Head oracles** (only with ``--images``): PRN is run on the base, then each head's output in turn is replaced
    by the perfect GT map before post-processing; the PQth each oracle gains says which head loses thing PQ. A last
@@ -31,7 +35,8 @@ Sections (definitions in ``benchmarks/README.md``, "diagnose_things.py"):
    base missed (semantic / foreground) or sees it and the grouping loses it (centre).
 
 Everything is deterministic. Sections 2-4 cost a few ms per image (numpy, one ``bincount`` of packed id pairs per
-pair of maps); section 1 runs the post-processing four times per image and section 5 runs PRN once and the
+pair of maps, and sliding maxima over a crop around each GT thing's base segment for the boundary ceiling);
+section 1 runs the post-processing four times per image and section 5 runs PRN once and the
 post-processing up to eight times per image.
 """
 
@@ -51,7 +56,8 @@ import numpy as np
 
 from prn_cli.errors import InvalidInputError, fail
 from prn_cli.evaluate import evaluate
-from prn_cli.panoptic import PanopticSet, PanopticWriter, index_ids, load_set, raster_runs, read_id_png, set_paths
+from prn_cli.panoptic import (PanopticSet, PanopticWriter, index_ids, load_set, raster_runs, read_id_png,
+                               segment_stats, set_paths)
 
 #: Base failure kinds of a GT thing, in the order they are assigned (the first that applies wins).
 KINDS = ("matched", "wrong_class", "merged", "split", "missed", "other")
@@ -65,6 +71,8 @@ IOU_DELTA = 0.02
 #: synthetic and real bases lose most things.
 RECALL_BINS = (("< 100 px", 0, 100), ("100-256 px", 100, 256), ("256-1024 px", 256, 32 ** 2),
                ("1024-9216 px", 32 ** 2, 96 ** 2), (">= 9216 px", 96 ** 2, math.inf))
+#: Band radii (pixels, chessboard distance) of the boundary ceiling (section 3).
+BAND_RADII = (1, 2, 3)
 #: Logit magnitude of the "perfect" semantic and foreground maps (section 1, 5).
 PERFECT_LOGIT = 20.0
 #: Thresholds of the failure kinds (section 4).
@@ -225,9 +233,66 @@ def failure_kinds(gt: Segs, base: Segs, mb: Matching, thing_ids: np.ndarray) -> 
     return np.where(g_thing, kind, -1)
 
 
+def _grow(mask: np.ndarray, r: int) -> np.ndarray:
+    """Sliding maximum of a bool map over (2r+1)x(2r+1) windows (beyond the map's edges: False)."""
+    out = mask.copy()
+    if r <= 0:
+        return out
+    for axis in (0, 1):
+        n = out.shape[axis]
+        padded = np.pad(out, [(r, r) if a == axis else (0, 0) for a in (0, 1)])
+        out = np.zeros_like(mask)
+        for k in range(2 * r + 1):
+            out |= padded[k:k + n] if axis == 0 else padded[:, k:k + n]
+    return out
+
+
+def band(mask: np.ndarray, r: int) -> np.ndarray:
+    """(H, W) bool: the pixels within chessboard distance ``r`` of the boundary of ``mask`` (H, W) bool, on either
+    side: a (2r+1)x(2r+1) window around them holds both mask and non-mask pixels (the window clipped at the
+    map's edges). The numpy twin of ``prn_cli.models.prn.boundary.boundary_band`` (dilation minus erosion)."""
+    mask = np.asarray(mask, dtype=bool)
+    return _grow(mask, r) & _grow(~mask, r)
+
+
+def boundary_ceiling_ious(gt_ids: np.ndarray, gt: Segs, base_ids: np.ndarray, base: Segs, mb: Matching,
+                          rows: np.ndarray, radii: Sequence[int] = BAND_RADII) -> np.ndarray:
+    """(len(rows), 1 + len(radii)) IoUs (the PQ union) of the GT segments ``rows`` (indices into ``gt``) with
+    their base segment of the same category with the highest IoU: column 0 as is, column 1 + k with the pixels
+    within ``radii[k]`` of that segment's boundary (:func:`band`) replaced by the GT segment's. 0 where no base
+    segment of the category overlaps the GT segment."""
+    out = np.zeros((len(rows), 1 + len(radii)))
+    if len(base.ids) == 0 or len(rows) == 0:
+        return out
+    iou = np.where(gt.cats[:, None] == base.cats[None, :], mb.iou, 0.0)
+    stats = None
+    reach = 2 * max(radii, default=0)     # a band pixel's whole window lies within 2r of the segment's bbox
+    h, w = base_ids.shape
+    for k, i in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+        j = int(iou[i].argmax())
+        if iou[i, j] <= 0:
+            continue
+        out[k, 0] = iou[i, j]
+        if stats is None:
+            stats = segment_stats(base_ids)
+        x, y, bw, bh = stats[int(base.ids[j])][1]
+        crop = (slice(max(0, y - reach), min(h, y + bh + reach)), slice(max(0, x - reach), min(w, x + bw + reach)))
+        seg = base_ids[crop] == base.ids[j]
+        truth = gt_ids[crop] == gt.ids[i]
+        void = gt_ids[crop] == 0
+        for c, r in enumerate(radii):
+            fixed = np.where(band(seg, r), truth, seg)
+            inter = int((fixed & truth).sum())
+            union = int(fixed.sum()) + int(mb.gt_area[i]) - inter - int((fixed & void).sum())
+            out[k, 1 + c] = inter / max(union, 1) if inter > 0 else 0.0
+    return out
+
+
 def analyse_image(gt_ids: np.ndarray, gt_info: Sequence[dict], base_ids: np.ndarray, base_info: Sequence[dict],
                   ref_ids: np.ndarray, ref_info: Sequence[dict], thing_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Per GT thing and per base / refined thing segment of one image (the raw material of sections 3 and 4)."""
+    """Per GT thing and per base / refined thing segment of one image (the raw material of sections 3 and 4).
+
+    ``ceiling_iou`` (GT things, 1 + len(BAND_RADII)): :func:`boundary_ceiling_ious` of the base."""
     gt, base, ref = Segs.of(gt_info), Segs.of(base_info), Segs.of(ref_info)
     mb = match(gt_ids, gt, base_ids, base)
     mr = match(gt_ids, gt, ref_ids, ref)
@@ -253,6 +318,7 @@ def analyse_image(gt_ids: np.ndarray, gt_info: Sequence[dict], base_ids: np.ndar
         "gt_area": mb.gt_area[g_sel],
         "base_iou": mb.gt_iou[g_sel],
         "ref_iou": mr.gt_iou[g_sel],
+        "ceiling_iou": boundary_ceiling_ious(gt_ids, gt, base_ids, base, mb, np.flatnonzero(g_sel)),
         "base_fp_on_things": on_things[base_fp],
         "base_fp_persists": persists[base_fp],
         "ref_fp_from_base": from_base_fp[ref_fp],
@@ -307,6 +373,23 @@ def mask_quality(rec: dict[str, np.ndarray]) -> dict[str, Any]:
                       "improved": float(((r - b) > IOU_DELTA).mean()) if n else None,
                       "worsened": float(((b - r) > IOU_DELTA).mean()) if n else None}
     return rows
+
+
+def boundary_ceiling(rec: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per GT-area bin: GT things matched (IoU > 0.5) by their best base segment of the same category as is
+    (``base``) and with a band of r pixels around it replaced by the GT (``r1``, ``r2``, ...), and the mean IoU
+    of the matched ones."""
+    ious = rec["ceiling_iou"].reshape(len(rec["gt_area"]), 1 + len(BAND_RADII))
+    rows = {}
+    for name, lo, hi in (("all", 0, math.inf),) + SIZE_BINS:
+        sel = (rec["gt_area"] >= lo) & (rec["gt_area"] < hi)
+        row = {}
+        for c, key in enumerate(["base"] + [f"r{r}" for r in BAND_RADII]):
+            v = ious[sel, c]
+            ok = v > 0.5
+            row[key] = {"gt_things": int(sel.sum()), "matched": int(ok.sum()), "mean_iou": _mean(v[ok])}
+        rows[name] = row
+    return {"radii": list(BAND_RADII), "rows": rows}
 
 
 def recovery(rec: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -664,6 +747,7 @@ def diagnose(gt, base, refined, *, images: str | Path | None = None, weights: st
     rec = collect(inputs)
     report["copy_distance"] = copy_distance(inputs)
     report["mask_quality"] = mask_quality(rec)
+    report["boundary_ceiling"] = boundary_ceiling(rec)
     report["recovery"] = recovery(rec)
     for k in ("base", "refined"):   # our matching must count exactly what the evaluator counts
         report["recovery"]["totals"][k]["evaluator_agrees"] = all(
@@ -749,6 +833,24 @@ def to_markdown(report: dict[str, Any]) -> str:
                     _num(None if r["n"] == 0 else r["mean_iou_refined"] - r["mean_iou_base"], 3),
                     _pct(r["improved"]) + ("%" if r["n"] else ""), _pct(r["worsened"]) + ("%" if r["n"] else "")]
                    for n, r in mq.items()]) + [""]
+    if "boundary_ceiling" in report:
+        bc = report["boundary_ceiling"]
+        radii = bc["radii"]
+        out += ["### Boundary ceiling: the base's thing masks with a band of r px replaced by the GT", "",
+                "Each GT thing's base segment of its category with the highest IoU, as is and with every pixel "
+                "within r pixels (chessboard) of its boundary, on either side, set from the GT thing: GT things "
+                "matched (IoU > 0.5) and their mean IoU. The most a refinement that moves the base's thing "
+                "boundaries by up to r pixels can reach (each GT thing on its own).", ""]
+        headers = ["size", "GT things", "base matched", "base IoU"]
+        for r in radii:
+            headers += [f"r={r} matched", f"r={r} IoU"]
+        rows = []
+        for n, row in bc["rows"].items():
+            cells = [n, row["base"]["gt_things"], row["base"]["matched"], _num(row["base"]["mean_iou"])]
+            for r in radii:
+                cells += [row[f"r{r}"]["matched"], _num(row[f"r{r}"]["mean_iou"])]
+            rows.append(cells)
+        out += _table(headers, rows) + [""]
     rc = report["recovery"]
     out += ["## 4. Thing recall by the base's failure kind", ""]
     total = sum(v["gt_things"] for v in rc["kinds"].values())

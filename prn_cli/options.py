@@ -130,6 +130,7 @@ class PostProcessOverrides(_Overrides):
     min_join_contact: float | None = _field("non_negative", float)
     keep_base_thing_class: bool | None = _field("bool")
     base_snap_confidence: float | None = _field("fraction", float)
+    boundary_radius: int | None = _field("non_negative", int)
 
     def apply(self, stored: dict):
         """A ``PostProcessConfig`` from a checkpoint's stored post-processing dict with these values on top."""

@@ -158,6 +158,9 @@ def refiner_postprocess(stored: dict, config, overrides: PostProcessOverrides | 
         raise InvalidInputError(f"{where}: this PRN has no foreground branch; use --foreground-source semantic")
     if post.use_pred_bbox and not config.box_head:
         raise InvalidInputError(f"{where}: this PRN has no box branch; leave out --use-pred-bbox")
+    if post.boundary_radius > 0 and not config.boundary_channels:
+        raise InvalidInputError(f"{where}: this PRN has no boundary refiner; leave out --boundary-radius "
+                                "(or train one: boundary_channels in --config)")
     return post
 
 
@@ -332,7 +335,26 @@ class Refiner:
         if post.keep_base_thing_class:
             segs = keep_base_thing_classes(ids, segs, base_ids, list(base[1]), set(self.category_map.thing_ids),
                                            base_labels=base_labels)
+        if post.boundary_radius > 0:
+            ids, segs = self._refine_boundaries(ids, segs, outputs["thing_foreground"], (height, width))
         return PanopticPrediction(ids, segs)
+
+    def _refine_boundaries(self, ids: np.ndarray, segs: list[dict], logits, photo_size: tuple[int, int]):
+        """The last step: every thing's boundary re-cut by the boundary refiner (models/prn/boundary.py), its
+        logits enlarged to the photo's size; segments left without pixels are dropped."""
+        import torch
+        import torch.nn.functional as F
+
+        from .models.prn.boundary import refine_thing_boundaries
+
+        logits = logits.float()[None]
+        if tuple(logits.shape[-2:]) != tuple(photo_size):
+            logits = F.interpolate(logits, size=photo_size, mode="bilinear", align_corners=False)
+        probability = torch.sigmoid(logits)[0, 0].cpu().numpy()
+        ids = refine_thing_boundaries(ids, segs, probability, set(self.category_map.thing_ids),
+                                      self.postprocess_config.boundary_radius)
+        present = set(np.unique(ids).tolist())
+        return ids, [s for s in segs if s["id"] in present]
 
     def _unsure_pixels(self, outputs: dict, photo_size: tuple[int, int]):
         """For :func:`snap_to_base`: flat pixel indices of the photo -> whether PRN's confidence there (at the

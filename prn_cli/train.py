@@ -423,8 +423,10 @@ def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) 
     reference = build_model(config, categories).state_dict()
     # A PRN without a full-resolution refiner fine-tunes into one: the refiner's output starts at zero, so the
     # network starts as the checkpoint's
-    if not any(k.startswith("full_resolution.") for k in state):
-        state.update({k: v for k, v in reference.items() if k.startswith("full_resolution.")})
+    # (so does one without a boundary refiner: its logit starts as the base's thing mask, which the re-cut keeps)
+    for module in ("full_resolution.", "boundary."):
+        if not any(k.startswith(module) for k in state):
+            state.update({k: v for k, v in reference.items() if k.startswith(module)})
     differ = sorted(k for k in set(reference) | set(state)
                     if k not in reference or k not in state or tuple(reference[k].shape) != tuple(state[k].shape))
     if differ:

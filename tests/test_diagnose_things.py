@@ -29,12 +29,12 @@ CATS = [category_dict(1, "a", True), category_dict(2, "b", True), category_dict(
 SKY = 100
 
 
-def write_set(root: Path, ids: np.ndarray, segs: dict[int, int]) -> Path:
-    """One 64x64 image; ``segs`` maps segment id -> category id."""
+def write_set(root: Path, ids: np.ndarray, segs: dict[int, int], crowd: tuple[int, ...] = ()) -> Path:
+    """One 64x64 image; ``segs`` maps segment id -> category id; ``crowd``: the ids marked iscrowd."""
     json_path, png_dir = set_paths(root)
     with PanopticWriter(json_path, png_dir, CATS) as w:
         w.add({"id": 1, "file_name": "img.jpg", "width": ids.shape[1], "height": ids.shape[0]}, ids,
-              [{"id": sid, "category_id": cat, "iscrowd": 0} for sid, cat in segs.items()])
+              [{"id": sid, "category_id": cat, "iscrowd": int(sid in crowd)} for sid, cat in segs.items()])
     return root
 
 
@@ -129,6 +129,97 @@ def test_cli_writes_tables_and_json(dt, hand_made, tmp_path, capsys):
     assert json.loads(out.read_text())["recovery"]["kinds"]["merged"]["gt_things"] == 2
 
 
+def test_band_is_boundary_band(dt):
+    """The numpy band equals the network's torch ``boundary_band`` (image edges included)."""
+    import torch
+
+    from prn_cli.models.prn.boundary import boundary_band
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((17, 23)) < 0.5, np.ones((9, 9), bool), np.zeros((9, 9), bool)]
+    m = np.zeros((20, 20), bool)
+    m[0:6, 3:19] = True                    # a rectangle on the top edge
+    masks.append(m)
+    for mask in masks:
+        for r in range(4):
+            want = boundary_band(torch.from_numpy(mask.astype(np.uint8))[None], r)[0].numpy()
+            assert np.array_equal(dt.band(mask, r), want)
+    square = np.zeros((12, 12), bool)
+    square[3:9, 3:9] = True
+    assert dt.band(square, 1).sum() == 8 * 8 - 4 * 4 and dt.band(square, 2).sum() == 10 * 10 - 2 * 2
+
+
+@pytest.fixture(scope="module")
+def shifted(tmp_path_factory):
+    """GT: T1 class 1 10x10, T2 class 2 10x10, T3 class 1 10x10, T4 class 2 10x10, a class-1 crowd region.
+
+    Base: T1's square shifted by 2 px down and right (IoU 64/136 < 0.5), T2's extended by 2 px downwards (IoU
+    100/120), on T3 an exact class-2 segment over its left 8 columns (IoU 0.8, the wrong category: ignored) and a
+    class-1 sliver over its last 2 columns and 2 px beyond (IoU 20/120), T4 missed (sky), the crowd copied.
+    """
+    root = tmp_path_factory.mktemp("shifted")
+    gt = np.full((64, 64), SKY, np.uint32)
+    box(gt, 1, 10, 20, 10, 20)
+    box(gt, 2, 30, 40, 30, 40)
+    box(gt, 3, 45, 55, 10, 20)
+    box(gt, 4, 50, 60, 40, 50)
+    box(gt, 5, 2, 8, 40, 60)
+    gt_segs = {SKY: 101, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1}
+    base = np.full((64, 64), SKY, np.uint32)
+    box(base, 11, 12, 22, 12, 22)
+    box(base, 12, 30, 42, 30, 40)
+    box(base, 13, 45, 55, 10, 18)
+    box(base, 14, 45, 55, 18, 22)
+    box(base, 15, 2, 8, 40, 60)
+    base_segs = {SKY: 101, 11: 1, 12: 2, 13: 2, 14: 1, 15: 1}
+    return write_set(root / "gt", gt, gt_segs, crowd=(5,)), write_set(root / "base", base, base_segs)
+
+
+def test_boundary_ceiling_on_shifted_squares(dt, shifted):
+    """Section 3's boundary ceiling, by hand (band = the base square's ring of width 2r + 1 px, its inner
+    (side - 2r)^2 core kept, the rest from the GT):
+
+    T1, base [12:22]^2 on GT [10:20]^2: r=1 keeps the core [13:21]^2 (64 px, 49 on T1) and adds T1 inside
+    [11:23]^2 less the core (81 - 49 = 32 px): inter 81, area 96, IoU 81/115; r>=2 gives T1 back (1.0).
+    T2, base rows 30:42 on GT rows 30:40 (cols 30:40): r=1 keeps rows 31:41 x cols 31:39 (80 px, 72 on T2) and
+    adds 28 px of T2: inter 100, area 108, IoU 100/108; r>=2 gives T2 back.
+    T3, the class-1 sliver (cols 18:22): r=1 keeps rows 46:54 x cols 19:21 (16 px, 8 on T3) and adds T3 in cols
+    17:20 less those 8 (22 px): inter 30, area 38, IoU 30/108; r=2 has no core left: T3 in cols 16:20, 0.4;
+    r=3: cols 15:20, 0.5, not a match. T4 has no base segment (0). The crowd is not counted.
+    """
+    gt, base = shifted
+    inputs = dt.load_inputs(gt, base, base)
+    rec = dt.collect(inputs)
+    want = np.array([[64 / 136, 81 / 115, 1.0, 1.0],
+                     [100 / 120, 100 / 108, 1.0, 1.0],
+                     [20 / 120, 30 / 108, 0.4, 0.5],
+                     [0.0, 0.0, 0.0, 0.0]])
+    assert rec["ceiling_iou"].shape == (4, 1 + len(dt.BAND_RADII)) and dt.BAND_RADII == (1, 2, 3)
+    assert np.array_equal(rec["ceiling_iou"], want)
+
+    report = dt.diagnose(gt, base, base, run_grouping=False)
+    bc = report["boundary_ceiling"]
+    assert bc["radii"] == [1, 2, 3]
+    rows = bc["rows"]
+    assert list(rows) == ["all", "small", "medium", "large"]
+    assert rows["all"]["base"] == {"gt_things": 4, "matched": 1, "mean_iou": 100 / 120}
+    assert rows["all"]["r1"]["gt_things"] == 4 and rows["all"]["r1"]["matched"] == 2
+    assert rows["all"]["r1"]["mean_iou"] == pytest.approx((81 / 115 + 100 / 108) / 2, abs=1e-15)
+    assert rows["all"]["r2"] == {"gt_things": 4, "matched": 2, "mean_iou": 1.0}
+    assert rows["all"]["r3"] == {"gt_things": 4, "matched": 2, "mean_iou": 1.0}
+    assert rows["small"] == rows["all"]
+    assert rows["medium"]["r2"] == {"gt_things": 0, "matched": 0, "mean_iou": None}
+    # the base row is the evaluator's thing TP; the refined set plays no part
+    assert report["recovery"]["totals"]["base"]["tp"] == 1 and report["recovery"]["totals"]["base"]["evaluator_agrees"]
+    assert dt.diagnose(gt, base, gt, run_grouping=False)["boundary_ceiling"] == bc
+    text = dt.to_markdown(report)
+    assert "### Boundary ceiling: the base's thing masks with a band of r px replaced by the GT" in text
+    assert ("| size | GT things | base matched | base IoU | r=1 matched | r=1 IoU | r=2 matched | r=2 IoU "
+            "| r=3 matched | r=3 IoU |") in text
+    assert "| all | 4 | 1 | 0.833 | 2 | 0.815 | 2 | 1.000 | 2 | 1.000 |" in text
+    assert "| medium | 0 | 0 | - | 0 | - | 0 | - | 0 | - |" in text
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     from prn_cli.perturb import write_corrupted_set
@@ -153,6 +244,21 @@ def test_refined_equal_to_base_is_a_copy(dt, synthetic):
     assert fps["still_fp"] == fps["base_fp"]
     assert report["mask_quality"]["all"]["improved"] == 0.0 and report["mask_quality"]["all"]["worsened"] == 0.0
     assert report["pq"]["base"] == report["pq"]["refined"]
+
+
+def test_boundary_ceiling_base_row_is_the_evaluators(dt, synthetic):
+    """On a synthetic set: the ceiling's base row counts the evaluator's thing TPs, with section 3's mean IoU."""
+    data, base = synthetic
+    report = dt.diagnose(data, base, base, run_grouping=False)
+    rows = report["boundary_ceiling"]["rows"]
+    assert rows["all"]["base"]["matched"] == report["pq"]["base"]["things"]["tp"] > 0
+    assert rows["all"]["base"]["mean_iou"] == pytest.approx(report["mask_quality"]["all"]["mean_iou_base"],
+                                                            abs=1e-12)
+    n = report["mask_quality"]["all"]["gt_things"]
+    for key in ("base", "r1", "r2", "r3"):
+        assert rows["all"][key]["gt_things"] == n
+        assert sum(rows[b][key]["matched"] for b in ("small", "medium", "large")) == rows["all"][key]["matched"]
+    json.dumps(report, allow_nan=False)
 
 
 def test_grouping_ceiling_and_floor(dt, synthetic):

@@ -43,6 +43,8 @@ class PRNLossConfig:
     offset: float = 0.01            # L1 over (dy, dx) x offset_weight
     foreground: float = 1.0         # BCE x foreground_weight
     box: float = 0.01               # L1 over (l, t, r, b) x offset_weight
+    boundary: float = 1.0           # BCE of the boundary refiner's thing foreground, weighted as below
+    boundary_outside: float = 0.05  # its pixel weight away from the band around the base's thing boundaries (1 in it)
 
 
 @dataclass
@@ -86,6 +88,14 @@ class PRNConfig:
     #: frozen and kept in eval mode, its batch-norm statistics included, like torchvision's
     #: trainable_backbone_layers): to add a refiner to a trained PRN without moving anything else
     trainable: str = "all"
+    #: width of the boundary refiner (0 = none): a full-resolution network over [RGB, the base's thing mask and
+    #: segment boundaries] whose thing-foreground logit re-cuts each thing's boundary within a few pixels
+    #: (models/prn/boundary.py; a prn extension, docs/design.md "PRN")
+    boundary_channels: int = 0
+    #: the dilation of each of its 3x3 convolutions, one entry per layer
+    boundary_dilations: tuple = (1, 1, 2, 4, 8, 1)
+    #: the band around the base's thing boundaries, in pixels each side, where its loss has full weight
+    boundary_band: int = 3
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +113,11 @@ class PRNConfig:
                    loss=PRNLossConfig(**(d.pop("loss", {}) or {})), **d)
 
     def __post_init__(self) -> None:
+        self.boundary_dilations = tuple(int(v) for v in self.boundary_dilations)
+        if self.boundary_channels < 0 or self.boundary_band < 1 or not self.boundary_dilations \
+                or min(self.boundary_dilations) < 1:
+            raise ValueError(f"boundary_channels must be >= 0, boundary_band >= 1 and boundary_dilations integers "
+                             f">= 1, got {self.boundary_channels}, {self.boundary_band}, {self.boundary_dilations!r}")
         self.full_resolution_dilations = tuple(int(v) for v in self.full_resolution_dilations)
         if not self.full_resolution_dilations or min(self.full_resolution_dilations) < 1:
             raise ValueError(f"full_resolution_dilations must be one or more integers >= 1, "

@@ -13,7 +13,8 @@ multiples of ``config.size_divisibility`` (32; ``prn_cli.data``'s collate pads t
 
 Training mode (``targets`` required: batched renderer outputs, padding with weight 0): returns a dict of scalar
 losses, each already multiplied by its weight in ``config.loss``: ``loss_semantic``, ``loss_center``,
-``loss_offset``, plus ``loss_foreground`` if ``config.foreground_head`` and ``loss_box`` if ``config.box_head``.
+``loss_offset``, plus ``loss_foreground`` if ``config.foreground_head``, ``loss_box`` if ``config.box_head`` and
+``loss_boundary`` if ``config.boundary_channels``.
 
 Eval mode: returns the maps at input resolution (H, W), float:
 
@@ -21,7 +22,9 @@ Eval mode: returns the maps at input resolution (H, W), float:
 - ``"center"`` (B, 1, H, W) raw center heatmap (no sigmoid; the target is a Gaussian with peak 1);
 - ``"offset"`` (B, 2, H, W) (dy, dx) in input pixels, pointing from the pixel to its instance centroid;
 - ``"foreground"`` (B, 1, H, W) logits that the pixel belongs to a thing (if ``config.foreground_head``);
-- ``"box"`` (B, 4, H, W) (l, t, r, b) distances in input pixels, all >= 0 (if ``config.box_head``).
+- ``"box"`` (B, 4, H, W) (l, t, r, b) distances in input pixels, all >= 0 (if ``config.box_head``);
+- ``"thing_foreground"`` (B, 1, H, W) the boundary refiner's full-resolution logits that the pixel belongs to a
+  thing (if ``config.boundary_channels``; :mod:`.boundary`), with ``loss_boundary`` in training.
 
 :meth:`PRN.predict` returns these maps in either mode and :meth:`PRN.loss` turns them into the losses, e.g. to
 compute validation losses in eval mode.
@@ -59,6 +62,7 @@ from torch import nn
 from ..backbone import ResNetBackbone, load_backbone_weights
 from ..categories import CategoryMap
 from ..coordconv import COORD_CHANNELS, add_coords
+from .boundary import BoundaryRefiner, boundary_band
 from .config import PRNConfig, PRNLossConfig
 from .decoder import PanopticDeepLabDecoder, PredictionHead
 
@@ -70,6 +74,8 @@ IGNORE_INDEX = 255
 COMMON_STRIDE = 4
 #: Output name -> channels (the foreground and box heads exist only when switched on).
 HEAD_CHANNELS = {"center": 1, "offset": 2, "foreground": 1, "box": 4}
+#: ``PRNConfig.trainable``: everything, or one module alone (the rest frozen, in eval mode)
+TRAINABLE = ("all", "full_resolution", "boundary")
 
 
 class FullResolutionRefiner(nn.Module):
@@ -187,22 +193,24 @@ class PRN(nn.Module):
                                                       config.foreground_head and config.full_resolution_foreground,
                                                       config.full_resolution_dilations)
                                 if config.full_resolution_channels else None)
-        if config.trainable not in ("all", "full_resolution"):
-            raise ValueError(f"trainable must be 'all' or 'full_resolution', got {config.trainable!r}")
-        if config.trainable == "full_resolution":
-            if self.full_resolution is None:
-                raise ValueError("trainable 'full_resolution' needs full_resolution_channels > 0")
+        self.boundary = (BoundaryRefiner(config.boundary_channels, config.boundary_dilations)
+                         if config.boundary_channels else None)
+        if config.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {config.trainable!r}")
+        if config.trainable != "all":
+            if getattr(self, config.trainable) is None:
+                raise ValueError(f"trainable {config.trainable!r} needs {config.trainable}_channels > 0")
             for name, parameter in self.named_parameters():
-                parameter.requires_grad_(name.startswith("full_resolution."))
+                parameter.requires_grad_(name.startswith(config.trainable + "."))
             self.train(self.training)
 
     def train(self, mode: bool = True) -> "PRN":
-        """As nn.Module.train; with ``config.trainable == "full_resolution"`` everything but the refiner stays in
-        eval mode (frozen batch-norm statistics, no dropout)."""
+        """As nn.Module.train; with ``config.trainable`` other than "all" everything but that module stays in eval
+        mode (frozen batch-norm statistics, no dropout)."""
         super().train(mode)
-        if self.config.trainable == "full_resolution":
+        if self.config.trainable != "all":
             for name, module in self.named_children():
-                if name != "full_resolution":
+                if name != self.config.trainable:
                     module.train(False)
         return self
 
@@ -252,6 +260,8 @@ class PRN(nn.Module):
             outputs[name] = y
         if self.full_resolution is not None:
             outputs = self.full_resolution(inputs["image"], outputs)
+        if self.boundary is not None:
+            outputs["thing_foreground"] = self.boundary(inputs["image"], inputs["base_maps"])
         return outputs
 
     def prior_gain(self, name: str) -> torch.Tensor:
@@ -270,8 +280,16 @@ class PRN(nn.Module):
         return {"semantic": onehot, "foreground": 2 * maps[:, 0:1] - 1, "center": maps[:, 1:2],
                 "offset": maps[:, 2:4] * scale, "box": maps[:, 4:8] * scale}
 
-    def loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Weighted losses of :meth:`predict`'s ``outputs`` (see :func:`prn_losses`)."""
+    def loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+             inputs: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Weighted losses of :meth:`predict`'s ``outputs`` (see :func:`prn_losses`); the boundary refiner's loss
+        needs the ``inputs`` (its band follows the base's thing boundaries)."""
+        if "thing_foreground" in outputs:
+            if inputs is None:
+                raise ValueError("the boundary refiner's loss needs the inputs (the base's thing mask)")
+            band = boundary_band(inputs["base_maps"][:, 0] > 0.5, self.config.boundary_band)
+            targets = dict(targets, boundary_weight=targets["foreground_weight"] * torch.where(
+                band, 1.0, self.config.loss.boundary_outside).to(targets["foreground_weight"].dtype))
         return prn_losses(outputs, targets, self.config.loss)
 
     def forward(self, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None = None):
@@ -279,7 +297,7 @@ class PRN(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("PRN in training mode needs targets")
-            return self.loss(outputs, targets)
+            return self.loss(outputs, targets, inputs)
         return outputs
 
 
@@ -334,7 +352,10 @@ def prn_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
     - ``loss_center`` = center x squared error of the heatmap, weighted by ``center_weight``;
     - ``loss_offset`` = offset x L1 summed over (dy, dx), weighted by ``offset_weight`` (thing pixels);
     - ``loss_foreground`` = foreground x BCE-with-logits, weighted by ``foreground_weight`` (if predicted);
-    - ``loss_box`` = box x L1 summed over (l, t, r, b), weighted by ``offset_weight`` (if predicted).
+    - ``loss_box`` = box x L1 summed over (l, t, r, b), weighted by ``offset_weight`` (if predicted);
+    - ``loss_boundary`` = boundary x BCE-with-logits of ``thing_foreground`` against the foreground target,
+      weighted by ``boundary_weight`` (:meth:`PRN.loss` adds it: 1 near the base's thing boundaries, else
+      ``boundary_outside``, 0 on void).
 
     Channel sums are divided by the single-channel weight sum, as Panoptic-DeepLab's offset loss.
     """
@@ -353,6 +374,10 @@ def prn_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
         bce = F.binary_cross_entropy_with_logits(f("foreground")[:, 0], targets["foreground"].float(),
                                                  reduction="none")
         losses["loss_foreground"] = cfg.foreground * weighted_mean(bce, targets["foreground_weight"])
+    if "thing_foreground" in outputs:
+        bce = F.binary_cross_entropy_with_logits(f("thing_foreground")[:, 0], targets["foreground"].float(),
+                                                 reduction="none")
+        losses["loss_boundary"] = cfg.boundary * weighted_mean(bce, targets["boundary_weight"])
     if "box" in outputs:
         losses["loss_box"] = cfg.box * weighted_mean((f("box") - targets["box"]).abs().sum(1),
                                                      targets["offset_weight"])

@@ -90,6 +90,9 @@ class PostProcessConfig:
     #: do no harm: where PRN's confidence (base_fusion.confidence_map) is below this, a pixel goes to the refined
     #: segment matching the base's segment there, keeping the base's full-resolution boundaries; 0 = off
     base_snap_confidence: float = 0.0
+    #: re-cut every thing's boundary within this many pixels by the boundary refiner's thing foreground
+    #: (boundary.refine_thing_boundaries, applied by the predictor last; needs the "thing_foreground" output). 0 = off
+    boundary_radius: int = 0
     chunk_elements: int = 4 * 1024 * 1024   # bound on (pixels x centres) entries per grouping chunk
 
     @property
@@ -127,6 +130,8 @@ class PostProcessConfig:
             raise ValueError(f"min_join_contact must be a number >= 0, got {self.min_join_contact!r}")
         if not 0.0 <= self.base_snap_confidence <= 1.0:
             raise ValueError(f"base_snap_confidence must be in [0, 1], got {self.base_snap_confidence!r}")
+        if not isinstance(self.boundary_radius, int) or self.boundary_radius < 0:
+            raise ValueError(f"boundary_radius must be an integer >= 0 (pixels), got {self.boundary_radius!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
 

@@ -182,10 +182,15 @@ KeepBaseThingClass = Annotated[Optional[bool], typer.Option(
     "matches a base thing keeps the base thing's class.")]
 
 
+BoundaryRadius = Annotated[Optional[int], typer.Option(
+    "--boundary-radius", metavar="PX", help="Re-cut every thing's boundary within PX pixels by PRN's boundary "
+    "refiner (checkpoints that have one; 0 = off).")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
                    restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
-                   min_join_contact=None, keep_base_thing_class=None):
+                   min_join_contact=None, keep_base_thing_class=None, boundary_radius=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -196,7 +201,7 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         restore_base_segments=restore_base_segments.value if isinstance(restore_base_segments, Enum)
         else restore_base_segments, reclaim_other_classes=reclaim_other_classes,
         base_snap_confidence=base_snap_confidence, min_join_contact=min_join_contact,
-        keep_base_thing_class=keep_base_thing_class)
+        keep_base_thing_class=keep_base_thing_class, boundary_radius=boundary_radius)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (RESUME_HINT, CONTEXT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
-                      BoxIouThreshold, CenterThreshold, CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt,
-                      ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr,
-                      MinJoinContact, NmsKernel, NumWorkers, PostStuffArea, PRNArch, PRNArchOpt, ReclaimOtherClasses,
+from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
+                      BoundaryRadius, BoxIouThreshold, CenterThreshold, CheckpointEvery, ConfigFile, Crop, Device,
+                      DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr,
+                      MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
                       RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
                       ValLimit, WarmupIters, command, post_overrides)
 
@@ -214,6 +214,7 @@ def train_prn_command(
     min_join_contact: MinJoinContact = None,
     keep_base_thing_class: KeepBaseThingClass = None,
     base_snap_confidence: BaseSnapConfidence = None,
+    boundary_radius: BoundaryRadius = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
@@ -237,7 +238,8 @@ def train_prn_command(
                                  restore_base_segments=restore_base_segments,
                                  reclaim_other_classes=reclaim_other_classes,
                                  min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
-                                 base_snap_confidence=base_snap_confidence)
+                                 base_snap_confidence=base_snap_confidence,
+                                 boundary_radius=boundary_radius)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")

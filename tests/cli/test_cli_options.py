@@ -32,6 +32,8 @@ BAD_VALUES = {
                                               "--nms-kernel", "4"], "--nms-kernel"),
     "refine --min-join-contact -1": (lambda i, out: ["refine", "--base", i["base"], "--images", i["images"], "--out",
                                                      out, "--min-join-contact", "-1"], "--min-join-contact"),
+    "refine --boundary-radius -1": (lambda i, out: ["refine", "--base", i["base"], "--images", i["images"], "--out",
+                                                    out, "--boundary-radius", "-1"], "--boundary-radius"),
     "segment --instance-score-threshold 2": (lambda i, out: ["segment", "--images", i["images"], "--out", out,
                                                              "--instance-score-threshold", "2"],
                                              "--instance-score-threshold"),

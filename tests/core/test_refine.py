@@ -117,6 +117,70 @@ def test_options_the_checkpoint_cannot_serve_are_errors(tmp_path, setup):
                options=RefineOptions(overrides=Post(foreground_source="semantic")))
 
 
+def _boundary_checkpoint(path, bias: float):
+    """A random PRN with a boundary refiner whose thing probability is sigmoid(bias) everywhere."""
+    from prn_cli.models.prn.postprocess import PostProcessConfig
+    from prn_cli.models.prn.render import RenderConfig
+
+    torch.manual_seed(0)
+    config = prn_model_config("tiny")
+    config.boundary_channels = 4
+    model = build_model(config, synth_categories())
+    with torch.no_grad():
+        model.boundary.prior.zero_()
+        model.boundary.read_out.bias.fill_(bias)
+    post = PostProcessConfig(use_pred_bbox=True, center_threshold=0.0, top_k=20, restore_base_segments="all")
+    save_checkpoint(path, kind="prn", config={"model": config.to_dict(), "render": plain_dataclass(RenderConfig()),
+                                              "postprocess": plain_dataclass(post)},
+                    categories=synth_categories(), model_state=model)
+    return path
+
+
+@pytest.mark.parametrize("bias", [20.0, -20.0])
+def test_the_boundary_radius_moves_thing_boundaries_only_and_only_that_far(setup, tmp_path, bias):
+    """A refiner that calls every pixel a thing (bias +20) grows every thing by exactly the radius into stuff; one
+    that calls none a thing (-20) shrinks them; segments, ids and categories stay; radius 0 is the plain output."""
+    import numpy as np
+
+    from prn_cli.models.prn.boundary import boundary_band
+
+    root, _, summary, base = setup
+    weights = _boundary_checkpoint(tmp_path / "boundary.pt", bias)
+    outs = {}
+    for radius in (0, 2):
+        refine(base, summary["images_dir"], weights, tmp_path / f"r{radius}",
+               options=RefineOptions(overrides=Post(boundary_radius=radius)))
+        outs[radius] = load_set(tmp_path / f"r{radius}")
+    assert validate_set(outs[2]) == []
+    things = {c["id"] for c in synth_categories() if c["isthing"]}
+    moved = 0
+    for plain_ann, cut_ann in zip(outs[0].annotations, outs[2].annotations):
+        plain, cut = outs[0].read_ids(plain_ann), outs[2].read_ids(cut_ann)
+        thing_ids = [s["id"] for s in plain_ann["segments_info"] if s["category_id"] in things]
+        was, now = np.isin(plain, thing_ids), np.isin(cut, thing_ids)
+        band = boundary_band(torch.from_numpy(was)[None], 2)[0].numpy()
+        changed = plain != cut
+        assert not (changed & ~band).any()                    # nothing moves further than the radius
+        if bias > 0:
+            assert not (was & changed).any() and changed[band & ~was].all()   # the whole outer band joined
+            assert now[changed].all()
+        else:
+            assert not (~was & changed).any() and not now[changed].any()
+        moved += int(changed.sum())
+        cats = {s["id"]: s["category_id"] for s in plain_ann["segments_info"]}
+        assert {s["id"]: s["category_id"] for s in cut_ann["segments_info"]}.items() <= cats.items()
+        assert {s["id"] for s in cut_ann["segments_info"] if s["category_id"] in things} == set(thing_ids)
+    assert moved > 0
+
+
+def test_a_boundary_radius_without_a_boundary_refiner_is_an_error(setup, tmp_path):
+    root, weights, summary, base = setup
+    with pytest.raises(InvalidInputError, match="no boundary refiner"):
+        refine(base, summary["images_dir"], weights, tmp_path / "o",
+               options=RefineOptions(overrides=Post(boundary_radius=2)))
+    assert not (tmp_path / "o" / "panoptic.json").exists()
+
+
 def test_a_base_checkpoint_is_refused(setup, tmp_path):
     from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
     from prn_cli.models.ms_panoptic_fpn.model import build_model as build_base

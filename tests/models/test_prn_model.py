@@ -105,7 +105,7 @@ def test_config_round_trip_through_json():
     assert PRNConfig.from_dict({}) == PRNConfig()
     d = PRNConfig.tiny().to_dict()
     assert d["loss"] == {"semantic": 1.0, "semantic_top_k": 1.0, "center": 200.0, "offset": 0.01,
-                         "foreground": 1.0, "box": 0.01}
+                         "foreground": 1.0, "box": 0.01, "boundary": 1.0, "boundary_outside": 0.05}
     with pytest.raises(TypeError, match="bogus"):
         PRNConfig.from_dict({"bogus": 1})
 

@@ -1,0 +1,179 @@
+"""PRN's boundary refiner (models/prn/boundary.py): the network at start, its band and loss, training it alone, and
+the re-cut of thing boundaries it drives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prn_cli.models.prn.boundary import BoundaryRefiner, boundary_band, refine_thing_boundaries
+from prn_cli.models.prn.config import PRNConfig
+from prn_cli.models.prn.model import build_model
+
+CATS = [
+    {"id": 1, "name": "square", "isthing": 1, "supercategory": "shape"},
+    {"id": 7, "name": "ground", "isthing": 0, "supercategory": "ground"},
+]
+H = W = 32
+
+
+def config(**kw) -> PRNConfig:
+    cfg = PRNConfig.tiny()
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def square_scene(base_rows=(8, 24), true_rows=(10, 24)):
+    """A thing square (cols 8..23) on stuff; the base's square spans ``base_rows``, the true one ``true_rows``."""
+    base_fg = torch.zeros(1, H, W)
+    base_fg[0, base_rows[0]:base_rows[1], 8:24] = 1
+    base_maps = torch.zeros(1, 9, H, W)
+    base_maps[:, 0] = base_fg
+    truth = torch.zeros(1, H, W)
+    truth[0, true_rows[0]:true_rows[1], 8:24] = 1
+    sem = torch.where(base_fg.bool(), 0, 1)
+    image = (truth[:, None].expand(1, 3, H, W) * 2 - 1).clone()
+    inputs = {"image": image, "base_semantic": sem, "base_maps": base_maps}
+    targets = {"semantic": torch.where(truth.bool(), 0, 1), "semantic_weight": torch.ones(1, H, W),
+               "center": torch.zeros(1, 1, H, W), "center_weight": torch.ones(1, H, W),
+               "offset": torch.zeros(1, 2, H, W), "offset_weight": truth.clone(), "box": torch.zeros(1, 4, H, W),
+               "foreground": truth, "foreground_weight": torch.ones(1, H, W)}
+    return inputs, targets
+
+
+def test_a_fresh_boundary_refiner_reproduces_the_base_thing_mask():
+    refiner = BoundaryRefiner(channels=4)
+    inputs, _ = square_scene()
+    logits = refiner(inputs["image"], inputs["base_maps"])
+    assert logits.shape == (1, 1, H, W)
+    expected = 2.0 * (2 * inputs["base_maps"][:, 0:1] - 1)
+    assert torch.equal(logits, expected)   # +2 on the base's thing, -2 elsewhere: the re-cut changes nothing
+
+
+def test_the_band_is_every_pixel_within_width_of_the_boundary():
+    fg = torch.zeros(1, 16, 16)
+    fg[0, 5:11, 5:11] = 1
+    band = boundary_band(fg, 1)[0]
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[4:12, 4:12] = True
+    expected[6:10, 6:10] = False
+    assert torch.equal(band, expected)          # 8x8 minus the 4x4 core: 48 pixels
+    assert int(boundary_band(fg, 2)[0].sum()) == 10 * 10 - 2 * 2
+    assert not boundary_band(torch.zeros(1, 8, 8), 3).any()
+
+
+def test_the_boundary_loss_counts_the_band_fully_and_the_rest_at_boundary_outside():
+    torch.manual_seed(0)
+    model = build_model(config(boundary_channels=4, boundary_band=1), CATS).train()
+    inputs, targets = square_scene(base_rows=(8, 24), true_rows=(8, 24))
+    outputs = model.predict(inputs)
+    # the base is right: +-2 logits everywhere, the same BCE on every pixel
+    exact = float(F.binary_cross_entropy_with_logits(torch.tensor(2.0), torch.tensor(1.0)))
+    losses = model.loss(outputs, targets, inputs)
+    assert losses["loss_boundary"].item() == pytest.approx(exact, rel=1e-5)
+    # one wrong pixel far from the boundary costs boundary_outside of one in the band
+    far = dict(outputs, thing_foreground=outputs["thing_foreground"].clone())
+    near = dict(outputs, thing_foreground=outputs["thing_foreground"].clone())
+    far["thing_foreground"][0, 0, 0, 0] = 10.0     # 8 px from the square
+    near["thing_foreground"][0, 0, 7, 12] = 10.0   # just outside its top edge
+    base = losses["loss_boundary"].item()
+    d_far = model.loss(far, targets, inputs)["loss_boundary"].item() - base
+    d_near = model.loss(near, targets, inputs)["loss_boundary"].item() - base
+    assert d_far > 0 and d_far / d_near == pytest.approx(model.config.loss.boundary_outside, rel=1e-4)
+    with pytest.raises(ValueError, match="inputs"):
+        model.loss(outputs, targets)
+
+
+def test_training_the_boundary_refiner_alone_moves_the_boundary_to_the_image_edge():
+    """The base's square starts 2 rows too high; the image shows the true edge. Trained alone (the rest of PRN
+    frozen), the refiner's thing foreground follows the image."""
+    torch.manual_seed(0)
+    model = build_model(config(boundary_channels=8, boundary_band=3, trainable="boundary"), CATS)
+    model.train()
+    assert model.boundary.training and not model.backbone.training
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("boundary.") for n in trainable)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+
+    def wrong_pixels():
+        model.eval()
+        with torch.no_grad():
+            inputs, targets = square_scene(base_rows=(8, 24), true_rows=(10, 24))
+            prob = torch.sigmoid(model(inputs)["thing_foreground"])[0, 0]
+        model.train()
+        return int(((prob > 0.5) != targets["foreground"][0].bool()).sum())
+
+    assert wrong_pixels() == 2 * 16        # the base's two extra rows
+    for step in range(300):
+        top, true_top = 6 + step % 5, 6 + (step + 2) % 5     # the base's top row is off by up to 2 either way
+        inputs, targets = square_scene(base_rows=(top, 24), true_rows=(true_top, 24))
+        losses = model(inputs, targets)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    assert wrong_pixels() <= 4
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("boundary.") for k in changed)
+    with pytest.raises(ValueError, match="boundary_channels"):
+        build_model(config(trainable="boundary"), CATS)
+
+
+def test_the_config_round_trips_and_rejects_bad_values():
+    cfg = PRNConfig.from_dict({"boundary_channels": 8, "boundary_dilations": [1, 2], "boundary_band": 2})
+    assert (cfg.boundary_channels, cfg.boundary_dilations, cfg.boundary_band) == (8, (1, 2), 2)
+    assert PRNConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in ({"boundary_channels": -1}, {"boundary_band": 0}, {"boundary_dilations": (1, 0)}):
+        with pytest.raises(ValueError, match="boundary"):
+            PRNConfig(**bad)
+    model = build_model(config(boundary_channels=4, boundary_dilations=(1, 2)), CATS)
+    assert [m.dilation for m in model.boundary.body if isinstance(m, torch.nn.Conv2d)] == [(1, 1), (2, 2)]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the re-cut
+
+THINGS = {1}
+SEGMENTS = [{"id": 5, "category_id": 7}, {"id": 9, "category_id": 1}, {"id": 11, "category_id": 1}]
+
+
+def scene():
+    ids = np.full((12, 12), 5, np.int64)
+    ids[3:7, 3:7] = 9          # a thing
+    ids[3:7, 7:9] = 11         # a second thing, touching the first
+    return ids
+
+
+def test_the_recut_moves_thing_boundaries_by_the_probability():
+    ids = scene()
+    prob = (ids != 5).astype(float)
+    prob[2, 3:7] = 0.9         # a row above thing 9 belongs to it
+    prob[6, 3:9] = 0.1         # the bottom row of both things is background
+    out = refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2)
+    expected = ids.copy()
+    expected[2, 3:7] = 9
+    expected[6, 3:9] = 5
+    assert np.array_equal(out, expected)
+    # where two things touch, nothing moves between them; radius 0 changes nothing
+    assert np.array_equal(out[3:6, 6:8], ids[3:6, 6:8])
+    assert refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=0) is ids
+
+
+def test_the_recut_stays_within_the_radius_and_never_drops_a_segment():
+    ids = scene()
+    prob = (ids != 5).astype(float)
+    prob[0, :] = 1.0           # 3 rows above the things: outside a radius of 2
+    prob[3:7, 7:9] = 0.0       # thing 11 would lose every pixel
+    out = refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2)
+    assert np.array_equal(out, ids)
+    # a thing pixel next to void leaves to void (id 0), not to a stuff segment further away
+    ids[7, 3:7] = 0
+    prob = (ids != 5).astype(float)
+    prob[ids == 0] = 0.0
+    prob[6, 4] = 0.2
+    out = refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=1)
+    assert out[6, 4] == 0 and (out != ids).sum() == 1
