@@ -44,6 +44,7 @@ def _odd(v) -> bool:
 #: rule name -> (test, what a good value is)
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fraction": (_fraction, "a number from 0 to 1"),
+    "confidence": (lambda v: 0.5 <= v < 1.0, "a number from 0.5 up to (not including) 1"),
     "positive": (_positive, "an integer of at least 1"),
     "non_negative": (_non_negative, "a number of at least 0"),
     "odd": (_odd, "an odd integer of at least 1"),
@@ -131,6 +132,7 @@ class PostProcessOverrides(_Overrides):
     keep_base_thing_class: bool | None = _field("bool")
     base_snap_confidence: float | None = _field("fraction", float)
     boundary_radius: int | None = _field("non_negative", int)
+    boundary_confidence: float | None = _field("confidence", float)
 
     def apply(self, stored: dict):
         """A ``PostProcessConfig`` from a checkpoint's stored post-processing dict with these values on top."""

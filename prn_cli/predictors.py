@@ -351,8 +351,9 @@ class Refiner:
         if tuple(logits.shape[-2:]) != tuple(photo_size):
             logits = F.interpolate(logits, size=photo_size, mode="bilinear", align_corners=False)
         probability = torch.sigmoid(logits)[0, 0].cpu().numpy()
-        ids = refine_thing_boundaries(ids, segs, probability, set(self.category_map.thing_ids),
-                                      self.postprocess_config.boundary_radius)
+        post = self.postprocess_config
+        ids = refine_thing_boundaries(ids, segs, probability, set(self.category_map.thing_ids), post.boundary_radius,
+                                      post.boundary_confidence)
         present = set(np.unique(ids).tolist())
         return ids, [s for s in segs if s["id"] in present]
 

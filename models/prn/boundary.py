@@ -89,14 +89,16 @@ def _propagate(labels: np.ndarray, source: np.ndarray, steps: int) -> np.ndarray
 
 
 def refine_thing_boundaries(ids: np.ndarray, segments: list[dict], thing_probability: np.ndarray,
-                            thing_category_ids: set[int], radius: int, threshold: float = 0.5) -> np.ndarray:
+                            thing_category_ids: set[int], radius: int, confidence: float = 0.5) -> np.ndarray:
     """``ids`` with every thing's boundary re-cut by ``thing_probability`` within ``radius`` pixels of it.
 
     ``ids`` (H, W) integer segment ids (0 = void), ``segments`` their ``segments_info``; ``thing_probability``
     (H, W) the boundary refiner's sigmoid at the same size. Inside the band (:func:`boundary_band` of the union of
-    thing segments): a non-thing pixel with probability > ``threshold`` joins the nearest thing; a thing pixel with
-    probability <= ``threshold`` goes to the nearest non-thing segment (void where none is within ``radius``).
-    Segments keep their ids and categories; a thing that would lose every pixel keeps its own.
+    thing segments): a non-thing pixel with probability > ``confidence`` joins the nearest thing; a thing pixel with
+    probability < 1 - ``confidence`` goes to the nearest non-thing segment (void where none is within ``radius``).
+    ``confidence`` in [0.5, 1): above 0.5 a pixel moves only where the refiner is that sure, so a base whose
+    boundaries are already right loses less to the refiner's mistakes. Segments keep their ids and categories; a
+    thing that would lose every pixel keeps its own.
     """
     if radius <= 0:
         return ids
@@ -106,9 +108,9 @@ def refine_thing_boundaries(ids: np.ndarray, segments: list[dict], thing_probabi
     ids = np.asarray(ids)
     is_thing = np.isin(ids, thing_ids)
     band = boundary_band(torch.from_numpy(is_thing)[None], radius)[0].numpy()
-    confident = thing_probability > threshold
-    join = band & ~is_thing & confident
-    leave = band & is_thing & ~confident
+    join = band & ~is_thing & (thing_probability > confidence)
+    leave = band & is_thing & (thing_probability < 1.0 - confidence) if confidence > 0.5 else \
+        band & is_thing & (thing_probability <= 0.5)
     if not (join.any() or leave.any()):
         return ids
     out = ids.astype(np.int64, copy=True)

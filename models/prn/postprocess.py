@@ -93,6 +93,9 @@ class PostProcessConfig:
     #: re-cut every thing's boundary within this many pixels by the boundary refiner's thing foreground
     #: (boundary.refine_thing_boundaries, applied by the predictor last; needs the "thing_foreground" output). 0 = off
     boundary_radius: int = 0
+    #: with boundary_radius: a pixel joins a thing where the refiner's probability is above this and leaves one
+    #: where it is below 1 - this (0.5: wherever it says so)
+    boundary_confidence: float = 0.5
     chunk_elements: int = 4 * 1024 * 1024   # bound on (pixels x centres) entries per grouping chunk
 
     @property
@@ -132,6 +135,8 @@ class PostProcessConfig:
             raise ValueError(f"base_snap_confidence must be in [0, 1], got {self.base_snap_confidence!r}")
         if not isinstance(self.boundary_radius, int) or self.boundary_radius < 0:
             raise ValueError(f"boundary_radius must be an integer >= 0 (pixels), got {self.boundary_radius!r}")
+        if not 0.5 <= self.boundary_confidence < 1.0:
+            raise ValueError(f"boundary_confidence must be in [0.5, 1), got {self.boundary_confidence!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
 

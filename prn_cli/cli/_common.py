@@ -187,10 +187,16 @@ BoundaryRadius = Annotated[Optional[int], typer.Option(
     "refiner (checkpoints that have one; 0 = off).")]
 
 
+BoundaryConfidence = Annotated[Optional[float], typer.Option(
+    "--boundary-confidence", metavar="X", help="With --boundary-radius: move a pixel only where the boundary "
+    "refiner's probability is above X (joining a thing) or below 1 - X (leaving one); 0.5 to 1.")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
                    restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
-                   min_join_contact=None, keep_base_thing_class=None, boundary_radius=None):
+                   min_join_contact=None, keep_base_thing_class=None, boundary_radius=None,
+                   boundary_confidence=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -201,7 +207,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         restore_base_segments=restore_base_segments.value if isinstance(restore_base_segments, Enum)
         else restore_base_segments, reclaim_other_classes=reclaim_other_classes,
         base_snap_confidence=base_snap_confidence, min_join_contact=min_join_contact,
-        keep_base_thing_class=keep_base_thing_class, boundary_radius=boundary_radius)
+        keep_base_thing_class=keep_base_thing_class, boundary_radius=boundary_radius,
+        boundary_confidence=boundary_confidence)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

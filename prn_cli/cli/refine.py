@@ -9,11 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
-from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryRadius, BoxIouThreshold, CenterThreshold,
-                      Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson,
-                      JsonOut, KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact, MinSize,
-                      NmsKernel, Out, Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Resume,
-                      Runtime, Threads, TopK, UsePredBbox, VoidLabel, Weights, command, post_overrides)
+from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryRadius, BoxIouThreshold,
+                      CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images,
+                      ImagesJson, JsonOut, KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact,
+                      MinSize, NmsKernel, Out, Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments,
+                      Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +45,7 @@ def refine_command(
     keep_base_thing_class: KeepBaseThingClass = None,
     base_snap_confidence: BaseSnapConfidence = None,
     boundary_radius: BoundaryRadius = None,
+    boundary_confidence: BoundaryConfidence = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
@@ -89,7 +90,8 @@ def refine_command(
                                reclaim_other_classes=reclaim_other_classes,
                                min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
                                base_snap_confidence=base_snap_confidence,
-                               boundary_radius=boundary_radius)
+                               boundary_radius=boundary_radius,
+                               boundary_confidence=boundary_confidence)
     check_device(device.value)
     from ..onnx_runtime import check_runtime
 

@@ -177,3 +177,19 @@ def test_the_recut_stays_within_the_radius_and_never_drops_a_segment():
     prob[6, 4] = 0.2
     out = refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=1)
     assert out[6, 4] == 0 and (out != ids).sum() == 1
+
+
+def test_a_confidence_above_one_half_moves_only_the_pixels_the_refiner_is_sure_of():
+    ids = scene()
+    prob = (ids != 5).astype(float)
+    prob[2, 3:5] = 0.95        # sure: joins thing 9
+    prob[2, 5:7] = 0.7         # unsure: stays stuff at confidence 0.9
+    prob[6, 3:5] = 0.02        # sure: leaves to stuff
+    prob[6, 5:7] = 0.3         # unsure: stays
+    out = refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2, confidence=0.9)
+    expected = ids.copy()
+    expected[2, 3:5] = 9
+    expected[6, 3:5] = 5
+    assert np.array_equal(out, expected)
+    every = refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2)     # 0.5: every pixel follows prob
+    assert (every[2, 3:7] == 9).all() and (every[6, 3:7] == 5).all()
