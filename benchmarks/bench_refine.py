@@ -11,7 +11,11 @@ for random weights, so every local maximum of the heatmap is a centre and post-p
   peak RSS of the process;
 - CUDA (when a GPU is present): the same, fp32 and with bf16 autocast, plus peak GPU memory.
 
+With ``--weights`` it also times ``Refiner(weights)`` end to end as ``prn refine`` runs it (the checkpoint's stored
+post-processing, the fusion with the base and the boundary re-cut included).
+
 Usage: python benchmarks/bench_refine.py [--archs tiny r50] [--size 512] [--images 5] [--threads 2] [--json]
+       [--weights PRN.pt]
 """
 
 from __future__ import annotations
@@ -43,10 +47,10 @@ def build(arch: str, weights: str | None):
     from prn_cli.train import prn_model_config
 
     if weights:
-        from prn_cli.refine import load_refiner
+        from prn_cli.predictors import Refiner
 
-        model, cmap, render, _, _ = load_refiner(weights, torch.device("cpu"))
-        return model, cmap, render
+        refiner = Refiner(weights, device="cpu")
+        return refiner.model, refiner.category_map, refiner.render_config
     cats = synth_categories()
     config = prn_model_config(arch, foreground_head=True, box_head=True, coordconv_encoder=True,
                               coordconv_decoder=True)
@@ -100,6 +104,21 @@ def run(model, cmap, render, sample, device, n: int, amp: bool, post_config) -> 
     return row
 
 
+def whole(weights: str, sample, n: int) -> dict:
+    """``Refiner(weights)(rgb, base)`` end to end on the CPU, with the checkpoint's stored post-processing."""
+    from prn_cli.predictors import Refiner
+
+    rgb, base_ids, base_segs = sample
+    refiner = Refiner(weights, device="cpu")
+    times = []
+    for k in range(n + 1):
+        t0 = time.perf_counter()
+        refiner(rgb, base_ids, base_segs)
+        if k:
+            times.append(time.perf_counter() - t0)
+    return {"images_per_s": n / sum(times), "ms": 1000 * sum(times) / n}
+
+
 def main() -> None:
     from prn_cli.models.prn.postprocess import PostProcessConfig
 
@@ -134,6 +153,8 @@ def main() -> None:
                 key = "cuda_bf16" if amp else "cuda_fp32"
                 row[key] = run(model, cmap, render, sample, dev, max(args.images, 20), amp, post)
                 row[key]["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        if args.weights:
+            row["cpu_whole"] = whole(args.weights, sample, args.images)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -149,6 +170,10 @@ def main() -> None:
                   f"render {c['render_ms']:.1f} ms, network {c['network_ms']:.1f} ms, post {c['postprocess_ms']:.1f} "
                   f"ms ({100 * c['postprocess_share']:.0f}%), {c['segments']} segments"
                   + (f", peak GPU {c['peak_mem_mb']:.0f} MB" if "peak_mem_mb" in c else ""))
+        if "cpu_whole" in r:
+            print(f"  as prn refine runs it (the checkpoint's stored post-processing, fusion with the base and "
+                  f"boundary re-cut included): {r['cpu_whole']['images_per_s']:.2f} images/s, "
+                  f"{r['cpu_whole']['ms']:.1f} ms per image")
         print(f"  peak RSS {r['cpu_peak_rss_mb']:.0f} MB (process so far)")
 
 
