@@ -220,6 +220,8 @@ class Refiner:
         self.category_map = CategoryMap.from_categories(self.categories)
         self.render_config = render_config
         self.postprocess_config = postprocess_config
+        if getattr(self.model, "boundary", None) is not None:
+            self.model.run_boundary = postprocess_config.boundary_radius > 0
         self.processing_size = processing_size or ProcessingSize()
         self._thing = torch.zeros(self.category_map.num_classes, dtype=torch.bool, device=self.device)
         for cid in self.category_map.thing_ids:

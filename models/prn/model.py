@@ -195,6 +195,9 @@ class PRN(nn.Module):
                                 if config.full_resolution_channels else None)
         self.boundary = (BoundaryRefiner(config.boundary_channels, config.boundary_dilations)
                          if config.boundary_channels else None)
+        #: whether :meth:`predict` runs the boundary refiner; a predictor whose post-processing has no use for its
+        #: output (``boundary_radius`` 0) switches it off, since at full resolution it costs more than the rest
+        self.run_boundary = True
         if config.trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {config.trainable!r}")
         if config.trainable != "all":
@@ -260,7 +263,7 @@ class PRN(nn.Module):
             outputs[name] = y
         if self.full_resolution is not None:
             outputs = self.full_resolution(inputs["image"], outputs)
-        if self.boundary is not None:
+        if self.boundary is not None and self.run_boundary:
             outputs["thing_foreground"] = self.boundary(inputs["image"], inputs["base_maps"])
         return outputs
 

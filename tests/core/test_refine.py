@@ -173,6 +173,14 @@ def test_the_boundary_radius_moves_thing_boundaries_only_and_only_that_far(setup
     assert moved > 0
 
 
+def test_the_boundary_refiner_runs_only_when_the_post_processing_uses_it(tmp_path):
+    from prn_cli.predictors import Refiner
+
+    weights = _boundary_checkpoint(tmp_path / "boundary.pt", 1.0)      # stores boundary_radius 0
+    assert not Refiner(weights, device="cpu").model.run_boundary
+    assert Refiner(weights, device="cpu", overrides=Post(boundary_radius=2)).model.run_boundary
+
+
 def test_a_boundary_radius_without_a_boundary_refiner_is_an_error(setup, tmp_path):
     root, weights, summary, base = setup
     with pytest.raises(InvalidInputError, match="no boundary refiner"):
@@ -197,7 +205,7 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     """models/README.md: the base's instance-score threshold 0.4; PRN's foreground branch, stuff area 16384, and the
     do-no-harm fusion with the base (things and stuff restored, boundaries snapped below confidence 0.9, swallowed
     things of other classes reclaimed, joins of base things separated below a contact of 2.5, base thing classes
-    kept)."""
+    kept); the boundary re-cut off."""
     from prn_cli.checkpoint import load_checkpoint
     from prn_cli.predictors import Refiner
     from prn_cli.shipped import shipped_weights
@@ -206,6 +214,10 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     assert (post.foreground_source, post.use_pred_bbox, post.stuff_area) == ("foreground", True, 16384)
     assert (post.restore_base_segments, post.base_snap_confidence) == ("all", 0.9)
     assert (post.reclaim_other_classes, post.min_join_contact, post.keep_base_thing_class) == (True, 2.5, True)
+    # its boundary refiner is there for --boundary-radius, off by default: it harms bases whose masks are sharp
+    refiner = Refiner(device="cpu")
+    assert refiner.model.config.boundary_channels == 24 and post.boundary_radius == 0
+    assert not refiner.model.run_boundary
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.4
 

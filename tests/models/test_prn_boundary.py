@@ -51,6 +51,11 @@ def test_a_fresh_boundary_refiner_reproduces_the_base_thing_mask():
     assert logits.shape == (1, 1, H, W)
     expected = 2.0 * (2 * inputs["base_maps"][:, 0:1] - 1)
     assert torch.equal(logits, expected)   # +2 on the base's thing, -2 elsewhere: the re-cut changes nothing
+    model = build_model(config(boundary_channels=4), CATS).eval()
+    with torch.no_grad():
+        assert "thing_foreground" in model(inputs)
+        model.run_boundary = False                 # what a predictor does when boundary_radius is 0
+        assert "thing_foreground" not in model(inputs)
 
 
 def test_the_band_is_every_pixel_within_width_of_the_boundary():
