@@ -16,7 +16,7 @@ from prn_cli.synth import SynthConfig, write_dataset
 from prn_cli.train import PRNTrainingOptions, prn_init_state, prn_model_config, train_prn
 
 SHIPPED_CONFIG = {"loss": {"semantic_top_k": 0.2}, "full_resolution_channels": 16,
-                  "full_resolution_foreground": False}
+                  "full_resolution_foreground": False, "boundary_channels": 24}
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,18 @@ def test_a_prn_without_the_full_resolution_refiner_fine_tunes_into_one(data, tmp
     assert added and all(k.startswith("full_resolution.") for k in added)
     assert all(torch.equal(state[k], ckpt["state_dict"][k]) for k in ckpt["state_dict"])
     assert not state["full_resolution.correction.weight"].any()      # starts as the checkpoint's network
+
+
+def test_a_prn_without_a_boundary_refiner_fine_tunes_into_one(data, tmp_path):
+    shipped = shipped_weights("prn")
+    categories = load_set(data / "annotations" / "panoptic_train.json").categories
+    ckpt = torch.load(shipped, weights_only=True)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("boundary.")}
+    ckpt["config"]["model"]["boundary_channels"] = 0
+    torch.save(ckpt, tmp_path / "without.pt")                      # the shipped PRN before its boundary refiner
+    config = prn_model_config("tiny", str(data / "loss.json"))
+    state = prn_init_state(tmp_path / "without.pt", config, categories)
+    added = set(state) - set(ckpt["state_dict"])
+    assert added and all(k.startswith("boundary.") for k in added)
+    assert all(torch.equal(state[k], ckpt["state_dict"][k]) for k in ckpt["state_dict"])
+    assert not state["boundary.read_out.weight"].any() and float(state["boundary.prior"]) == 2.0
