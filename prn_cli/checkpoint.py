@@ -200,6 +200,9 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
     if ckpt["kind"] == "prn":
         info["switches"] = {k: model.get(k) for k in ("foreground_head", "coordconv_decoder", "coordconv_encoder",
                                                      "box_head", "base_prior")}
+        # prn's extensions of the paper's network: channels of each full-resolution refiner (0 = none)
+        info["refiners"] = {"full_resolution": int(model.get("full_resolution_channels") or 0),
+                            "boundary": int(model.get("boundary_channels") or 0)}
         info["postprocess"] = config.get("postprocess", {})
     from .shipped import MODEL_CARD, is_shipped, shipped_training_data
 
