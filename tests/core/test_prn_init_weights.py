@@ -57,31 +57,22 @@ def test_fine_tuning_starts_from_the_checkpoint(data, tmp_path):
                                      switches=PRNSwitches()), overwrite=True)
 
 
-def test_a_prn_without_the_full_resolution_refiner_fine_tunes_into_one(data, tmp_path):
+@pytest.mark.parametrize("module, zero_at_start", [("full_resolution", "correction.weight"),
+                                                   ("boundary", "read_out.weight")])
+def test_a_prn_without_a_refiner_fine_tunes_into_one(data, tmp_path, module, zero_at_start):
+    """A checkpoint from before the full-resolution (or boundary) refiner existed starts the network that has one:
+    its own weights unchanged, the refiner's read-out at zero, so the network starts as the checkpoint's."""
     shipped = shipped_weights("prn")
     categories = load_set(data / "annotations" / "panoptic_train.json").categories
     ckpt = torch.load(shipped, weights_only=True)
-    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("full_resolution.")}
-    ckpt["config"]["model"]["full_resolution_channels"] = 0
-    torch.save(ckpt, tmp_path / "without.pt")                      # a PRN as trained before the refiner existed
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(module + ".")}
+    ckpt["config"]["model"][module + "_channels"] = 0
+    torch.save(ckpt, tmp_path / "without.pt")
     config = prn_model_config("tiny", str(data / "loss.json"))
     state = prn_init_state(tmp_path / "without.pt", config, categories)
     added = set(state) - set(ckpt["state_dict"])
-    assert added and all(k.startswith("full_resolution.") for k in added)
+    assert added and all(k.startswith(module + ".") for k in added)
     assert all(torch.equal(state[k], ckpt["state_dict"][k]) for k in ckpt["state_dict"])
-    assert not state["full_resolution.correction.weight"].any()      # starts as the checkpoint's network
-
-
-def test_a_prn_without_a_boundary_refiner_fine_tunes_into_one(data, tmp_path):
-    shipped = shipped_weights("prn")
-    categories = load_set(data / "annotations" / "panoptic_train.json").categories
-    ckpt = torch.load(shipped, weights_only=True)
-    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("boundary.")}
-    ckpt["config"]["model"]["boundary_channels"] = 0
-    torch.save(ckpt, tmp_path / "without.pt")                      # the shipped PRN before its boundary refiner
-    config = prn_model_config("tiny", str(data / "loss.json"))
-    state = prn_init_state(tmp_path / "without.pt", config, categories)
-    added = set(state) - set(ckpt["state_dict"])
-    assert added and all(k.startswith("boundary.") for k in added)
-    assert all(torch.equal(state[k], ckpt["state_dict"][k]) for k in ckpt["state_dict"])
-    assert not state["boundary.read_out.weight"].any() and float(state["boundary.prior"]) == 2.0
+    assert not state[f"{module}.{zero_at_start}"].any()
+    if module == "boundary":
+        assert float(state["boundary.prior"]) == 2.0                 # reproduces the base's thing mask
