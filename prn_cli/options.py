@@ -133,6 +133,8 @@ class PostProcessOverrides(_Overrides):
     base_snap_confidence: float | None = _field("fraction", float)
     boundary_radius: int | None = _field("non_negative", int)
     boundary_confidence: float | None = _field("confidence", float)
+    boundary_min_area: int | None = _field("non_negative", int)
+    boundary_min_gain: float | None = _field("fraction", float)
 
     def apply(self, stored: dict):
         """A ``PostProcessConfig`` from a checkpoint's stored post-processing dict with these values on top."""

@@ -355,7 +355,8 @@ class Refiner:
         probability = torch.sigmoid(logits)[0, 0].cpu().numpy()
         post = self.postprocess_config
         ids = refine_thing_boundaries(ids, segs, probability, set(self.category_map.thing_ids), post.boundary_radius,
-                                      post.boundary_confidence)
+                                      post.boundary_confidence, min_area=post.boundary_min_area,
+                                      min_gain=post.boundary_min_gain)
         present = set(np.unique(ids).tolist())
         return ids, [s for s in segs if s["id"] in present]
 

@@ -96,6 +96,11 @@ class PostProcessConfig:
     #: with boundary_radius: a pixel joins a thing where the refiner's probability is above this and leaves one
     #: where it is below 1 - this (0.5: wherever it says so)
     boundary_confidence: float = 0.5
+    #: with boundary_radius: a thing with fewer pixels keeps its base mask (0 = every thing is re-cut)
+    boundary_min_area: int = 0
+    #: with boundary_radius: a thing's re-cut is kept only when the refiner expects it to set right at least this
+    #: fraction of the thing's area more pixels than it sets wrong (boundary.refine_thing_boundaries; 0 = always)
+    boundary_min_gain: float = 0.0
     chunk_elements: int = 4 * 1024 * 1024   # bound on (pixels x centres) entries per grouping chunk
 
     @property
@@ -137,6 +142,11 @@ class PostProcessConfig:
             raise ValueError(f"boundary_radius must be an integer >= 0 (pixels), got {self.boundary_radius!r}")
         if not 0.5 <= self.boundary_confidence < 1.0:
             raise ValueError(f"boundary_confidence must be in [0.5, 1), got {self.boundary_confidence!r}")
+        if not isinstance(self.boundary_min_area, int) or self.boundary_min_area < 0:
+            raise ValueError(f"boundary_min_area must be an integer >= 0 (pixels), got {self.boundary_min_area!r}")
+        if not 0.0 <= self.boundary_min_gain <= 1.0:
+            raise ValueError(f"boundary_min_gain must be in [0, 1] (a fraction of the thing's area), "
+                             f"got {self.boundary_min_gain!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
 

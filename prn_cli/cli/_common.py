@@ -192,11 +192,21 @@ BoundaryConfidence = Annotated[Optional[float], typer.Option(
     "refiner's probability is above X (joining a thing) or below 1 - X (leaving one); 0.5 to 1.")]
 
 
+BoundaryMinArea = Annotated[Optional[int], typer.Option(
+    "--boundary-min-area", metavar="PX", help="With --boundary-radius: things with fewer pixels keep the base's "
+    "mask (0 = re-cut every thing).")]
+
+
+BoundaryMinGain = Annotated[Optional[float], typer.Option(
+    "--boundary-min-gain", metavar="X", help="With --boundary-radius: keep a thing's re-cut only when the refiner "
+    "expects it to set right at least X x the thing's area more pixels than it sets wrong (0 to 1; 0 = always).")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
                    restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
                    min_join_contact=None, keep_base_thing_class=None, boundary_radius=None,
-                   boundary_confidence=None):
+                   boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -208,7 +218,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         else restore_base_segments, reclaim_other_classes=reclaim_other_classes,
         base_snap_confidence=base_snap_confidence, min_join_contact=min_join_contact,
         keep_base_thing_class=keep_base_thing_class, boundary_radius=boundary_radius,
-        boundary_confidence=boundary_confidence)
+        boundary_confidence=boundary_confidence, boundary_min_area=boundary_min_area,
+        boundary_min_gain=boundary_min_gain)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryRadius,
-                      BoxIouThreshold, CenterThreshold, ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold,
-                      Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel, NumWorkers, PRNArch,
-                      PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed, StrengthRange,
-                      Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
+from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryMinArea,
+                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ConfigFile, Crop, Device,
+                      DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
+                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
+                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -75,6 +75,8 @@ def ablate_command(
     base_snap_confidence: BaseSnapConfidence = None,
     boundary_radius: BoundaryRadius = None,
     boundary_confidence: BoundaryConfidence = None,
+    boundary_min_area: BoundaryMinArea = None,
+    boundary_min_gain: BoundaryMinGain = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: remove an earlier "
@@ -106,7 +108,8 @@ def ablate_command(
                                  min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
                                  base_snap_confidence=base_snap_confidence,
                                  boundary_radius=boundary_radius,
-                                 boundary_confidence=boundary_confidence)
+                                 boundary_confidence=boundary_confidence,
+                                 boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)
     check_weights(base_weights, "base")

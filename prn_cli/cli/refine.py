@@ -9,11 +9,12 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
-from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryRadius, BoxIouThreshold,
-                      CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images,
-                      ImagesJson, JsonOut, KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact,
-                      MinSize, NmsKernel, Out, Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments,
-                      Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel, Weights, command, post_overrides)
+from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryMinArea, BoundaryMinGain,
+                      BoundaryRadius, BoxIouThreshold, CenterThreshold, Device, DeviceOpt, ForegroundSourceOpt,
+                      ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut, KeepBaseThingClass, LabelDivisor,
+                      LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out, Overwrite, PostStuffArea,
+                      ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel,
+                      Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +47,8 @@ def refine_command(
     base_snap_confidence: BaseSnapConfidence = None,
     boundary_radius: BoundaryRadius = None,
     boundary_confidence: BoundaryConfidence = None,
+    boundary_min_area: BoundaryMinArea = None,
+    boundary_min_gain: BoundaryMinGain = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
@@ -91,7 +94,8 @@ def refine_command(
                                min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
                                base_snap_confidence=base_snap_confidence,
                                boundary_radius=boundary_radius,
-                               boundary_confidence=boundary_confidence)
+                               boundary_confidence=boundary_confidence,
+                                 boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain)
     check_device(device.value)
     from ..onnx_runtime import check_runtime
 

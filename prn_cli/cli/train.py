@@ -8,11 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
-                      BoundaryConfidence, BoundaryRadius, BoxIouThreshold, CenterThreshold, CheckpointEvery,
-                      ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut,
-                      KeepBaseThingClass, Lr, MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt,
-                      PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK,
-                      TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters, command, post_overrides)
+                      BoundaryConfidence, BoundaryMinArea, BoundaryMinGain, BoundaryRadius, BoxIouThreshold,
+                      CenterThreshold, CheckpointEvery, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt,
+                      ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
+                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
+                      StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters,
+                      command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
@@ -216,6 +217,8 @@ def train_prn_command(
     base_snap_confidence: BaseSnapConfidence = None,
     boundary_radius: BoundaryRadius = None,
     boundary_confidence: BoundaryConfidence = None,
+    boundary_min_area: BoundaryMinArea = None,
+    boundary_min_gain: BoundaryMinGain = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
@@ -241,7 +244,8 @@ def train_prn_command(
                                  min_join_contact=min_join_contact, keep_base_thing_class=keep_base_thing_class,
                                  base_snap_confidence=base_snap_confidence,
                                  boundary_radius=boundary_radius,
-                                 boundary_confidence=boundary_confidence)
+                                 boundary_confidence=boundary_confidence,
+                                 boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")

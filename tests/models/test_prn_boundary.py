@@ -198,3 +198,33 @@ def test_a_confidence_above_one_half_moves_only_the_pixels_the_refiner_is_sure_o
     assert np.array_equal(out, expected)
     every = refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2)     # 0.5: every pixel follows prob
     assert (every[2, 3:7] == 9).all() and (every[6, 3:7] == 5).all()
+
+
+def test_a_thing_keeps_its_recut_only_when_it_is_large_and_sure_enough():
+    ids = scene()               # thing 9: 16 pixels, thing 11: 8 pixels
+    prob = (ids != 5).astype(float)
+    prob[2, 3:7] = 0.9          # 4 sure pixels join thing 9 ...
+    prob[6, 3:7] = 0.1          # ... and 4 sure ones leave it: expected gain 8 x 0.8 / 16 = 0.4
+    prob[2, 7:9] = 0.6          # 2 unsure pixels join thing 11: expected gain 2 x 0.2 / 8 = 0.05
+    recut_9 = ids.copy()
+    recut_9[2, 3:7] = 9
+    recut_9[6, 3:7] = 5
+    both = recut_9.copy()
+    both[2, 7:9] = 11
+    assert np.array_equal(refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2), both)
+    assert np.array_equal(refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2, min_gain=0.04), both)
+    assert np.array_equal(refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2, min_gain=0.1), recut_9)
+    assert np.array_equal(refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2, min_gain=0.5), ids)
+    # by size: thing 11 (8 pixels) keeps the base's mask below a minimum area of 10, thing 9 (16) is re-cut
+    assert np.array_equal(refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2, min_area=10), recut_9)
+    assert np.array_equal(refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2, min_area=17), ids)
+
+
+def test_the_per_thing_gate_is_validated_in_the_post_processing_config():
+    from prn_cli.models.prn.postprocess import PostProcessConfig
+
+    assert PostProcessConfig(boundary_min_area=256, boundary_min_gain=0.05).boundary_min_gain == 0.05
+    with pytest.raises(ValueError, match="boundary_min_area"):
+        PostProcessConfig(boundary_min_area=-1)
+    with pytest.raises(ValueError, match="boundary_min_gain"):
+        PostProcessConfig(boundary_min_gain=1.5)
