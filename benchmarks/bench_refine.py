@@ -12,10 +12,12 @@ for random weights, so every local maximum of the heatmap is a centre and post-p
 - CUDA (when a GPU is present): the same, fp32 and with bf16 autocast, plus peak GPU memory.
 
 With ``--weights`` it also times ``Refiner(weights)`` end to end as ``prn refine`` runs it (the checkpoint's stored
-post-processing, the fusion with the base and the boundary re-cut included).
+post-processing, the fusion with the base and the boundary re-cut included). ``--boundary-radius PX`` turns the
+re-cut on for that, and times it twice in the same run: the boundary refiner on the tiles near the things'
+boundaries (as ``prn refine`` runs it) and on the whole map.
 
 Usage: python benchmarks/bench_refine.py [--archs tiny r50] [--size 512] [--images 5] [--threads 2] [--json]
-       [--weights PRN.pt]
+       [--weights PRN.pt [--boundary-radius 2]]
 """
 
 from __future__ import annotations
@@ -104,12 +106,17 @@ def run(model, cmap, render, sample, device, n: int, amp: bool, post_config) -> 
     return row
 
 
-def whole(weights: str, sample, n: int) -> dict:
-    """``Refiner(weights)(rgb, base)`` end to end on the CPU, with the checkpoint's stored post-processing."""
+def whole(weights: str, sample, n: int, boundary_radius: int | None = None, everywhere: bool = False) -> dict:
+    """``Refiner(weights)(rgb, base)`` end to end on the CPU, with the checkpoint's stored post-processing
+    (``boundary_radius``: the re-cut's radius instead; ``everywhere``: its refiner on the whole map, not on tiles)."""
+    from prn_cli.options import PostProcessOverrides
     from prn_cli.predictors import Refiner
 
     rgb, base_ids, base_segs = sample
-    refiner = Refiner(weights, device="cpu")
+    refiner = Refiner(weights, device="cpu", overrides=PostProcessOverrides(boundary_radius=boundary_radius))
+    if everywhere:
+        tiled = refiner.model.boundary.forward
+        refiner.model.boundary.forward = lambda image, base_maps, region=None: tiled(image, base_maps)
     times = []
     for k in range(n + 1):
         t0 = time.perf_counter()
@@ -130,6 +137,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--center-threshold", type=float, default=None,
                     help="default: 0 for random weights (worst case), the trained value with --weights")
+    ap.add_argument("--boundary-radius", type=int, default=None,
+                    help="with --weights: time the whole refine with this boundary re-cut, on tiles and everywhere")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -154,7 +163,9 @@ def main() -> None:
                 row[key] = run(model, cmap, render, sample, dev, max(args.images, 20), amp, post)
                 row[key]["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         if args.weights:
-            row["cpu_whole"] = whole(args.weights, sample, args.images)
+            row["cpu_whole"] = whole(args.weights, sample, args.images, args.boundary_radius)
+            if args.boundary_radius:
+                row["cpu_whole_everywhere"] = whole(args.weights, sample, args.images, args.boundary_radius, True)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -174,6 +185,10 @@ def main() -> None:
             print(f"  as prn refine runs it (the checkpoint's stored post-processing, fusion with the base and "
                   f"boundary re-cut included): {r['cpu_whole']['images_per_s']:.2f} images/s, "
                   f"{r['cpu_whole']['ms']:.1f} ms per image")
+        if "cpu_whole_everywhere" in r:
+            print(f"  the same with the boundary refiner on the whole map instead of the tiles near things: "
+                  f"{r['cpu_whole_everywhere']['images_per_s']:.2f} images/s, "
+                  f"{r['cpu_whole_everywhere']['ms']:.1f} ms per image")
         print(f"  peak RSS {r['cpu_peak_rss_mb']:.0f} MB (process so far)")
 
 

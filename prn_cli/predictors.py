@@ -221,7 +221,8 @@ class Refiner:
         self.render_config = render_config
         self.postprocess_config = postprocess_config
         if getattr(self.model, "boundary", None) is not None:
-            self.model.run_boundary = postprocess_config.boundary_radius > 0
+            # computed by the post-processing, only near the final things' boundaries (_thing_foreground)
+            self.model.run_boundary = False
         self.processing_size = processing_size or ProcessingSize()
         self._thing = torch.zeros(self.category_map.num_classes, dtype=torch.bool, device=self.device)
         for cid in self.category_map.thing_ids:
@@ -283,6 +284,8 @@ class Refiner:
             for i, p in enumerate(prepared):
                 h, w = p["base_semantic"].shape[-2:]
                 one = {k: v[i, :, :h, :w] for k, v in outputs.items()}
+                if post.boundary_radius > 0 and "thing_foreground" not in one:
+                    one["boundary_inputs"] = (inputs["image"][i:i + 1], inputs["base_maps"][i:i + 1])
                 results.append(self.postprocess(one, p.get("photo_size", (h, w)),
                                                 bases[i] if bases is not None else None))
         return results
@@ -338,8 +341,34 @@ class Refiner:
             segs = keep_base_thing_classes(ids, segs, base_ids, list(base[1]), set(self.category_map.thing_ids),
                                            base_labels=base_labels)
         if post.boundary_radius > 0:
-            ids, segs = self._refine_boundaries(ids, segs, outputs["thing_foreground"], (height, width))
+            ids, segs = self._refine_boundaries(ids, segs, self._thing_foreground(outputs, ids, segs),
+                                                (height, width))
         return PanopticPrediction(ids, segs)
+
+    def _thing_foreground(self, outputs: dict, ids: np.ndarray, segs: list[dict]):
+        """(1, h, w) the boundary refiner's logits at the processing size: ``outputs["thing_foreground"]`` when the
+        network gave it (an exported graph computes it everywhere), else computed now from
+        ``outputs["boundary_inputs"]`` (the padded image and base maps) on the tiles near the boundaries of the
+        things in ``ids`` (photo size), which are the only pixels the re-cut reads."""
+        import torch
+
+        from .models.prn.boundary import boundary_band
+        from .resize import resize_ids
+
+        if "thing_foreground" in outputs:
+            return outputs["thing_foreground"]
+        image, base_maps = outputs["boundary_inputs"]
+        h, w = outputs["semantic"].shape[-2:]
+        thing_ids = [s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids]
+        is_thing = torch.from_numpy(np.isin(resize_ids(ids, (h, w)), thing_ids))
+        # the processing size is never larger than the photo, so the photo's band is at most this wide here;
+        # +1 for the neighbours of the bilinear enlargement
+        band = boundary_band(is_thing[None], self.postprocess_config.boundary_radius + 1)
+        region = torch.zeros(1, *image.shape[-2:], dtype=torch.bool)
+        region[:, :h, :w] = band
+        with torch.inference_mode():
+            logits = self.model.boundary(image, base_maps, region=region.to(image.device))
+        return logits[0, :, :h, :w]
 
     def _refine_boundaries(self, ids: np.ndarray, segs: list[dict], logits, photo_size: tuple[int, int]):
         """The last step: every thing's boundary re-cut by the boundary refiner (models/prn/boundary.py), its

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from prn_cli.checkpoint import save_checkpoint
 from prn_cli.errors import InvalidInputError, OutputExistsError
@@ -173,12 +176,26 @@ def test_the_boundary_radius_moves_thing_boundaries_only_and_only_that_far(setup
     assert moved > 0
 
 
-def test_the_boundary_refiner_runs_only_when_the_post_processing_uses_it(tmp_path):
+def test_the_boundary_refiner_runs_only_when_the_post_processing_uses_it_and_only_near_things(setup, tmp_path):
     from prn_cli.predictors import Refiner
 
+    root, _, summary, base = setup
     weights = _boundary_checkpoint(tmp_path / "boundary.pt", 1.0)      # stores boundary_radius 0
-    assert not Refiner(weights, device="cpu").model.run_boundary
-    assert Refiner(weights, device="cpu", overrides=Post(boundary_radius=2)).model.run_boundary
+    base_set = load_set(base)
+    ann = base_set.annotations[0]
+    rgb = np.asarray(Image.open(Path(summary["images_dir"]) / ann["file_name"].replace(".png", ".jpg")).convert("RGB"))
+    item = (rgb, base_set.read_ids(ann), ann["segments_info"])
+    calls = []
+    for radius in (0, 2):
+        refiner = Refiner(weights, device="cpu", overrides=Post(boundary_radius=radius))
+        assert not refiner.model.run_boundary       # never inside the network: the post-processing asks for it
+        forward = refiner.model.boundary.forward
+        refiner.model.boundary.forward = lambda *a, **k: calls.append((radius, k.get("region"))) or forward(*a, **k)
+        refiner.predict_batch([item])
+    assert [r for r, _ in calls] == [2]
+    region = calls[0][1]
+    # the region is a band around the things' boundaries: most of the image is left out
+    assert region.dtype == torch.bool and 0 < region.float().mean() < 0.6
 
 
 def test_a_boundary_radius_without_a_boundary_refiner_is_an_error(setup, tmp_path):
@@ -217,7 +234,6 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     # its boundary refiner is there for --boundary-radius, off by default: it harms bases whose masks are sharp
     refiner = Refiner(device="cpu")
     assert refiner.model.config.boundary_channels == 24 and post.boundary_radius == 0
-    assert not refiner.model.run_boundary
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.4
 

@@ -228,3 +228,20 @@ def test_the_per_thing_gate_is_validated_in_the_post_processing_config():
         PostProcessConfig(boundary_min_area=-1)
     with pytest.raises(ValueError, match="boundary_min_gain"):
         PostProcessConfig(boundary_min_gain=1.5)
+
+
+def test_the_refiner_computed_on_tiles_near_the_boundaries_equals_the_whole_map_there():
+    torch.manual_seed(0)
+    refiner = BoundaryRefiner(6).eval()
+    torch.nn.init.normal_(refiner.read_out.weight)
+    image = torch.randn(2, 3, 150, 170)
+    base_maps = torch.zeros(2, 9, 150, 170)
+    base_maps[:, 0, 40:90, 30:120] = 1
+    base_maps[1, 0, 100:140, 140:165] = 1
+    whole = refiner(image, base_maps)
+    region = boundary_band(base_maps[:, 0] > 0.5, 3)
+    tiled = refiner(image, base_maps, region=region, tile=32)
+    near = region[:, None]
+    assert torch.allclose(tiled[near], whole[near], atol=1e-5)
+    # away from the tiles only the prior term is left, which the read-out does not reach
+    assert (tiled[0, 0, 0, 0] - refiner.prior * -1).abs() < 1e-6 and not torch.allclose(tiled, whole)
