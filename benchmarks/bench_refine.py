@@ -12,9 +12,9 @@ for random weights, so every local maximum of the heatmap is a centre and post-p
 - CUDA (when a GPU is present): the same, fp32 and with bf16 autocast, plus peak GPU memory.
 
 With ``--weights`` it also times ``Refiner(weights)`` end to end as ``prn refine`` runs it (the checkpoint's stored
-post-processing, the fusion with the base and the boundary re-cut included). ``--boundary-radius PX`` turns the
-re-cut on for that, and times it twice in the same run: the boundary refiner on the tiles near the things'
-boundaries (as ``prn refine`` runs it) and on the whole map.
+post-processing, the fusion with the base and the boundary re-cut included). ``--boundary-radius PX`` times it three
+times in the same run: without the boundary re-cut (radius 0), with a PX re-cut whose refiner runs on the tiles
+near the things' boundaries (as ``prn refine`` runs it), and the same with the refiner on the whole map.
 
 Usage: python benchmarks/bench_refine.py [--archs tiny r50] [--size 512] [--images 5] [--threads 2] [--json]
        [--weights PRN.pt [--boundary-radius 2]]
@@ -138,7 +138,8 @@ def main() -> None:
     ap.add_argument("--center-threshold", type=float, default=None,
                     help="default: 0 for random weights (worst case), the trained value with --weights")
     ap.add_argument("--boundary-radius", type=int, default=None,
-                    help="with --weights: time the whole refine with this boundary re-cut, on tiles and everywhere")
+                    help="with --weights: time the whole refine with this boundary re-cut (refiner on tiles, and on "
+                         "the whole map) and without one")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,6 +166,7 @@ def main() -> None:
         if args.weights:
             row["cpu_whole"] = whole(args.weights, sample, args.images, args.boundary_radius)
             if args.boundary_radius:
+                row["cpu_whole_no_recut"] = whole(args.weights, sample, args.images, 0)
                 row["cpu_whole_everywhere"] = whole(args.weights, sample, args.images, args.boundary_radius, True)
         rows.append(row)
     if args.json:
@@ -185,6 +187,9 @@ def main() -> None:
             print(f"  as prn refine runs it (the checkpoint's stored post-processing, fusion with the base and "
                   f"boundary re-cut included): {r['cpu_whole']['images_per_s']:.2f} images/s, "
                   f"{r['cpu_whole']['ms']:.1f} ms per image")
+        if "cpu_whole_no_recut" in r:
+            print(f"  the same without the boundary re-cut: {r['cpu_whole_no_recut']['images_per_s']:.2f} images/s, "
+                  f"{r['cpu_whole_no_recut']['ms']:.1f} ms per image")
         if "cpu_whole_everywhere" in r:
             print(f"  the same with the boundary refiner on the whole map instead of the tiles near things: "
                   f"{r['cpu_whole_everywhere']['images_per_s']:.2f} images/s, "
