@@ -349,7 +349,9 @@ class Refiner:
         """(1, h, w) the boundary refiner's logits at the processing size: ``outputs["thing_foreground"]`` when the
         network gave it (an exported graph computes it everywhere), else computed now from
         ``outputs["boundary_inputs"]`` (the padded image and base maps) on the tiles near the boundaries of the
-        things in ``ids`` (photo size), which are the only pixels the re-cut reads."""
+        things in ``ids`` (photo size), which are the only pixels the re-cut reads. Things too small to be re-cut
+        (``boundary_min_area``) are left out: a pixel the re-cut moves for a larger thing lies within the radius
+        of that thing's own boundary with a non-thing, so it stays in the band."""
         import torch
 
         from .models.prn.boundary import boundary_band
@@ -359,11 +361,19 @@ class Refiner:
             return outputs["thing_foreground"]
         image, base_maps = outputs["boundary_inputs"]
         h, w = outputs["semantic"].shape[-2:]
-        thing_ids = [s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids]
-        is_thing = torch.from_numpy(np.isin(resize_ids(ids, (h, w)), thing_ids))
+        post = self.postprocess_config
+        thing_ids = np.array([s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids], np.int64)
+        small_ids = resize_ids(ids, (h, w))
+        if post.boundary_min_area > 0 and thing_ids.size:
+            values, counts = np.unique(small_ids, return_counts=True)
+            # areas measured here, scaled to the photo; half the minimum keeps every thing that may reach it
+            scale = ids.shape[0] * ids.shape[1] / (h * w)
+            large = values[counts * scale >= post.boundary_min_area / 2]
+            thing_ids = thing_ids[np.isin(thing_ids, large)]
+        is_thing = torch.from_numpy(np.isin(small_ids, thing_ids))
         # the processing size is never larger than the photo, so the photo's band is at most this wide here;
         # +1 for the neighbours of the bilinear enlargement
-        band = boundary_band(is_thing[None], self.postprocess_config.boundary_radius + 1)
+        band = boundary_band(is_thing[None], post.boundary_radius + 1)
         region = torch.zeros(1, *image.shape[-2:], dtype=torch.bool)
         region[:, :h, :w] = band
         with torch.inference_mode():

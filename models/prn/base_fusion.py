@@ -246,13 +246,14 @@ def separate_joined_base_things(ids: np.ndarray, segments: list[dict], base_ids:
     """``(ids, segments)`` with the base things that PRN joined into one refined thing separated again, unless they
     touch along a boundary of at least ``min_contact`` x sqrt(the smaller one's area) pixels.
 
-    A refined thing *joins* the base things of its own category that have more than half their pixels in it. A
-    base that fired twice on one object leaves two pieces cut along a line through the object, sharing a boundary
-    about as long as the object is wide; two objects that PRN swallowed into one often touch at a few pixels or
-    not at all (contact in 4-neighbour pixel pairs; measured values in models/README.md). The pieces are linked
-    where they touch enough; the linked group with the most pixels keeps the refined segment, every other group
-    becomes a new segment of the same category made of its pieces' pixels inside the refined one. Other pixels of
-    the refined segment stay where they are. ``min_contact`` <= 0 changes nothing. ``base_labels``: :func:`dense_labels` of ``base_ids``.
+    A refined thing *joins* the base things (of any thing category) that have more than half their pixels in it.
+    A base that fired twice on one object leaves two pieces cut along a line through the object, sharing a
+    boundary about as long as the object is wide; two objects that PRN swallowed into one often touch at a few
+    pixels or not at all (contact in 4-neighbour pixel pairs; measured values in models/README.md), and two base
+    things of different categories are two objects. Pieces of one category are linked where they touch enough;
+    the linked group with the most pixels keeps the refined segment, every other group becomes a new segment of
+    its pieces' category (the largest piece's) made of their pixels inside the refined one. Other pixels of the
+    refined segment stay where they are. ``min_contact`` <= 0 changes nothing. ``base_labels``: :func:`dense_labels` of ``base_ids``.
     """
     if min_contact <= 0 or not base_segments:
         return ids, segments
@@ -269,8 +270,9 @@ def separate_joined_base_things(ids: np.ndarray, segments: list[dict], base_ids:
     base_area = inter.sum(1)
     b_cats = np.array([b_cat.get(int(v), -1) for v in b_uniq], dtype=np.int64)
     r_cats = np.array([r_cat.get(int(v), -2) for v in r_uniq], dtype=np.int64)
-    # (base, refined) pairs where the base thing is mostly inside a refined thing of its category
-    inside = (b_cats[:, None] == r_cats[None, :]) & (2 * inter > base_area[:, None])
+    # (base thing, refined thing) pairs where the base thing is mostly inside the refined one; a base thing PRN
+    # renamed to another class and left alone is one member, not a join
+    inside = (b_cats[:, None] != -1) & (r_cats[None, :] != -2) & (2 * inter > base_area[:, None])
     joins = np.flatnonzero(inside.sum(0) >= 2)
     if joins.size == 0:
         return ids, segments
@@ -309,7 +311,7 @@ def separate_joined_base_things(ids: np.ndarray, segments: list[dict], base_ids:
         for i in range(len(members)):
             for j in range(i + 1, len(members)):
                 a, b = sorted((int(members[i]), int(members[j])))
-                if contact[a, b] >= min_contact * np.sqrt(min(area[i], area[j])):
+                if b_cats[a] == b_cats[b] and contact[a, b] >= min_contact * np.sqrt(min(area[i], area[j])):
                     parent[root(j)] = root(i)
         groups: dict[int, list[int]] = {}
         for i in range(len(members)):
@@ -326,7 +328,8 @@ def separate_joined_base_things(ids: np.ndarray, segments: list[dict], base_ids:
             used.add(next_id)
             mask = np.isin(piece, members[g]) & (r_map == r)
             out[mask] = next_id
-            new_segments.append({**source, "id": next_id})
+            largest = members[g][int(np.argmax(area[g]))]
+            new_segments.append({**source, "id": next_id, "category_id": int(b_cats[largest])})
     return out, new_segments
 
 

@@ -80,9 +80,9 @@ class PostProcessConfig:
     #: with restore_base_segments: a base thing that PRN swallowed into a neighbouring thing of another category
     #: takes its pixels back (a split PRN repaired is one category, so it is never undone)
     reclaim_other_classes: bool = False
-    #: do no harm: base things of one category that PRN joined into one thing are separated again unless they touch
-    #: along at least this x sqrt(the smaller one's area) pixels (a split base shares a long cut, two neighbours
-    #: touch at a few pixels); base_fusion.separate_joined_base_things. 0 = off
+    #: do no harm: base things that PRN joined into one thing are separated again unless they are of one category
+    #: and touch along at least this x sqrt(the smaller one's area) pixels (a split base shares a long cut, two
+    #: neighbours touch at a few pixels); base_fusion.separate_joined_base_things. 0 = off
     min_join_contact: float = 0.0
     #: do no harm: a refined thing that matches a base thing takes the base thing's category
     #: (base_fusion.keep_base_thing_classes)

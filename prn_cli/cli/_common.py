@@ -175,8 +175,9 @@ ReclaimOtherClasses = Annotated[Optional[bool], typer.Option(
 
 
 MinJoinContact = Annotated[Optional[float], typer.Option(
-    "--min-join-contact", metavar="X", help="Do no harm: base things of one class that PRN joined are separated "
-    "again unless they share a boundary of at least X x sqrt(the smaller one's area) pixels (0 = off).")]
+    "--min-join-contact", metavar="X", help="Do no harm: base things that PRN joined are separated again "
+    "unless they are of one class and share a boundary of at least X x sqrt(the smaller one's area) pixels "
+    "(0 = off).")]
 KeepBaseThingClass = Annotated[Optional[bool], typer.Option(
     "--keep-base-thing-class/--no-keep-base-thing-class", metavar="", help="Do no harm: a refined thing that "
     "matches a base thing keeps the base thing's class.")]

@@ -221,7 +221,7 @@ def test_a_base_checkpoint_is_refused(setup, tmp_path):
 def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     """models/README.md: the base's instance-score threshold 0.4; PRN's foreground branch, stuff area 16384, and the
     do-no-harm fusion with the base (things and stuff restored, boundaries snapped below confidence 0.9, swallowed
-    things of other classes reclaimed, joins of base things separated below a contact of 2.5, base thing classes
+    things of other classes reclaimed, joins of base things separated below a contact of 10, base thing classes
     kept); the boundary re-cut within 2 px at confidence 0.7, kept for things of at least 256 px whose expected
     gain is at least 0.05."""
     from prn_cli.checkpoint import load_checkpoint
@@ -231,7 +231,7 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     post = Refiner(device="cpu").postprocess_config
     assert (post.foreground_source, post.use_pred_bbox, post.stuff_area) == ("foreground", True, 16384)
     assert (post.restore_base_segments, post.base_snap_confidence) == ("all", 0.9)
-    assert (post.reclaim_other_classes, post.min_join_contact, post.keep_base_thing_class) == (True, 2.5, True)
+    assert (post.reclaim_other_classes, post.min_join_contact, post.keep_base_thing_class) == (True, 10.0, True)
     # its boundary refiner re-cuts thing boundaries, gated per thing so that masks already sharp keep theirs
     refiner = Refiner(device="cpu")
     assert refiner.model.config.boundary_channels == 24

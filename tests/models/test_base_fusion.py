@@ -162,11 +162,17 @@ def test_base_things_prn_joined_across_a_gap_are_separated_and_the_gap_stays_prn
     assert off is ref and off_segs is segs
 
 
-def test_base_things_of_other_classes_or_mostly_outside_are_not_separated():
-    base, base_segs, ref, segs = _joined(2)
-    base_segs[2]["category_id"] = 2                       # the second piece is another class: not a join
-    out, _ = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=0.1)
-    assert np.array_equal(out, ref)
+def test_base_things_of_two_classes_are_separated_however_long_they_touch_and_keep_their_class():
+    base, base_segs, ref, segs = _joined(0)
+    base_segs[2]["category_id"] = 2                       # the second piece is another class: two objects
+    out, out_segs = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=0.1)
+    assert (out[2:6, 1:5] == 5).all()
+    new = int(out[2, 5])
+    assert new not in (5, 6, 7) and (out[2:6, 5:9] == new).all()
+    assert {"id": new, "category_id": 2, "score": 0.8} in out_segs and len(out_segs) == 4
+
+
+def test_base_things_mostly_outside_are_not_separated():
     base, base_segs, ref, segs = _joined(2)
     ref[2:6, 8:11] = 7                                    # PRN covers only 1 of the second piece's 4 columns
     out, _ = separate_joined_base_things(ref, segs, base, base_segs, THINGS, min_contact=0.1)
