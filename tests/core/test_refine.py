@@ -306,3 +306,39 @@ def test_resume_finishes_the_same_work_and_refuses_other_work(setup, tmp_path, m
         assert (a.read_ids(x) == b.read_ids(by_id[x["image_id"]])).all()
     with pytest.raises(OutputExistsError, match="complete; nothing to resume"):
         refine(base, summary["images_dir"], weights, out, resume=True)
+
+
+def test_the_refiner_region_leaves_out_things_below_the_minimum_area_and_changes_no_pixel(setup, tmp_path):
+    """With a minimum area, the tiles are chosen around the larger things only; the re-cut is the same as with the
+    refiner computed on the whole map."""
+    from prn_cli.predictors import Refiner
+
+    root, _, summary, base = setup
+    weights = _boundary_checkpoint(tmp_path / "boundary.pt", 0.5)     # joins pixels, where the prior alone would not
+    base_set = load_set(base)
+    items = []
+    for ann in base_set.annotations:
+        rgb = np.asarray(Image.open(Path(summary["images_dir"]) / ann["file_name"].replace(".png", ".jpg")).convert("RGB"))
+        items.append((rgb, base_set.read_ids(ann), ann["segments_info"]))
+    post = Post(boundary_radius=2, boundary_min_area=150)
+    tiled = Refiner(weights, device="cpu", overrides=post)
+    regions = []
+    forward = tiled.model.boundary.forward
+    tiled.model.boundary.forward = lambda *a, **k: regions.append(k["region"]) or forward(*a, **k)
+    whole = Refiner(weights, device="cpu", overrides=post)
+    everywhere = whole.model.boundary.forward
+    whole.model.boundary.forward = lambda image, base_maps, region=None: everywhere(image, base_maps)
+    moved = 0
+    for item in items:
+        a, b = tiled.predict_batch([item])[0], whole.predict_batch([item])[0]
+        assert np.array_equal(a.ids, b.ids) and a.segments == b.segments
+        moved += int((a.ids != Refiner(weights, device="cpu").predict_batch([item])[0].ids).sum())
+    assert moved > 0                                     # the re-cut did move pixels
+    everything = Refiner(weights, device="cpu", overrides=Post(boundary_radius=2))
+    full_regions = []
+    forward_all = everything.model.boundary.forward
+    everything.model.boundary.forward = lambda *a, **k: full_regions.append(k["region"]) or forward_all(*a, **k)
+    for item in items:
+        everything.predict_batch([item])
+    # small things' bands are left out
+    assert sum(int(r.sum()) for r in regions) < sum(int(r.sum()) for r in full_regions)
