@@ -24,7 +24,18 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --checkpoint-every 100 --val-every 450 --backbone-weights "$ROOT/base_run/model_final.pt" --seed 0 \
     --config "$(dirname "$0")/configs/prn_hard_pixels.json" --stuff-area 16384
 
-prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" --weights "$ROOT/prn_run/model_final.pt" \
+# The boundary refiner (docs/design.md, "PRN"): a full-resolution network trained alone on the PRN above
+# (configs/prn_boundary.json adds it and freezes everything else), which re-cuts each thing's boundary within 2 px
+# of where it was. The fusion with the base and the gated re-cut are the shipped PRN's (models/README.md); they
+# are stored in the checkpoint, so prn refine uses them.
+OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.json" --base "$ROOT/base_train" \
+    --base-mix 0.75 --out "$ROOT/prn_boundary" --iters 1200 --batch-size 4 --lr 0.002 --warmup-iters 50 \
+    --crop 256 --num-workers 1 --checkpoint-every 100 --init-weights "$ROOT/prn_run/model_final.pt" --seed 0 \
+    --config "$(dirname "$0")/configs/prn_boundary.json" --stuff-area 16384 --restore-base-segments all \
+    --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
+    --boundary-radius 2 --boundary-confidence 0.7 --boundary-min-area 256 --boundary-min-gain 0.05
+
+prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" --weights "$ROOT/prn_boundary/model_final.pt" \
     --out "$ROOT/refined_val"
 prn eval --gt "$ROOT/data/annotations/panoptic_val.json" --pred "$ROOT/base_val" --pred "$ROOT/refined_val"
 prn viz "$ROOT/base_val" "$ROOT/refined_val" "$ROOT/data/annotations/panoptic_val.json" --title base \
