@@ -94,11 +94,12 @@ def _propagate(labels: np.ndarray, source: np.ndarray, steps: int) -> np.ndarray
     reached = source.copy()
     h, w = out.shape
     sides, corners = ((0, 1), (1, 0), (1, 2), (2, 1)), ((0, 0), (0, 2), (2, 0), (2, 2))
+    best = np.empty_like(out)
     for _ in range(steps):
         padded = np.pad(out, 1)
         grown = False
         for shifts in (sides, corners):
-            best = np.zeros_like(out)
+            best.fill(0)
             for dy, dx in shifts:
                 np.maximum(best, padded[dy:dy + h, dx:dx + w], out=best)
             grow = ~reached & (best > 0)
@@ -139,6 +140,27 @@ def refine_thing_boundaries(ids: np.ndarray, segments: list[dict], thing_probabi
         return ids
     ids = np.asarray(ids)
     is_thing = np.isin(ids, thing_ids)
+    # Every pixel the re-cut reads or moves lies within the radius of a thing pixel: work on the things' bounding
+    # box grown by radius + 1, so that a large photo with a few things costs what its things cost.
+    rows, cols = np.flatnonzero(is_thing.any(axis=1)), np.flatnonzero(is_thing.any(axis=0))
+    if rows.size == 0:
+        return ids
+    h, w = ids.shape
+    y0, y1 = max(int(rows[0]) - radius - 1, 0), min(int(rows[-1]) + radius + 2, h)
+    x0, x1 = max(int(cols[0]) - radius - 1, 0), min(int(cols[-1]) + radius + 2, w)
+    if (y1 - y0) * (x1 - x0) < h * w:
+        window = (slice(y0, y1), slice(x0, x1))
+        out = ids.copy()
+        out[window] = _recut(ids[window], is_thing[window], thing_probability[window], thing_ids, radius,
+                             confidence, min_area, min_gain)
+        return out
+    return _recut(ids, is_thing, thing_probability, thing_ids, radius, confidence, min_area, min_gain)
+
+
+def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray, thing_ids: np.ndarray,
+           radius: int, confidence: float, min_area: int, min_gain: float) -> np.ndarray:
+    """:func:`refine_thing_boundaries` on a window that holds every thing pixel and everything within radius + 1
+    of one."""
     band = boundary_band(torch.from_numpy(is_thing)[None], radius)[0].numpy()
     join = band & ~is_thing & (thing_probability > confidence)
     leave = band & is_thing & (thing_probability < 1.0 - confidence) if confidence > 0.5 else \

@@ -245,3 +245,25 @@ def test_the_refiner_computed_on_tiles_near_the_boundaries_equals_the_whole_map_
     assert torch.allclose(tiled[near], whole[near], atol=1e-5)
     # away from the tiles only the prior term is left, which the read-out does not reach
     assert (tiled[0, 0, 0, 0] - refiner.prior * -1).abs() < 1e-6 and not torch.allclose(tiled, whole)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_recut_on_the_things_window_equals_the_recut_of_the_whole_map(seed):
+    from prn_cli.models.prn.boundary import _recut
+
+    rng = np.random.default_rng(seed)
+    ids = np.full((40, 50), 5, np.int64)
+    ids[:, 30:] = 6                                    # a second stuff segment
+    ids[12:20, 14:22] = 9
+    ids[16:24, 22:27] = 11
+    ids[30:33, 31:34] = 0                              # void near a thing
+    ids[29:31, 33:36] = 9                              # a second part of thing 9
+    prob = np.clip((np.isin(ids, [9, 11])).astype(float) + rng.normal(0, 0.45, ids.shape), 0, 1)
+    segments = SEGMENTS + [{"id": 6, "category_id": 7}]
+    things = np.array([9, 11], np.int64)
+    for kw in ({}, {"confidence": 0.7}, {"min_area": 30, "min_gain": 0.05}):
+        windowed = refine_thing_boundaries(ids, segments, prob, THINGS, radius=2, **kw)
+        whole = _recut(ids, np.isin(ids, things), prob, things, 2, kw.get("confidence", 0.5),
+                       kw.get("min_area", 0), kw.get("min_gain", 0.0))
+        assert np.array_equal(windowed, whole)
+    assert not np.array_equal(windowed, ids)           # the re-cut moved pixels
