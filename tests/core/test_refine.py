@@ -222,8 +222,8 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     """models/README.md: the base's instance-score threshold 0.4; PRN's foreground branch, stuff area 16384, and the
     do-no-harm fusion with the base (things and stuff restored, boundaries snapped below confidence 0.9, swallowed
     things of other classes reclaimed, joins of base things separated below a contact of 10, base thing classes
-    kept); the boundary re-cut within 2 px at confidence 0.7, kept for things of at least 256 px whose expected
-    gain is at least 0.05."""
+    kept); the boundary re-cut within 2 px, kept for things of at least 128 px whose expected gain is at least
+    0.02."""
     from prn_cli.checkpoint import load_checkpoint
     from prn_cli.predictors import Refiner
     from prn_cli.shipped import shipped_weights
@@ -235,8 +235,8 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     # its boundary refiner re-cuts thing boundaries, gated per thing so that masks already sharp keep theirs
     refiner = Refiner(device="cpu")
     assert refiner.model.config.boundary_channels == 24
-    assert (post.boundary_radius, post.boundary_confidence) == (2, 0.7)
-    assert (post.boundary_min_area, post.boundary_min_gain) == (256, 0.05)
+    assert (post.boundary_radius, post.boundary_confidence) == (2, 0.5)
+    assert (post.boundary_min_area, post.boundary_min_gain) == (128, 0.02)
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.4
 
