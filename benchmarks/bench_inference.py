@@ -66,7 +66,7 @@ def bench_refine(data: dict, base_dir: Path, out_dir: Path) -> dict:
             clock = cpu_timer()
             with torch.inference_mode():
                 pred = refiner.postprocess({key: v[0, :, :h, :w] for key, v in outputs.items()},
-                                           prepared["photo_size"], (ids, segs))
+                                           prepared["photo_size"], (ids, segs), inputs=inputs)
             t_post = clock()
         else:
             clock = cpu_timer()

@@ -284,17 +284,19 @@ class Refiner:
             for i, p in enumerate(prepared):
                 h, w = p["base_semantic"].shape[-2:]
                 one = {k: v[i, :, :h, :w] for k, v in outputs.items()}
-                if post.boundary_radius > 0 and "thing_foreground" not in one:
-                    one["boundary_inputs"] = (inputs["image"][i:i + 1], inputs["base_maps"][i:i + 1])
                 results.append(self.postprocess(one, p.get("photo_size", (h, w)),
-                                                bases[i] if bases is not None else None))
+                                                bases[i] if bases is not None else None,
+                                                inputs={k: v[i:i + 1] for k, v in inputs.items()}))
         return results
 
     def postprocess(self, outputs: dict, photo_size: tuple[int, int],
-                    base: tuple[np.ndarray, Sequence[dict]] | None = None) -> PanopticPrediction:
+                    base: tuple[np.ndarray, Sequence[dict]] | None = None, *,
+                    inputs: dict | None = None) -> PanopticPrediction:
         """One image's PRN output maps (at the processing size, no batch dimension) -> its refined segmentation
         at ``photo_size``: PRN's post-processing at the processing size, the id map enlarged by nearest
-        neighbour, then the fusion with ``base`` (its full-size id map and segments) on integer maps."""
+        neighbour, then the fusion with ``base`` (its full-size id map and segments) on integer maps. ``inputs``:
+        the image's network inputs as collated (batch of one, padded), which the boundary re-cut needs unless
+        ``outputs`` hold ``thing_foreground``."""
         from .models.prn.base_fusion import (dense_labels, keep_base_thing_classes, restore_base_segments,
                                              separate_joined_base_things, snap_to_base)
         from .models.prn.postprocess import panoptic_from_outputs
@@ -341,14 +343,14 @@ class Refiner:
             segs = keep_base_thing_classes(ids, segs, base_ids, list(base[1]), set(self.category_map.thing_ids),
                                            base_labels=base_labels)
         if post.boundary_radius > 0:
-            ids, segs = self._refine_boundaries(ids, segs, self._thing_foreground(outputs, ids, segs),
+            ids, segs = self._refine_boundaries(ids, segs, self._thing_foreground(outputs, inputs, ids, segs),
                                                 (height, width))
         return PanopticPrediction(ids, segs)
 
-    def _thing_foreground(self, outputs: dict, ids: np.ndarray, segs: list[dict]):
+    def _thing_foreground(self, outputs: dict, inputs: dict | None, ids: np.ndarray, segs: list[dict]):
         """(1, h, w) the boundary refiner's logits at the processing size: ``outputs["thing_foreground"]`` when the
-        network gave it (an exported graph computes it everywhere), else computed now from
-        ``outputs["boundary_inputs"]`` (the padded image and base maps) on the tiles near the boundaries of the
+        network gave it (an exported graph computes it everywhere), else computed now from ``inputs`` (the
+        padded image and base maps) on the tiles near the boundaries of the
         things in ``ids`` (photo size), which are the only pixels the re-cut reads. Things too small to be re-cut
         (``boundary_min_area``) are left out: a pixel the re-cut moves for a larger thing lies within the radius
         of that thing's own boundary with a non-thing, so it stays in the band."""
@@ -359,7 +361,9 @@ class Refiner:
 
         if "thing_foreground" in outputs:
             return outputs["thing_foreground"]
-        image, base_maps = outputs["boundary_inputs"]
+        if inputs is None:
+            raise ValueError("the boundary re-cut needs the network inputs (postprocess(..., inputs=...))")
+        image, base_maps = inputs["image"], inputs["base_maps"]
         h, w = outputs["semantic"].shape[-2:]
         post = self.postprocess_config
         thing_ids = np.array([s["id"] for s in segs if s["category_id"] in self.category_map.thing_ids], np.int64)

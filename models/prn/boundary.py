@@ -178,7 +178,7 @@ def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray,
         leave &= nearest_other > 0
         out[leave] = nearest_other[leave] - 1
     if min_area > 0 or min_gain > 0:
-        _undo_unsure_things(ids, out, join, leave, thing_ids, thing_probability, min_area, min_gain)
+        _undo_unsure_things(ids, is_thing, out, join, leave, thing_ids, thing_probability, min_area, min_gain)
     if leave.any():
         kept = np.isin(thing_ids, out[is_thing & ~leave])
         if not kept.all():  # a thing that would vanish keeps its pixels
@@ -187,7 +187,7 @@ def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray,
     return out.astype(ids.dtype, copy=False)
 
 
-def _undo_unsure_things(ids: np.ndarray, out: np.ndarray, join: np.ndarray, leave: np.ndarray,
+def _undo_unsure_things(ids: np.ndarray, is_thing: np.ndarray, out: np.ndarray, join: np.ndarray, leave: np.ndarray,
                         thing_ids: np.ndarray, probability: np.ndarray, min_area: int, min_gain: float) -> None:
     """In place: ``out`` back to ``ids`` on the pixels joined to or left by a thing that is smaller than
     ``min_area`` or whose expected gain (see :func:`refine_thing_boundaries`) is below ``min_gain``; ``join`` and
@@ -195,8 +195,7 @@ def _undo_unsure_things(ids: np.ndarray, out: np.ndarray, join: np.ndarray, leav
     belongs to exactly one thing's re-cut."""
     order = np.sort(thing_ids)
     n = order.size
-    thing_index = np.searchsorted(order, ids)  # valid where ids is a thing
-    is_thing = (thing_index < n) & (order[np.minimum(thing_index, n - 1)] == ids)
+    thing_index = np.searchsorted(order, ids)  # valid where is_thing
     area = np.bincount(thing_index[is_thing], minlength=n)
     p = probability.astype(np.float64, copy=False)
     joined_to = np.searchsorted(order, out[join])
