@@ -86,29 +86,67 @@ def boundary_band(base_foreground: torch.Tensor, width: int) -> torch.Tensor:
     return (grown > shrunk).squeeze(1)
 
 
-def _propagate(labels: np.ndarray, source: np.ndarray, steps: int) -> np.ndarray:
-    """Each pixel's label from the nearest ``source`` pixel within ``steps`` 8-neighbour steps (0 where none):
-    grown one ring at a time, a pixel taking its 4-neighbours' label before its diagonal ones' (closer); where
-    labels meet, the larger wins (deterministic)."""
-    out = np.where(source, labels, 0).astype(np.int64)
-    reached = source.copy()
-    h, w = out.shape
-    sides, corners = ((0, 1), (1, 0), (1, 2), (2, 1)), ((0, 0), (0, 2), (2, 0), (2, 2))
-    best = np.empty_like(out)
+_SIDES = ((-1, 0), (0, -1), (0, 1), (1, 0))
+_CORNERS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) bool ``mask`` grown by ``radius`` pixels (chessboard distance); pixels outside the map add nothing.
+    Separable shifted ORs on bytes: a few passes over the map where a max-pool over floats costs ~20x more."""
+    out = mask.copy()
+    for axis in (0, 1):
+        src = out.copy()
+        view, source = np.moveaxis(out, axis, 0), np.moveaxis(src, axis, 0)
+        for step in range(1, radius + 1):
+            view[step:] |= source[:-step]
+            view[:-step] |= source[step:]
+    return out
+
+
+def _band(is_thing: np.ndarray, radius: int) -> np.ndarray:
+    """:func:`boundary_band` of one (H, W) bool map, in numpy: pixels within ``radius`` of both a thing and a
+    non-thing pixel."""
+    return _dilate(is_thing, radius) & _dilate(~is_thing, radius)
+
+
+def _pixel_graph(domain: np.ndarray):
+    """``(ys, xs, neighbours)`` of the (H, W) bool ``domain``'s pixels: for each of the 8 neighbour shifts, the
+    position of that neighbour among the domain's pixels, -1 where it is outside the domain or the map."""
+    h, w = domain.shape
+    ys, xs = np.nonzero(domain)
+    position = np.full((h + 2, w + 2), -1, np.int32)  # padded by one: border pixels' neighbours read -1
+    position[ys + 1, xs + 1] = np.arange(ys.size, dtype=np.int32)
+    return ys, xs, {shift: position[ys + 1 + shift[0], xs + 1 + shift[1]] for shift in _SIDES + _CORNERS}
+
+
+def _propagate(labels: np.ndarray, source: np.ndarray, graph, steps: int, offset: int = 0) -> np.ndarray:
+    """For the pixels of a domain (``graph`` = :func:`_pixel_graph` of it): the label (+ ``offset``, which must
+    make it > 0) of the nearest ``source`` pixel within ``steps`` 8-neighbour steps, 0 where none.
+
+    Grown one ring at a time, a pixel taking its 4-neighbours' label before its diagonal ones' (closer); where
+    labels meet, the larger wins (deterministic). Only domain pixels are visited, so the cost follows the domain's
+    size, not the map's. That is exact when every path of at most ``steps`` steps from a source pixel to a domain
+    pixel runs inside the domain: true of the band of width ``steps`` around the boundary of ``source``, which
+    holds every pixel within ``steps`` of a source pixel and every source pixel next to such a pixel."""
+    ys, xs, neighbours = graph
+    n = ys.size
+    reached = source[ys, xs]
+    values = np.where(reached, labels[ys, xs].astype(np.int64) + offset, 0)
+    best = np.empty(n, np.int64)
     for _ in range(steps):
-        padded = np.pad(out, 1)
+        at_start = np.append(values, 0)  # position -1 reads this 0: "nothing there"
         grown = False
-        for shifts in (sides, corners):
+        for shifts in (_SIDES, _CORNERS):
             best.fill(0)
-            for dy, dx in shifts:
-                np.maximum(best, padded[dy:dy + h, dx:dx + w], out=best)
+            for shift in shifts:
+                np.maximum(best, at_start[neighbours[shift]], out=best)
             grow = ~reached & (best > 0)
-            out[grow] = best[grow]
+            values[grow] = best[grow]
             reached |= grow
             grown |= bool(grow.any())
         if not grown:
             break
-    return out
+    return values
 
 
 def refine_thing_boundaries(ids: np.ndarray, segments: list[dict], thing_probability: np.ndarray,
@@ -161,22 +199,26 @@ def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray,
            radius: int, confidence: float, min_area: int, min_gain: float) -> np.ndarray:
     """:func:`refine_thing_boundaries` on a window that holds every thing pixel and everything within radius + 1
     of one."""
-    band = boundary_band(torch.from_numpy(is_thing)[None], radius)[0].numpy()
+    band = _band(is_thing, radius)
     join = band & ~is_thing & (thing_probability > confidence)
     leave = band & is_thing & (thing_probability < 1.0 - confidence) if confidence > 0.5 else \
         band & is_thing & (thing_probability <= 0.5)
     if not (join.any() or leave.any()):
         return ids
     out = ids.astype(np.int64, copy=True)
+    graph = _pixel_graph(band)
+    ys, xs = graph[0], graph[1]
     if join.any():
-        nearest_thing = _propagate(out, is_thing, radius)
-        join &= nearest_thing > 0
-        out[join] = nearest_thing[join]
+        nearest_thing = _propagate(ids, is_thing, graph, radius)
+        moves = join[ys, xs] & (nearest_thing > 0)
+        join[ys, xs] = moves
+        out[ys[moves], xs[moves]] = nearest_thing[moves]
     if leave.any():
-        # void (0) cannot be told from "no label" by the propagation: shift labels by one
-        nearest_other = _propagate(ids.astype(np.int64) + 1, ~is_thing, radius)
-        leave &= nearest_other > 0
-        out[leave] = nearest_other[leave] - 1
+        # void (0) cannot be told from "no label" by the propagation: labels shifted by one
+        nearest_other = _propagate(ids, ~is_thing, graph, radius, offset=1)
+        moves = leave[ys, xs] & (nearest_other > 0)
+        leave[ys, xs] = moves
+        out[ys[moves], xs[moves]] = nearest_other[moves] - 1
     if min_area > 0 or min_gain > 0:
         _undo_unsure_things(ids, is_thing, out, join, leave, thing_ids, thing_probability, min_area, min_gain)
     if leave.any():
@@ -195,13 +237,11 @@ def _undo_unsure_things(ids: np.ndarray, is_thing: np.ndarray, out: np.ndarray, 
     belongs to exactly one thing's re-cut."""
     order = np.sort(thing_ids)
     n = order.size
-    thing_index = np.searchsorted(order, ids)  # valid where is_thing
-    area = np.bincount(thing_index[is_thing], minlength=n)
-    p = probability.astype(np.float64, copy=False)
+    area = np.bincount(np.searchsorted(order, ids[is_thing]), minlength=n)
     joined_to = np.searchsorted(order, out[join])
-    left_from = thing_index[leave]
-    net = (np.bincount(joined_to, weights=2 * p[join] - 1, minlength=n)
-           + np.bincount(left_from, weights=1 - 2 * p[leave], minlength=n))
+    left_from = np.searchsorted(order, ids[leave])
+    net = (np.bincount(joined_to, weights=2 * probability[join].astype(np.float64) - 1, minlength=n)
+           + np.bincount(left_from, weights=1 - 2 * probability[leave].astype(np.float64), minlength=n))
     undo = (area < min_area) | (net < min_gain * area)
     if not undo.any():
         return

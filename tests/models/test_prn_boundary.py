@@ -267,3 +267,41 @@ def test_the_recut_on_the_things_window_equals_the_recut_of_the_whole_map(seed):
                        kw.get("min_area", 0), kw.get("min_gain", 0.0))
         assert np.array_equal(windowed, whole)
     assert not np.array_equal(windowed, ids)           # the re-cut moved pixels
+
+
+def _dense_propagate(labels, source, steps):
+    """The re-cut's propagation over the whole map, as it was written first: the reference for the band-only one."""
+    out = np.where(source, labels, 0).astype(np.int64)
+    reached = source.copy()
+    h, w = out.shape
+    for _ in range(steps):
+        padded = np.pad(out, 1)
+        for shifts in (((0, 1), (1, 0), (1, 2), (2, 1)), ((0, 0), (0, 2), (2, 0), (2, 2))):
+            best = np.zeros_like(out)
+            for dy, dx in shifts:
+                np.maximum(best, padded[dy:dy + h, dx:dx + w], out=best)
+            grow = ~reached & (best > 0)
+            out[grow] = best[grow]
+            reached |= grow
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_band_and_the_band_only_propagation_equal_their_whole_map_versions(seed):
+    from prn_cli.models.prn.boundary import _band, _pixel_graph, _propagate
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 6, (7, 9)).repeat(4, 0).repeat(3, 1)[:, : 25 + seed]  # blocks of labels, odd sizes
+    ids[rng.random(ids.shape) < 0.05] = 7                                      # and single pixels
+    is_thing = np.isin(ids, [3, 4, 7])
+    for radius in (1, 2, 3):
+        band = _band(is_thing, radius)
+        assert np.array_equal(band, boundary_band(torch.from_numpy(is_thing)[None], radius)[0].numpy())
+        graph = _pixel_graph(band)
+        ys, xs = graph[0], graph[1]
+        for source, offset in ((is_thing, 0), (~is_thing, 1)):
+            got = _propagate(ids, source, graph, radius, offset=offset)
+            want = _dense_propagate(ids + offset, source, radius)[ys, xs]
+            assert np.array_equal(got, want)
+            assert (got[~source[ys, xs]] > 0).any()                     # labels did travel
+        assert radius > 1 or not band.all()
