@@ -462,7 +462,8 @@ def load_set(path: str | os.PathLike | None = None, *, json_path: str | os.PathL
     _check_structure(data, jp, need_categories=need_categories)
     if not pd.is_dir():
         raise fail(pd, f"PNG folder of {jp.name} does not exist",
-                   "pass the folder explicitly (--gt-dir/--pred-dir) or put the PNGs there")
+                   f"put the PNGs in {pd.name}/ beside the JSON, or name their folder (prn eval: --gt-json with "
+                   "--gt-dir, --pred-json with --pred-dir)")
     extra = {k: v for k, v in data.items() if k not in ("categories", "images", "annotations")}
     return PanopticSet(json_path=jp, png_dir=pd, categories=list(data.get("categories") or []),
                        images=list(data.get("images") or []), annotations=data["annotations"], extra=extra)

@@ -129,3 +129,16 @@ def test_eval_per_image_tables_and_json(tmp_path):
     worst = data["image_deltas"][0]
     assert worst["delta"]["oracle"] == max(d["delta"]["oracle"] for d in data["image_deltas"])
     assert str(worst["image_id"]) in out.stdout
+
+
+def test_a_json_without_its_png_folder_names_the_folder_and_the_options_that_point_elsewhere(tmp_path):
+    gt = tmp_path / "gt.json"
+    gt.write_text((CASE / "gt.json").read_text())            # no gt/ folder beside it
+    out = prn("eval", "--gt", gt, "--pred-json", CASE / "pred.json", "--pred-dir", CASE / "pred")
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "gt/ beside the JSON" in out.stderr and "--gt-json with --gt-dir" in out.stderr
+    # the options it names work: the same JSON with its folder given
+    out = prn("eval", "--gt-json", gt, "--gt-dir", CASE / "gt", "--pred-json", CASE / "pred.json",
+              "--pred-dir", CASE / "pred")
+    assert out.returncode == 0 and "43.2" in out.stdout
