@@ -22,7 +22,9 @@ Sections (definitions in ``benchmarks/README.md``, "diagnose_things.py"):
    Then the **boundary ceiling** (the base alone): every GT thing's base segment of its category with the
    highest IoU, as is and with a band of r = 1, 2, 3 pixels around its boundary replaced by the GT; how many GT
    things are matched and their mean IoU: the most a refinement that moves thing boundaries by up to r pixels
-   can gain.
+   can gain. Last, the **re-cut with a perfect boundary refiner**: the refined set's things re-cut by prn's own
+   boundary re-cut (``models/prn/boundary.py``, radius 2, no per-thing gate) with the GT's thing foreground as
+   the refiner's probability, evaluated like the rest: what a better boundary refiner could still add to PQ.
 4. **Thing recall by the base's failure kind** and the fate of the base's thing false positives.
 5. **Head oracles** (only with ``--images``): PRN is run on the base, then each head's output in turn is replaced
    by the perfect GT map before post-processing; the PQth each oracle gains says which head loses thing PQ. A last
@@ -73,6 +75,8 @@ RECALL_BINS = (("< 100 px", 0, 100), ("100-256 px", 100, 256), ("256-1024 px", 2
                ("1024-9216 px", 32 ** 2, 96 ** 2), (">= 9216 px", 96 ** 2, math.inf))
 #: Band radii (pixels, chessboard distance) of the boundary ceiling (section 3).
 BAND_RADII = (1, 2, 3)
+#: Radius (pixels) of the re-cut with a perfect boundary refiner (section 3): the shipped PRN's.
+RECUT_RADIUS = 2
 #: Logit magnitude of the "perfect" semantic and foreground maps (section 1, 5).
 PERFECT_LOGIT = 20.0
 #: Thresholds of the failure kinds (section 4).
@@ -451,6 +455,34 @@ def _summary(result, gt: PanopticSet) -> dict[str, Any]:
             "sq_th": g["Things"]["sq"], "rq_th": g["Things"]["rq"], "things": _thing_counts(result, gt)}
 
 
+def recut_oracle(inputs: Inputs, work: Path, radius: int = RECUT_RADIUS) -> dict[str, Any]:
+    """Section 3, last table: the refined set's thing boundaries re-cut (``refine_thing_boundaries``, every thing,
+    no gate) with the GT's thing foreground as the boundary refiner's probability, 1 on GT thing pixels, 0 on
+    the others and 0.5 on GT void, which a re-cut at confidence 0.6 leaves where it is."""
+    from prn_cli.models.prn.boundary import refine_thing_boundaries
+
+    thing_cats = {int(c["id"]) for c in inputs.gt.categories if c.get("isthing") == 1}
+    writers = _SetWriters(work, ["recut"], inputs.gt.categories)
+    moved = 0
+    for ann, r_ann in zip(inputs.gt.annotations, inputs.refined_ann):
+        gt_ids = read_id_png(inputs.gt.png_path(ann), what="ground-truth PNG")
+        r_ids = read_id_png(inputs.refined.png_path(r_ann), what="refined PNG")
+        if gt_ids.shape != r_ids.shape:
+            raise fail(inputs.refined.png_path(r_ann), f"is {r_ids.shape[1]}x{r_ids.shape[0]}, the GT "
+                       f"{gt_ids.shape[1]}x{gt_ids.shape[0]}", "refine at the ground truth's size")
+        gt_things = [s["id"] for s in ann["segments_info"] if int(s["category_id"]) in thing_cats]
+        probability = np.where(np.isin(gt_ids, gt_things), 1.0, np.where(gt_ids == 0, 0.5, 0.0)).astype(np.float32)
+        segs = list(r_ann["segments_info"])
+        out = refine_thing_boundaries(r_ids, segs, probability, thing_cats, radius, 0.6)
+        moved += int((out != r_ids).sum())
+        present = set(np.unique(out).tolist())
+        writers.add("recut", _image_record(inputs.gt, ann, out), ann, out,
+                    [s for s in segs if int(s["id"]) in present])
+    rep = evaluate(inputs.gt, [inputs.refined, *writers.sets()], workers=0, names=["refined", "recut"])
+    rows = {name: _summary(res, inputs.gt) for name, res in zip(("refined", "recut"), rep.results)}
+    return {"radius": radius, "pixels_moved": moved, "rows": rows}
+
+
 def copy_distance(inputs: Inputs) -> dict[str, Any]:
     """Section 2: the refined set evaluated with the base as ground truth (GT categories)."""
     base_as_gt = PanopticSet(json_path=inputs.base.json_path, png_dir=inputs.base.png_dir,
@@ -748,6 +780,11 @@ def diagnose(gt, base, refined, *, images: str | Path | None = None, weights: st
     report["copy_distance"] = copy_distance(inputs)
     report["mask_quality"] = mask_quality(rec)
     report["boundary_ceiling"] = boundary_ceiling(rec)
+    recut_work = Path(tempfile.mkdtemp(prefix="diagnose_things-recut-"))
+    try:
+        report["recut_oracle"] = recut_oracle(inputs, recut_work)
+    finally:
+        shutil.rmtree(recut_work, ignore_errors=True)
     report["recovery"] = recovery(rec)
     for k in ("base", "refined"):   # our matching must count exactly what the evaluator counts
         report["recovery"]["totals"][k]["evaluator_agrees"] = all(
@@ -851,6 +888,14 @@ def to_markdown(report: dict[str, Any]) -> str:
                 cells += [row[f"r{r}"]["matched"], _num(row[f"r{r}"]["mean_iou"])]
             rows.append(cells)
         out += _table(headers, rows) + [""]
+    if "recut_oracle" in report:
+        ro = report["recut_oracle"]
+        out += [f"### The re-cut with a perfect boundary refiner (radius {ro['radius']})", "",
+                "The refined set's things re-cut by prn's boundary re-cut with the GT's thing foreground as the "
+                f"refiner's probability, every thing, no gate ({ro['pixels_moved']} pixels moved): what a better "
+                "boundary refiner could still add.", ""]
+        out += _table(PQ_HEADERS, _pq_rows({"refined": ro["rows"]["refined"],
+                                             "refined, re-cut with the GT": ro["rows"]["recut"]})) + [""]
     rc = report["recovery"]
     out += ["## 4. Thing recall by the base's failure kind", ""]
     total = sum(v["gt_things"] for v in rc["kinds"].values())

@@ -220,6 +220,26 @@ def test_boundary_ceiling_on_shifted_squares(dt, shifted):
     assert "| medium | 0 | 0 | - | 0 | - | 0 | - | 0 | - |" in text
 
 
+def test_the_recut_with_a_perfect_refiner_on_shifted_squares(dt, shifted):
+    """Section 3's last table, by hand, with the base as the refined set: the re-cut with the GT's thing foreground
+    moves T1's square 2 px back onto the GT (36 pixels join, 36 leave), cuts T2's 2 extra rows (20) and the class-1
+    sliver's 2 columns beyond T3 (20; still IoU 20/100, no match); T4 is out of reach and the crowd is exact."""
+    gt, base = shifted
+    report = dt.diagnose(gt, base, base, run_grouping=False)
+    ro = report["recut_oracle"]
+    assert ro["radius"] == 2 and ro["pixels_moved"] == 72 + 20 + 20
+    assert ro["rows"]["refined"] == report["pq"]["refined"]
+    assert ro["rows"]["refined"]["things"] == {"tp": 1, "fp": 3, "fn": 3}
+    assert ro["rows"]["recut"]["things"] == {"tp": 2, "fp": 2, "fn": 2}
+    assert ro["rows"]["recut"]["sq_th"] == 1.0 and ro["rows"]["recut"]["pq_th"] > ro["rows"]["refined"]["pq_th"]
+    # a refined set equal to the GT has nothing left to gain
+    exact = dt.diagnose(gt, base, gt, run_grouping=False)["recut_oracle"]
+    assert exact["pixels_moved"] == 0 and exact["rows"]["recut"] == exact["rows"]["refined"]
+    text = dt.to_markdown(report)
+    assert "### The re-cut with a perfect boundary refiner (radius 2)" in text
+    assert "| refined, re-cut with the GT |" in text
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     from prn_cli.perturb import write_corrupted_set
