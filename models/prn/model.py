@@ -296,6 +296,11 @@ class PRN(nn.Module):
         return prn_losses(outputs, targets, self.config.loss)
 
     def forward(self, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None = None):
+        if self.training and targets is not None and self.config.trainable == "boundary":
+            # only the boundary refiner learns and it reads the image and the base's maps, not the frozen trunk's
+            # outputs: computing those would cost a forward pass for losses that cannot change anything
+            outputs = {"thing_foreground": self.boundary(inputs["image"], inputs["base_maps"])}
+            return self.loss(outputs, targets, inputs)
         outputs = self.predict(inputs)
         if self.training:
             if targets is None:
@@ -346,10 +351,11 @@ def semantic_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
 
 def prn_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                cfg: PRNLossConfig) -> dict[str, torch.Tensor]:
-    """PRN's losses at input resolution, each multiplied by its weight in ``cfg``.
+    """PRN's losses at input resolution, each multiplied by its weight in ``cfg``, for the maps in ``outputs``.
 
-    ``outputs``: :meth:`PRN.predict`'s maps. ``targets``: batched renderer outputs, see the module docstring;
-    each loss is normalised by the sum of its pixel weights, clamped >= 1 (:func:`weighted_mean`):
+    ``outputs``: :meth:`PRN.predict`'s maps (in training with ``trainable="boundary"``, ``thing_foreground``
+    alone). ``targets``: batched renderer outputs, see the module docstring; each loss is normalised by the sum
+    of its pixel weights, clamped >= 1 (:func:`weighted_mean`):
 
     - ``loss_semantic`` = semantic x cross-entropy weighted by ``semantic_weight`` (top-k mining option);
     - ``loss_center`` = center x squared error of the heatmap, weighted by ``center_weight``;
@@ -365,14 +371,16 @@ def prn_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
     def f(name: str) -> torch.Tensor:
         return outputs[name].float()
 
-    losses = {
-        "loss_semantic": cfg.semantic * semantic_cross_entropy(outputs["semantic"], targets["semantic"],
-                                                               targets["semantic_weight"], cfg.semantic_top_k),
-        "loss_center": cfg.center * weighted_mean((f("center") - targets["center"]).square().sum(1),
-                                                  targets["center_weight"]),
-        "loss_offset": cfg.offset * weighted_mean((f("offset") - targets["offset"]).abs().sum(1),
-                                                  targets["offset_weight"]),
-    }
+    losses = {}
+    if "semantic" in outputs:
+        losses["loss_semantic"] = cfg.semantic * semantic_cross_entropy(
+            outputs["semantic"], targets["semantic"], targets["semantic_weight"], cfg.semantic_top_k)
+    if "center" in outputs:
+        losses["loss_center"] = cfg.center * weighted_mean((f("center") - targets["center"]).square().sum(1),
+                                                           targets["center_weight"])
+    if "offset" in outputs:
+        losses["loss_offset"] = cfg.offset * weighted_mean((f("offset") - targets["offset"]).abs().sum(1),
+                                                           targets["offset_weight"])
     if "foreground" in outputs:
         bce = F.binary_cross_entropy_with_logits(f("foreground")[:, 0], targets["foreground"].float(),
                                                  reduction="none")

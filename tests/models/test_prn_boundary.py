@@ -305,3 +305,23 @@ def test_the_band_and_the_band_only_propagation_equal_their_whole_map_versions(s
             assert np.array_equal(got, want)
             assert (got[~source[ys, xs]] > 0).any()                     # labels did travel
         assert radius > 1 or not band.all()
+
+
+def test_training_the_refiner_alone_skips_the_frozen_trunk_and_gives_the_same_boundary_loss():
+    """With trainable "boundary" the training forward computes the refiner only: the same loss_boundary as the
+    full forward (whose other losses cannot change a frozen trunk), the same gradients, and nothing else."""
+    torch.manual_seed(0)
+    model = build_model(config(boundary_channels=8, boundary_band=3, trainable="boundary"), CATS).train()
+    inputs, targets = square_scene(base_rows=(8, 24), true_rows=(10, 24))
+    calls = []
+    model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    losses = model(inputs, targets)
+    assert list(losses) == ["loss_boundary"] and not calls
+    full = model.loss(model.predict(inputs), targets, inputs)
+    assert calls and set(full) > {"loss_boundary", "loss_semantic"}
+    assert losses["loss_boundary"].item() == pytest.approx(full["loss_boundary"].item(), rel=1e-6)
+    grads = torch.autograd.grad(losses["loss_boundary"], list(model.boundary.parameters()))
+    full_grads = torch.autograd.grad(full["loss_boundary"], list(model.boundary.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads, full_grads))
+    with pytest.raises(ValueError, match="needs targets"):
+        model(inputs)
