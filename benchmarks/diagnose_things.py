@@ -237,26 +237,13 @@ def failure_kinds(gt: Segs, base: Segs, mb: Matching, thing_ids: np.ndarray) -> 
     return np.where(g_thing, kind, -1)
 
 
-def _grow(mask: np.ndarray, r: int) -> np.ndarray:
-    """Sliding maximum of a bool map over (2r+1)x(2r+1) windows (beyond the map's edges: False)."""
-    out = mask.copy()
-    if r <= 0:
-        return out
-    for axis in (0, 1):
-        n = out.shape[axis]
-        padded = np.pad(out, [(r, r) if a == axis else (0, 0) for a in (0, 1)])
-        out = np.zeros_like(mask)
-        for k in range(2 * r + 1):
-            out |= padded[k:k + n] if axis == 0 else padded[:, k:k + n]
-    return out
-
-
 def band(mask: np.ndarray, r: int) -> np.ndarray:
     """(H, W) bool: the pixels within chessboard distance ``r`` of the boundary of ``mask`` (H, W) bool, on either
     side: a (2r+1)x(2r+1) window around them holds both mask and non-mask pixels (the window clipped at the
-    map's edges). The numpy twin of ``prn_cli.models.prn.boundary.boundary_band`` (dilation minus erosion)."""
-    mask = np.asarray(mask, dtype=bool)
-    return _grow(mask, r) & _grow(~mask, r)
+    map's edges). PRN's own numpy band (``boundary_band_numpy``), the twin of its ``boundary_band``."""
+    from prn_cli.models.prn.boundary import boundary_band_numpy
+
+    return boundary_band_numpy(mask, r)
 
 
 def boundary_ceiling_ious(gt_ids: np.ndarray, gt: Segs, base_ids: np.ndarray, base: Segs, mb: Matching,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BoundaryRefiner", "boundary_band", "refine_thing_boundaries"]
+__all__ = ["BoundaryRefiner", "boundary_band", "boundary_band_numpy", "refine_thing_boundaries"]
 
 
 class BoundaryRefiner(nn.Module):
@@ -103,10 +103,11 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _band(is_thing: np.ndarray, radius: int) -> np.ndarray:
-    """:func:`boundary_band` of one (H, W) bool map, in numpy: pixels within ``radius`` of both a thing and a
-    non-thing pixel."""
-    return _dilate(is_thing, radius) & _dilate(~is_thing, radius)
+def boundary_band_numpy(mask: np.ndarray, radius: int) -> np.ndarray:
+    """:func:`boundary_band` of one (H, W) bool map, in numpy: the pixels within ``radius`` (chessboard) of both a
+    mask and a non-mask pixel, the map's edges adding nothing."""
+    mask = np.asarray(mask, dtype=bool)
+    return _dilate(mask, radius) & _dilate(~mask, radius)
 
 
 def _pixel_graph(domain: np.ndarray):
@@ -199,7 +200,7 @@ def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray,
            radius: int, confidence: float, min_area: int, min_gain: float) -> np.ndarray:
     """:func:`refine_thing_boundaries` on a window that holds every thing pixel and everything within radius + 1
     of one."""
-    band = _band(is_thing, radius)
+    band = boundary_band_numpy(is_thing, radius)
     join = band & ~is_thing & (thing_probability > confidence)
     leave = band & is_thing & (thing_probability < 1.0 - confidence) if confidence > 0.5 else \
         band & is_thing & (thing_probability <= 0.5)

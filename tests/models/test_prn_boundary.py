@@ -288,14 +288,14 @@ def _dense_propagate(labels, source, steps):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_the_band_and_the_band_only_propagation_equal_their_whole_map_versions(seed):
-    from prn_cli.models.prn.boundary import _band, _pixel_graph, _propagate
+    from prn_cli.models.prn.boundary import _pixel_graph, _propagate, boundary_band_numpy
 
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, 6, (7, 9)).repeat(4, 0).repeat(3, 1)[:, : 25 + seed]  # blocks of labels, odd sizes
     ids[rng.random(ids.shape) < 0.05] = 7                                      # and single pixels
     is_thing = np.isin(ids, [3, 4, 7])
     for radius in (1, 2, 3):
-        band = _band(is_thing, radius)
+        band = boundary_band_numpy(is_thing, radius)
         assert np.array_equal(band, boundary_band(torch.from_numpy(is_thing)[None], radius)[0].numpy())
         graph = _pixel_graph(band)
         ys, xs = graph[0], graph[1]
