@@ -54,8 +54,14 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, height
     with torch.no_grad():
         torch.onnx.export(module, args, buffer, input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    config = ckpt["config"]
+    if kind == "prn" and config["model"].get("classifier_channels"):
+        # the graph is PRN's dense network; the thing classifier reads crops of the final things and stays out
+        # of it, so the export describes a PRN without one and its refine relabels nothing
+        config = {**config, "model": {**config["model"], "classifier_channels": []},
+                  "postprocess": {**config.get("postprocess", {}), "classifier_confidence": 0.0}}
     data = _with_metadata(buffer.getvalue(), {
-        META_KIND: kind, META_CATEGORIES: json.dumps(ckpt["categories"]), META_CONFIG: json.dumps(ckpt["config"]),
+        META_KIND: kind, META_CATEGORIES: json.dumps(ckpt["categories"]), META_CONFIG: json.dumps(config),
         META_OUTPUTS: json.dumps(output_names), META_VERSION: str(FORMAT_VERSION)})
     out = Path(out)
     with atomic_output(out, "wb") as f:

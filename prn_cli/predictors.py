@@ -161,6 +161,9 @@ def refiner_postprocess(stored: dict, config, overrides: PostProcessOverrides | 
     if post.boundary_radius > 0 and not config.boundary_channels:
         raise InvalidInputError(f"{where}: this PRN has no boundary refiner; leave out --boundary-radius "
                                 "(or train one: boundary_channels in --config)")
+    if post.classifier_confidence > 0 and not config.classifier_channels:
+        raise InvalidInputError(f"{where}: this PRN has no thing classifier; leave out --classifier-confidence "
+                                "(or train one: classifier_channels in --config; ONNX exports leave it out)")
     return post
 
 
@@ -345,7 +348,37 @@ class Refiner:
         if post.boundary_radius > 0:
             ids, segs = self._refine_boundaries(ids, segs, self._thing_foreground(outputs, inputs, ids, segs),
                                                 (height, width))
+        if post.classifier_confidence > 0:
+            segs = self._reclassify_things(ids, segs, outputs, inputs)
         return PanopticPrediction(ids, segs)
+
+    def _reclassify_things(self, ids: np.ndarray, segs: list[dict], outputs: dict, inputs: dict | None) -> list[dict]:
+        """``segs`` with each thing relabelled where the thing classifier (models/prn/classifier.py), reading the
+        thing's crop of the image at the processing size and its final mask, gives another thing class a
+        probability above ``classifier_confidence``. The id map does not change."""
+        import torch
+
+        from .models.prn.classifier import thing_crops
+
+        if inputs is None:
+            raise ValueError("the thing classifier needs the network inputs (postprocess(..., inputs=...))")
+        things = [s for s in segs if s["category_id"] in self.category_map.thing_ids]
+        if not things:
+            return segs
+        h, w = outputs["semantic"].shape[-2:]
+        image = inputs["image"][0, :, :h, :w].float().cpu()
+        classifier = self.model.classifier
+        crops = thing_crops(image, torch.from_numpy(ids.astype(np.int64)), [s["id"] for s in things],
+                            classifier.crop_size)
+        device = next(classifier.parameters()).device
+        probability = classifier.probabilities(crops.to(device)).cpu().numpy()
+        best = probability.argmax(axis=1)
+        relabel = {}
+        for s, k, p in zip(things, best.tolist(), probability):
+            category = self.category_map.thing_ids[k]
+            if category != s["category_id"] and p[k] > self.postprocess_config.classifier_confidence:
+                relabel[s["id"]] = category
+        return [{**s, "category_id": relabel[s["id"]]} if s["id"] in relabel else s for s in segs]
 
     def _thing_foreground(self, outputs: dict, inputs: dict | None, ids: np.ndarray, segs: list[dict]):
         """(1, h, w) the boundary refiner's logits at the processing size: ``outputs["thing_foreground"]`` when the

@@ -48,6 +48,11 @@ class RefineDataOptions:
     #: the GT's; above 1 it makes the pixels where copying the base is wrong count more than the many where
     #: copying is right, which otherwise make "copy the base" a cheap minimum of the loss
     disagreement_weight: float = 1.0
+    #: crops of things per sample for the thing classifier (0 = none; PRNConfig.classifier_channels): the GT's
+    #: things and the base's things that match one (IoU > 0.5), labelled with the GT's class, drawn at random
+    thing_crops: int = 0
+    #: their side in pixels (PRNConfig.classifier_crop_size)
+    thing_crop_size: int = 32
     render: Any = None            # models.prn.render.RenderConfig; None = its defaults
 
     def __post_init__(self) -> None:
@@ -60,6 +65,9 @@ class RefineDataOptions:
             raise ValueError(f"base_instance_dropout must be in [0, 1], got {self.base_instance_dropout}")
         if not (self.disagreement_weight >= 1.0 and np.isfinite(self.disagreement_weight)):
             raise ValueError(f"disagreement_weight must be a finite number >= 1, got {self.disagreement_weight}")
+        if self.thing_crops < 0 or self.thing_crop_size < 8:
+            raise ValueError(f"thing_crops must be >= 0 and thing_crop_size >= 8, got {self.thing_crops}, "
+                             f"{self.thing_crop_size}")
         if self.crop < 32:
             raise ValueError(f"crop must be at least 32 pixels, got {self.crop}")
 
@@ -174,7 +182,52 @@ class RefinementTrainingSet(Dataset):
         if self.options.disagreement_weight != 1.0:
             weigh_disagreement(targets, base_semantic, base_maps, self.options.disagreement_weight)
         inputs = {"image": image, "base_semantic": base_semantic, "base_maps": base_maps}
-        return inputs, {k: targets[k] for k in _TARGET_KEYS}
+        out = {k: targets[k] for k in _TARGET_KEYS}
+        if self.options.thing_crops:
+            out["thing_crops"], out["thing_crop_labels"] = thing_classifier_crops(
+                image, gt_t, segments, base_t, base_segments, self.category_map, self.options.thing_crops,
+                self.options.thing_crop_size, rng)
+        return inputs, out
+
+
+def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segments: Sequence[dict],
+                           base_ids: torch.Tensor, base_segments: Sequence[dict], category_map, count: int,
+                           crop_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(crops (count, 4, S, S), labels (count,))`` for the thing classifier: up to ``count`` things drawn from
+    the GT's things (not crowd) and the base's things that match one of them (IoU > 0.5, any class), each labelled
+    with the GT thing's class index (``category_map.thing_index``); the rest is padding, label -1. The base's
+    masks are what the classifier reads at inference; the GT's are the clean examples of each shape."""
+    from .models.prn.classifier import thing_crops
+
+    things = set(category_map.thing_ids)
+    gt_things = {int(s["id"]): category_map.thing_index(s["category_id"]) for s in gt_segments
+                 if int(s["category_id"]) in things and not s.get("iscrowd")}
+    gt_flat, base_flat = gt_ids.flatten(), base_ids.flatten()
+    areas = {int(k): int(v) for k, v in zip(*torch.unique(gt_flat, return_counts=True))}
+    picks: list[tuple[torch.Tensor, int, int]] = []  # (id map, segment id, label)
+    picks += [(gt_ids, sid, label) for sid, label in gt_things.items() if areas.get(sid, 0) >= 4]
+    for s in base_segments:
+        sid = int(s["id"])
+        if int(s["category_id"]) not in things:
+            continue
+        inside = base_flat == sid
+        area = int(inside.sum())
+        if area < 4:
+            continue
+        under, shared = torch.unique(gt_flat[inside], return_counts=True)
+        for gid, n in zip(under.tolist(), shared.tolist()):
+            if gid in gt_things and n / (area + areas[gid] - n) > 0.5:
+                picks.append((base_ids, sid, gt_things[gid]))
+                break
+    crops = torch.zeros((count, 4, crop_size, crop_size))
+    labels = torch.full((count,), -1, dtype=torch.long)
+    if picks:
+        chosen = rng.permutation(len(picks))[:count]
+        for k, i in enumerate(chosen.tolist()):
+            ids, sid, label = picks[i]
+            crops[k] = thing_crops(image, ids, [sid], crop_size)[0]
+            labels[k] = label
+    return crops, labels
 
 
 def weigh_disagreement(targets: dict, base_semantic: torch.Tensor, base_maps: torch.Tensor, weight: float) -> None:
@@ -190,6 +243,8 @@ def weigh_disagreement(targets: dict, base_semantic: torch.Tensor, base_maps: to
 
 # Padding values: void for labels, zero (and so zero loss weight) for everything else.
 _PAD = {"base_semantic": 255, "semantic": 255}
+#: targets that are not maps of the image (stacked as they are, not padded)
+_NOT_SPATIAL = ("thing_crops", "thing_crop_labels")
 
 
 def _pad_stack(tensors: Sequence[torch.Tensor], hp: int, wp: int, value) -> torch.Tensor:
@@ -212,7 +267,8 @@ def collate_refine(batch: Sequence[tuple[dict, dict | None]], size_divisibility:
     inputs = {k: _pad_stack([x[k] for x, _ in batch], hp, wp, _PAD.get(k, 0)) for k in batch[0][0]}
     if batch[0][1] is None:
         return inputs, None
-    targets = {k: _pad_stack([t[k] for _, t in batch], hp, wp, _PAD.get(k, 0)) for k in batch[0][1]}
+    targets = {k: torch.stack([t[k] for _, t in batch]) if k in _NOT_SPATIAL
+               else _pad_stack([t[k] for _, t in batch], hp, wp, _PAD.get(k, 0)) for k in batch[0][1]}
     return inputs, targets
 
 

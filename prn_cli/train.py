@@ -222,6 +222,9 @@ def _write_model_config(train_cfg, config: dict) -> None:
 #: PRN architecture presets; ``--config FILE`` (JSON of PRNConfig fields) overrides them.
 PRN_ARCHS = ("tiny", "r18", "r50")
 
+#: things cut out of each training sample for the thing classifier, when the PRN has one
+THING_CROPS_PER_SAMPLE = 16
+
 #: The Table 1 switches (docs/design.md, "Table 1 and prn ablate"), as PRNConfig / PostProcessConfig fields.
 TABLE1_SWITCHES = ("foreground_head", "coordconv_decoder", "coordconv_encoder", "box_head")
 
@@ -373,7 +376,8 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
                                      base_mix=options.base_mix, strength_range=tuple(options.strength_range),
                                      base_instance_dropout=options.base_instance_dropout,
                                      disagreement_weight=options.disagreement_weight,
-                                     render=render_config)
+                                     thing_crops=THING_CROPS_PER_SAMPLE if config.classifier_channels else 0,
+                                     thing_crop_size=config.classifier_crop_size, render=render_config)
     dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
     if base is not None and dataset.with_base == 0:
         raise fail(base, "no base prediction shares an image_id with the training set",
@@ -424,7 +428,8 @@ def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) 
     # A PRN without a full-resolution refiner fine-tunes into one: the refiner's output starts at zero, so the
     # network starts as the checkpoint's
     # (so does one without a boundary refiner: its logit starts as the base's thing mask, which the re-cut keeps)
-    for module in ("full_resolution.", "boundary."):
+    # (and one without a thing classifier: the predictor relabels nothing until it is trained)
+    for module in ("full_resolution.", "boundary.", "classifier."):
         if not any(k.startswith(module) for k in state):
             state.update({k: v for k, v in reference.items() if k.startswith(module)})
     differ = sorted(k for k in set(reference) | set(state)

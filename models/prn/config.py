@@ -45,6 +45,8 @@ class PRNLossConfig:
     box: float = 0.01               # L1 over (l, t, r, b) x offset_weight
     boundary: float = 1.0           # BCE of the boundary refiner's thing foreground, weighted as below
     boundary_outside: float = 0.05  # its pixel weight away from the band around the base's thing boundaries (1 in it)
+    classifier: float = 1.0         # cross-entropy of the thing classifier over its crops (label smoothing below)
+    classifier_label_smoothing: float = 0.05
 
 
 @dataclass
@@ -96,6 +98,12 @@ class PRNConfig:
     boundary_dilations: tuple = (1, 1, 2, 4, 8, 1)
     #: the band around the base's thing boundaries, in pixels each side, where its loss has full weight
     boundary_band: int = 3
+    #: widths of the thing classifier's three stages (empty = none): a small network that reads each thing's crop
+    #: (image and mask) and says its thing class, so that a base thing of the wrong class can be relabelled
+    #: (models/prn/classifier.py; a prn extension, docs/design.md "PRN")
+    classifier_channels: tuple = ()
+    #: the side of its crops in pixels
+    classifier_crop_size: int = 32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,6 +127,10 @@ class PRNConfig:
             raise ValueError(f"boundary_channels must be >= 0, boundary_band >= 1 and boundary_dilations integers "
                              f">= 1, got {self.boundary_channels}, {self.boundary_band}, {self.boundary_dilations!r}")
         self.full_resolution_dilations = tuple(int(v) for v in self.full_resolution_dilations)
+        self.classifier_channels = tuple(int(v) for v in self.classifier_channels)
+        if (self.classifier_channels and min(self.classifier_channels) < 1) or self.classifier_crop_size < 8:
+            raise ValueError(f"classifier_channels must be integers >= 1 and classifier_crop_size >= 8, "
+                             f"got {self.classifier_channels!r}, {self.classifier_crop_size}")
         if not self.full_resolution_dilations or min(self.full_resolution_dilations) < 1:
             raise ValueError(f"full_resolution_dilations must be one or more integers >= 1, "
                              f"got {self.full_resolution_dilations!r}")

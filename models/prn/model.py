@@ -63,6 +63,7 @@ from ..backbone import ResNetBackbone, load_backbone_weights
 from ..categories import CategoryMap
 from ..coordconv import COORD_CHANNELS, add_coords
 from .boundary import BoundaryRefiner, boundary_band
+from .classifier import ThingClassifier
 from .config import PRNConfig, PRNLossConfig
 from .decoder import PanopticDeepLabDecoder, PredictionHead
 
@@ -75,7 +76,7 @@ COMMON_STRIDE = 4
 #: Output name -> channels (the foreground and box heads exist only when switched on).
 HEAD_CHANNELS = {"center": 1, "offset": 2, "foreground": 1, "box": 4}
 #: ``PRNConfig.trainable``: everything, or one module alone (the rest frozen, in eval mode)
-TRAINABLE = ("all", "full_resolution", "boundary")
+TRAINABLE = ("all", "full_resolution", "boundary", "classifier")
 
 
 class FullResolutionRefiner(nn.Module):
@@ -195,6 +196,8 @@ class PRN(nn.Module):
                                 if config.full_resolution_channels else None)
         self.boundary = (BoundaryRefiner(config.boundary_channels, config.boundary_dilations)
                          if config.boundary_channels else None)
+        self.classifier = (ThingClassifier(len(self.category_map.thing_ids), config.classifier_channels,
+                                           config.classifier_crop_size) if config.classifier_channels else None)
         #: whether :meth:`predict` runs the boundary refiner; a predictor whose post-processing has no use for its
         #: output (``boundary_radius`` 0) switches it off, since at full resolution it costs more than the rest
         self.run_boundary = True
@@ -267,6 +270,21 @@ class PRN(nn.Module):
             outputs["thing_foreground"] = self.boundary(inputs["image"], inputs["base_maps"])
         return outputs
 
+    def classifier_loss(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{"loss_classifier"}``: the thing classifier's cross-entropy over the crops ``targets["thing_crops"]``
+        (B, K, 4, S, S) with labels ``targets["thing_crop_labels"]`` (B, K), the thing-class index or -1 for a
+        padding crop (refine_data.RefineDataOptions.thing_crops)."""
+        if self.classifier is None:
+            raise ValueError("classifier_loss needs a thing classifier (classifier_channels)")
+        crops, labels = targets["thing_crops"], targets["thing_crop_labels"].long()
+        keep = labels.flatten() >= 0
+        if not bool(keep.any()):
+            return {"loss_classifier": sum(p.sum() for p in self.classifier.parameters()) * 0.0}
+        logits = self.classifier(crops.flatten(0, 1)[keep].float())
+        loss = F.cross_entropy(logits, labels.flatten()[keep],
+                               label_smoothing=self.config.loss.classifier_label_smoothing)
+        return {"loss_classifier": self.config.loss.classifier * loss}
+
     def prior_gain(self, name: str) -> torch.Tensor:
         """The scale of the base prior of head ``name``: a scalar, or (1, C, 1, 1) per class for "semantic"."""
         scale = self.prior_init[name] * torch.exp(self.config.base_prior_gain * self.prior_scale[name])
@@ -296,6 +314,9 @@ class PRN(nn.Module):
         return prn_losses(outputs, targets, self.config.loss)
 
     def forward(self, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None = None):
+        if self.training and targets is not None and self.config.trainable == "classifier":
+            # the classifier reads crops that the data set cut out; nothing else can change
+            return self.classifier_loss(targets)
         if self.training and targets is not None and self.config.trainable == "boundary":
             # only the boundary refiner learns and it reads the image and the base's maps, not the frozen trunk's
             # outputs: computing those would cost a forward pass for losses that cannot change anything
@@ -305,7 +326,10 @@ class PRN(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("PRN in training mode needs targets")
-            return self.loss(outputs, targets, inputs)
+            losses = self.loss(outputs, targets, inputs)
+            if self.classifier is not None and "thing_crops" in targets:
+                losses.update(self.classifier_loss(targets))
+            return losses
         return outputs
 
 

@@ -203,11 +203,17 @@ BoundaryMinGain = Annotated[Optional[float], typer.Option(
     "expects it to set right at least X x the thing's area more pixels than it sets wrong (0 to 1; 0 = always).")]
 
 
+ClassifierConfidence = Annotated[Optional[float], typer.Option(
+    "--classifier-confidence", metavar="X", help="Relabel a thing where PRN's thing classifier (checkpoints that "
+    "have one) gives another thing class a probability above X (0 = off).")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
                    restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
                    min_join_contact=None, keep_base_thing_class=None, boundary_radius=None,
-                   boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None):
+                   boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None,
+                   classifier_confidence=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -220,7 +226,7 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         base_snap_confidence=base_snap_confidence, min_join_contact=min_join_contact,
         keep_base_thing_class=keep_base_thing_class, boundary_radius=boundary_radius,
         boundary_confidence=boundary_confidence, boundary_min_area=boundary_min_area,
-        boundary_min_gain=boundary_min_gain)
+        boundary_min_gain=boundary_min_gain, classifier_confidence=classifier_confidence)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryMinArea,
-                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ConfigFile, Crop, Device,
+                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, ConfigFile,
+                      Crop, Device,
                       DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
                       NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
                       StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
@@ -77,6 +78,7 @@ def ablate_command(
     boundary_confidence: BoundaryConfidence = None,
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
+    classifier_confidence: ClassifierConfidence = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: remove an earlier "
@@ -109,7 +111,8 @@ def ablate_command(
                                  base_snap_confidence=base_snap_confidence,
                                  boundary_radius=boundary_radius,
                                  boundary_confidence=boundary_confidence,
-                                 boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain)
+                                 boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
+                                 classifier_confidence=classifier_confidence)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)
     check_weights(base_weights, "base")

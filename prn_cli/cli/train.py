@@ -157,6 +157,8 @@ def train_prn_command(
                                                  "--base-mix.")] = None,
     base_mix: BaseMix = 0.5,
     strength_range: StrengthRange = "0.3,0.8",
+    scale_range: Annotated[str, typer.Option("--scale-range", metavar="LOW,HIGH", help="Scale jitter of the "
+                                             "training samples before the crop (1,1: none).")] = "0.75,1.25",
     base_instance_dropout: Annotated[float, typer.Option("--base-instance-dropout", min=0.0, max=1.0, metavar="X",
                                                          help="Share of training samples whose base instance maps "
                                                          "(centres, offsets, boxes, boundaries) are blanked, so "
@@ -219,6 +221,7 @@ def train_prn_command(
     boundary_confidence: BoundaryConfidence = None,
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
+    classifier_confidence: ClassifierConfidence = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
@@ -245,10 +248,12 @@ def train_prn_command(
                                  base_snap_confidence=base_snap_confidence,
                                  boundary_radius=boundary_radius,
                                  boundary_confidence=boundary_confidence,
-                                 boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain)
+                                 boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
+                                 classifier_confidence=classifier_confidence)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")
+    scales = parse_range(scale_range, "--scale-range", low=0.1, high=10.0)
     _check_tensorboard(tensorboard)
     _preflight(out, resume, overwrite, device, checks=[
         lambda: check_file(config, "model config JSON", "pass a JSON of PRNConfig fields"),
@@ -264,7 +269,7 @@ def train_prn_command(
 
     set_threads(threads)
     options = PRNTrainingOptions(arch=arch.value, config_file=str(config) if config else None, switches=switches,
-                                 crop=crop, base_mix=base_mix, strength_range=strength,
+                                 crop=crop, scale_range=scales, base_mix=base_mix, strength_range=strength,
                                  base_instance_dropout=base_instance_dropout, disagreement_weight=disagreement_weight,
                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
                                  init_weights=str(init_weights) if init_weights else None,

@@ -86,7 +86,16 @@ def test_both_runtimes_segment_and_refine_alike(exported, tmp_path):
 
     config = SynthConfig(n=6, width=96, height=64, seed=5, split="val")
     torch_base, onnx_base = Segmenter(device="cpu"), onnx_segmenter(exported / "base.onnx")
-    torch_prn, onnx_prn = Refiner(device="cpu"), onnx_refiner(exported / "prn.onnx")
+    from prn_cli.options import PostProcessOverrides
+
+    # the export leaves out the thing classifier (it reads the final things, not the network's maps): its
+    # checkpoint relabels nothing, and the torch runtime matches it with the classifier off
+    torch_prn = Refiner(device="cpu", overrides=PostProcessOverrides(classifier_confidence=0.0))
+    onnx_prn = onnx_refiner(exported / "prn.onnx")
+    assert onnx_prn.postprocess_config.classifier_confidence == 0.0
+    from prn_cli.onnx_runtime import ExportedModel
+
+    assert not ExportedModel(exported / "prn.onnx").config["model"].get("classifier_channels")
     things = 0
     for index in range(6):
         rgb = generate_sample(config, index)[0]

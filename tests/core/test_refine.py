@@ -206,6 +206,14 @@ def test_a_boundary_radius_without_a_boundary_refiner_is_an_error(setup, tmp_pat
     assert not (tmp_path / "o" / "panoptic.json").exists()
 
 
+def test_a_classifier_confidence_without_a_thing_classifier_is_an_error(setup, tmp_path):
+    root, weights, summary, base = setup
+    with pytest.raises(InvalidInputError, match="no thing classifier"):
+        refine(base, summary["images_dir"], weights, tmp_path / "o",
+               options=RefineOptions(overrides=Post(classifier_confidence=0.5)))
+    assert not (tmp_path / "o" / "panoptic.json").exists()
+
+
 def test_a_base_checkpoint_is_refused(setup, tmp_path):
     from prn_cli.models.ms_panoptic_fpn.config import MSPanopticFPNConfig
     from prn_cli.models.ms_panoptic_fpn.model import build_model as build_base

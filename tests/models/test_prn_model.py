@@ -99,13 +99,15 @@ def test_add_coords_values_and_coordconv():
 
 def test_config_round_trip_through_json():
     for cfg in (PRNConfig(), PRNConfig.tiny(), tiny(coordconv_encoder=False, box_head=False,
-                                                    semantic_embedding_dim=0)):
+                                                    semantic_embedding_dim=0),
+                tiny(classifier_channels=(8, 16, 16), classifier_crop_size=24)):
         again = PRNConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
         assert again == cfg and isinstance(again.decoder.aspp_rates, tuple)
     assert PRNConfig.from_dict({}) == PRNConfig()
     d = PRNConfig.tiny().to_dict()
     assert d["loss"] == {"semantic": 1.0, "semantic_top_k": 1.0, "center": 200.0, "offset": 0.01,
-                         "foreground": 1.0, "box": 0.01, "boundary": 1.0, "boundary_outside": 0.05}
+                         "foreground": 1.0, "box": 0.01, "boundary": 1.0, "boundary_outside": 0.05,
+                         "classifier": 1.0, "classifier_label_smoothing": 0.05}
     with pytest.raises(TypeError, match="bogus"):
         PRNConfig.from_dict({"bogus": 1})
 

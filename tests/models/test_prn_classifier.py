@@ -1,0 +1,176 @@
+"""PRN's thing classifier (models/prn/classifier.py): its crops, its rotation-averaged probabilities, training it
+alone, its training crops, and the predictor's relabelling of the things it is sure of."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from prn_cli.models.categories import CategoryMap
+from prn_cli.models.prn.classifier import ThingClassifier, thing_boxes, thing_crops
+from prn_cli.models.prn.config import PRNConfig
+from prn_cli.models.prn.model import build_model
+from prn_cli.models.prn.postprocess import PostProcessConfig
+from prn_cli.models.prn.render import RenderConfig
+from prn_cli.predictors import Refiner
+from prn_cli.refine_data import thing_classifier_crops
+
+CATS = [
+    {"id": 1, "name": "square", "isthing": 1, "supercategory": "shape"},
+    {"id": 2, "name": "disc", "isthing": 1, "supercategory": "shape"},
+    {"id": 7, "name": "ground", "isthing": 0, "supercategory": "ground"},
+]
+
+
+def config(**kw) -> PRNConfig:
+    cfg = PRNConfig.tiny()
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_a_crop_box_is_the_things_box_made_square_scaled_and_padded():
+    ids = torch.zeros(64, 64, dtype=torch.int64)
+    ids[20:36, 10:20] = 5                       # 16 rows x 10 columns, centre (28, 15)
+    box, = thing_boxes(ids, [5]).tolist()
+    side = 16 * 1.2 + 4
+    assert box == pytest.approx([15 - side / 2, 28 - side / 2, 15 + side / 2, 28 + side / 2])
+    with pytest.raises(ValueError, match="segment 9"):
+        thing_boxes(ids, [9])
+
+
+def test_a_crop_shows_the_thing_centred_with_its_mask_and_the_image_there():
+    ids = torch.zeros(64, 64, dtype=torch.int64)
+    ids[20:36, 10:26] = 5
+    ids[40:50, 40:50] = 6
+    image = torch.zeros(3, 64, 64)
+    image[0] = (ids == 5).float() * 2 - 1      # channel 0 draws thing 5 exactly as its mask channel does
+    image[1] = 0.25
+    crop, = thing_crops(image, ids, [5], crop_size=16)
+    assert crop.shape == (4, 16, 16)
+    assert torch.allclose(crop[0], crop[3], atol=1e-5)
+    assert torch.allclose(crop[1], torch.full((16, 16), 0.25))
+    assert crop[3, 7:9, 7:9].eq(1).all() and crop[3, 0, 0] == -1 and crop[3, -1, -1] == -1
+    inside = ((crop[3] + 1) / 2).mean().item()       # the share of the crop the thing covers
+    assert inside == pytest.approx((16 / (16 * 1.2 + 4)) ** 2, abs=0.03)
+    # an image at twice the map's size (a predictor's processing size against the photo's) gives the same crop
+    big = image.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    again, = thing_crops(big, ids, [5], crop_size=16)
+    assert torch.allclose(again[3], crop[3]) and (again[0] - crop[0]).abs().mean() < 0.05
+    assert thing_crops(image, ids, [], crop_size=16).shape == (0, 4, 16, 16)
+
+
+def test_the_probabilities_do_not_change_when_a_crop_turns_a_quarter():
+    torch.manual_seed(0)
+    classifier = ThingClassifier(3, channels=(4, 8, 8), crop_size=16).eval()
+    crops = torch.randn(5, 4, 16, 16)
+    p = classifier.probabilities(crops)
+    assert torch.allclose(p.sum(1), torch.ones(5))
+    assert torch.allclose(classifier.probabilities(torch.rot90(crops, 1, (2, 3))), p, atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(torch.softmax(classifier(torch.rot90(crops, 1, (2, 3))), 1),
+                                  torch.softmax(classifier(crops), 1), atol=1e-4)
+
+
+def shape_crops(rng: np.random.Generator, n: int):
+    """``n`` crops of squares (label 0) and discs (label 1) of random sizes, places and colours."""
+    yy, xx = np.mgrid[:48, :48]
+    crops, labels = [], []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        r = rng.uniform(6, 14)
+        cy, cx = rng.uniform(16, 32, size=2)
+        mask = (np.abs(yy - cy) < r) & (np.abs(xx - cx) < r) if label == 0 else (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        ids = torch.from_numpy(mask.astype(np.int64))
+        image = torch.from_numpy(rng.normal(0, 0.3, (3, 48, 48)).astype(np.float32))
+        image[:, torch.from_numpy(mask)] += torch.from_numpy(rng.uniform(-1, 1, (3, 1)).astype(np.float32))
+        crops.append(thing_crops(image, ids, [1], crop_size=16)[0])
+        labels.append(label)
+    return torch.stack(crops), torch.tensor(labels)
+
+
+def test_training_the_classifier_alone_learns_shapes_and_moves_nothing_else():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_model(config(classifier_channels=(8, 8, 16), classifier_crop_size=16, trainable="classifier"),
+                        CATS)
+    model.train()
+    assert model.classifier.training and not model.backbone.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    for _ in range(40):
+        crops, labels = shape_crops(rng, 16)
+        labels[-2:] = -1                                      # padding crops count for nothing
+        losses = model({}, {"thing_crops": crops[None], "thing_crop_labels": labels[None]})
+        assert set(losses) == {"loss_classifier"}
+        opt.zero_grad()
+        losses["loss_classifier"].backward()
+        opt.step()
+    model.eval()
+    crops, labels = shape_crops(np.random.default_rng(1), 64)
+    accuracy = (model.classifier.probabilities(crops).argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.9
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("classifier.") for k in changed)
+    with pytest.raises(ValueError, match="classifier_channels"):
+        build_model(config(trainable="classifier"), CATS)
+    with pytest.raises(ValueError, match="classifier_channels"):
+        PRNConfig(classifier_channels=(8, 0))
+
+
+def test_training_crops_are_the_gt_things_and_the_base_things_that_match_one_with_the_gt_class():
+    gt = torch.zeros(64, 64, dtype=torch.int64)
+    gt[4:20, 4:20] = 11        # a square
+    gt[30:50, 30:50] = 12      # a disc (drawn square: only the label matters here)
+    gt[52:60, 2:10] = 13       # a crowd region: not a thing to classify
+    gt_segments = [{"id": 11, "category_id": 1}, {"id": 12, "category_id": 2},
+                   {"id": 13, "category_id": 1, "iscrowd": 1}, {"id": 0, "category_id": 7}]
+    base = torch.zeros(64, 64, dtype=torch.int64)
+    base[30:49, 30:50] = 21    # the disc, called a square by the base
+    base[4:8, 40:60] = 22      # a thing the GT does not have
+    base_segments = [{"id": 21, "category_id": 1}, {"id": 22, "category_id": 2}]
+    image = torch.zeros(3, 64, 64)
+    crops, labels = thing_classifier_crops(image, gt, gt_segments, base, base_segments,
+                                           CategoryMap.from_categories(CATS), 6, 16, np.random.default_rng(0))
+    assert crops.shape == (6, 4, 16, 16)
+    assert sorted(labels.tolist()) == [-1, -1, -1, 0, 1, 1]   # square, disc, and the base's disc with its GT class
+    assert crops[labels < 0].eq(0).all() and (crops[labels >= 0, 3] > 0).any(dim=(1, 2)).all()
+    few, few_labels = thing_classifier_crops(image, gt, gt_segments, base, base_segments,
+                                             CategoryMap.from_categories(CATS), 2, 16, np.random.default_rng(0))
+    assert few.shape[0] == 2 and (few_labels >= 0).all()
+
+
+def test_the_predictor_relabels_the_things_the_classifier_is_sure_of_and_nothing_else():
+    torch.manual_seed(0)
+    model = build_model(config(classifier_channels=(4, 4, 4), classifier_crop_size=16), CATS).eval()
+    with torch.no_grad():   # the classifier says "disc" (thing index 1) with probability sigmoid(6) ~ 0.9975
+        model.classifier.read_out.weight.zero_()
+        model.classifier.read_out.bias.copy_(torch.tensor([0.0, 6.0]))
+    ids = np.full((64, 64), 100, np.int64)
+    ids[8:24, 8:24] = 1
+    ids[36:56, 30:50] = 2
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 2, "iscrowd": 0},
+                {"id": 100, "category_id": 7, "iscrowd": 0}]
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+    def refine(confidence):
+        post = PostProcessConfig(stuff_area=0, restore_base_segments="all", classifier_confidence=confidence)
+        refiner = Refiner.from_model(model, CATS, RenderConfig(), post)
+        return refiner(rgb, ids, segments)
+
+    plain = refine(0.0)
+    sure = refine(0.99)
+    assert np.array_equal(sure.ids, plain.ids)
+    cats = {s["id"]: s["category_id"] for s in sure.segments}
+    plain_cats = {s["id"]: s["category_id"] for s in plain.segments}
+    square = int(plain.ids[16, 16])
+    disc = int(plain.ids[45, 40])
+    assert plain_cats[square] == 1 and plain_cats[disc] == 2
+    assert cats[square] == 2 and cats[disc] == 2                      # the square is relabelled
+    assert {k: v for k, v in cats.items() if k not in (square,)} == \
+        {k: v for k, v in plain_cats.items() if k not in (square,)}   # stuff and the disc are as they were
+    unsure = {s["id"]: s["category_id"] for s in refine(0.998).segments}
+    assert unsure == plain_cats
+    with pytest.raises(ValueError, match="classifier_confidence"):
+        PostProcessConfig(classifier_confidence=1.0)
