@@ -10,8 +10,8 @@ import typer
 from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
                       BoundaryConfidence, BoundaryMinArea, BoundaryMinGain, BoundaryRadius, BoxIouThreshold,
                       CenterThreshold, CheckpointEvery, ClassifierConfidence, ConfigFile, Crop, Device, DeviceOpt,
-                      ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
-                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
+                      ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact,
+                      NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
                       StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters,
                       command, post_overrides)
 
