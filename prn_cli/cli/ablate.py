@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryMinArea,
-                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, ConfigFile,
-                      Crop, Device,
-                      DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
-                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
-                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
+                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence,
+                      ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr,
+                      MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
+                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters,
+                      command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,11 +11,10 @@ import typer
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryMinArea, BoundaryMinGain,
                       BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, Device, DeviceOpt,
-                      ForegroundSourceOpt,
-                      ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut, KeepBaseThingClass, LabelDivisor,
-                      LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out, Overwrite, PostStuffArea,
-                      ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel,
-                      Weights, command, post_overrides)
+                      ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut,
+                      KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out,
+                      Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads,
+                      TopK, UsePredBbox, VoidLabel, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,9 +11,9 @@ from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseAr
                       BoundaryConfidence, BoundaryMinArea, BoundaryMinGain, BoundaryRadius, BoxIouThreshold,
                       CenterThreshold, CheckpointEvery, ClassifierConfidence, ConfigFile, Crop, Device, DeviceOpt,
                       ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact,
-                      NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
-                      StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters,
-                      command, post_overrides)
+                      NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
+                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
+                      ValLimit, WarmupIters, command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
