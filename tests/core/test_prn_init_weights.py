@@ -16,7 +16,7 @@ from prn_cli.synth import SynthConfig, write_dataset
 from prn_cli.train import PRNTrainingOptions, prn_init_state, prn_model_config, train_prn
 
 SHIPPED_CONFIG = {"loss": {"semantic_top_k": 0.2}, "full_resolution_channels": 16,
-                  "full_resolution_foreground": False, "boundary_channels": 24}
+                  "full_resolution_foreground": False, "boundary_channels": 24, "classifier_channels": [32, 64, 128]}
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +58,23 @@ def test_fine_tuning_starts_from_the_checkpoint(data, tmp_path):
 
 
 @pytest.mark.parametrize("module, zero_at_start", [("full_resolution", "correction.weight"),
-                                                   ("boundary", "read_out.weight")])
+                                                   ("boundary", "read_out.weight"), ("classifier", None)])
 def test_a_prn_without_a_refiner_fine_tunes_into_one(data, tmp_path, module, zero_at_start):
     """A checkpoint from before the full-resolution (or boundary) refiner existed starts the network that has one:
-    its own weights unchanged, the refiner's read-out at zero, so the network starts as the checkpoint's."""
+    its own weights unchanged, the refiner's read-out at zero, so the network starts as the checkpoint's. So does
+    one from before the thing classifier (which relabels nothing until --classifier-confidence asks it to)."""
     shipped = shipped_weights("prn")
     categories = load_set(data / "annotations" / "panoptic_train.json").categories
     ckpt = torch.load(shipped, weights_only=True)
     ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(module + ".")}
-    ckpt["config"]["model"][module + "_channels"] = 0
+    ckpt["config"]["model"][module + "_channels"] = [] if module == "classifier" else 0
     torch.save(ckpt, tmp_path / "without.pt")
     config = prn_model_config("tiny", str(data / "loss.json"))
     state = prn_init_state(tmp_path / "without.pt", config, categories)
     added = set(state) - set(ckpt["state_dict"])
     assert added and all(k.startswith(module + ".") for k in added)
     assert all(torch.equal(state[k], ckpt["state_dict"][k]) for k in ckpt["state_dict"])
-    assert not state[f"{module}.{zero_at_start}"].any()
+    if zero_at_start:
+        assert not state[f"{module}.{zero_at_start}"].any()
     if module == "boundary":
         assert float(state["boundary.prior"]) == 2.0                 # reproduces the base's thing mask

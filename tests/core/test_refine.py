@@ -231,7 +231,7 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     do-no-harm fusion with the base (things and stuff restored, boundaries snapped below confidence 0.9, swallowed
     things of other classes reclaimed, joins of base things separated below a contact of 10, base thing classes
     kept); the boundary re-cut within 2 px, kept for things of at least 128 px whose expected gain is at least
-    0.02."""
+    0.02; the thing classifier's relabelling above 0.7."""
     from prn_cli.checkpoint import load_checkpoint
     from prn_cli.predictors import Refiner
     from prn_cli.shipped import shipped_weights
@@ -245,6 +245,9 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     assert refiner.model.config.boundary_channels == 24
     assert (post.boundary_radius, post.boundary_confidence) == (2, 0.5)
     assert (post.boundary_min_area, post.boundary_min_gain) == (128, 0.02)
+    # its thing classifier relabels a thing where it gives another class a probability above 0.7
+    assert refiner.model.config.classifier_channels == (32, 64, 128) and post.classifier_confidence == 0.7
+    assert refiner.model.config.trainable == "all"
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.4
 
