@@ -198,19 +198,12 @@ def test_the_boundary_refiner_runs_only_when_the_post_processing_uses_it_and_onl
     assert region.dtype == torch.bool and 0 < region.float().mean() < 0.6
 
 
-def test_a_boundary_radius_without_a_boundary_refiner_is_an_error(setup, tmp_path):
+@pytest.mark.parametrize("override, message", [({"boundary_radius": 2}, "no boundary refiner"),
+                                               ({"classifier_confidence": 0.5}, "no thing classifier")])
+def test_asking_for_a_part_the_prn_lacks_is_an_error(setup, tmp_path, override, message):
     root, weights, summary, base = setup
-    with pytest.raises(InvalidInputError, match="no boundary refiner"):
-        refine(base, summary["images_dir"], weights, tmp_path / "o",
-               options=RefineOptions(overrides=Post(boundary_radius=2)))
-    assert not (tmp_path / "o" / "panoptic.json").exists()
-
-
-def test_a_classifier_confidence_without_a_thing_classifier_is_an_error(setup, tmp_path):
-    root, weights, summary, base = setup
-    with pytest.raises(InvalidInputError, match="no thing classifier"):
-        refine(base, summary["images_dir"], weights, tmp_path / "o",
-               options=RefineOptions(overrides=Post(classifier_confidence=0.5)))
+    with pytest.raises(InvalidInputError, match=message):
+        refine(base, summary["images_dir"], weights, tmp_path / "o", options=RefineOptions(overrides=Post(**override)))
     assert not (tmp_path / "o" / "panoptic.json").exists()
 
 
