@@ -203,6 +203,8 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
         # prn's extensions of the paper's network: channels of each full-resolution refiner (0 = none)
         info["refiners"] = {"full_resolution": int(model.get("full_resolution_channels") or 0),
                             "boundary": int(model.get("boundary_channels") or 0)}
+        # and the thing classifier's stage widths (empty = none)
+        info["thing_classifier"] = [int(v) for v in model.get("classifier_channels") or ()]
         info["postprocess"] = config.get("postprocess", {})
     from .shipped import MODEL_CARD, is_shipped, shipped_training_data
 

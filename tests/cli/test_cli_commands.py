@@ -106,6 +106,7 @@ def test_info_describes_the_shipped_checkpoints_and_refuses_other_files(tmp_path
     assert (base["kind"], refiner["kind"]) == ("base", "prn")
     assert refiner["switches"]["box_head"] is True and 1.0e6 < refiner["parameters"] < 2.0e6
     assert refiner["refiners"] == {"full_resolution": 16, "boundary": 24} and "refiners" not in base
+    assert refiner["thing_classifier"] == [32, 64, 128] and "thing_classifier" not in base
     assert {c["id"] for c in base["categories"]} == {1, 2, 3, 4, 5, 6, 7, 101, 102, 103, 104, 105}
     bogus = tmp_path / "x.pt"
     bogus.write_bytes(b"not a checkpoint")
