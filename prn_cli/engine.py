@@ -413,6 +413,16 @@ def _comparable(obj) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
+def _with_defaults(stored, defaults):
+    """``stored`` (a nested record of a resumed run) with the keys it lacks taken from ``defaults``, recursively."""
+    if not isinstance(stored, dict) or not isinstance(defaults, dict):
+        return stored
+    out = dict(stored)
+    for key, value in defaults.items():
+        out[key] = _with_defaults(out[key], value) if key in out else value
+    return out
+
+
 #: TrainConfig fields that say where and how a run goes, not what it learns: a resume may change them (each
 #: change is logged). Everything else in the schedule, and every option in the caller's ``request`` outside
 #: its own ``may_change``, must be what the run was started with.
@@ -436,7 +446,8 @@ def training_request(cfg: TrainConfig, request: dict | None = None) -> dict:
 def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, kind: str, model_config: dict,
           categories: Sequence[dict], collate_fn: Callable, evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
           progress: Callable[[int, int, dict], None] | None = None, request: dict | None = None,
-          request_may_change: Sequence[str] = (), checkpoint_extra: dict | None = None) -> TrainSummary:
+          request_may_change: Sequence[str] = (), checkpoint_extra: dict | None = None,
+          defaults: dict | None = None) -> TrainSummary:
     """Train ``model_factory()`` on ``dataset`` for ``cfg.iters`` optimizer steps; return a :class:`TrainSummary`.
 
     - ``dataset``: a map-style dataset; if it has ``sample(index, seed)`` its augmentation follows the seed
@@ -453,6 +464,9 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
       one line naming the option (``prn_cli.resume``), except for :data:`RESUME_MAY_CHANGE` and the request's
       keys in ``request_may_change``, whose changes are logged.
     - ``checkpoint_extra``: more top-level entries of both checkpoints (e.g. ``training_data``).
+    - ``defaults``: ``{"config": ..., "request": ...}``, what a key missing from a resumed run's stored model
+      configuration or request means (nested like them): a run started before an option existed resumes when the
+      option is at the value the run had without it.
 
     Launched by ``torchrun``, each process joins the process group, takes its shard of every global batch,
     and the model is wrapped in DistributedDataParallel.
@@ -473,7 +487,7 @@ def train(model_factory: Callable[[], nn.Module], dataset, cfg: TrainConfig, *, 
                    categories=list(categories), collate_fn=collate_fn, evaluate_fn=evaluate_fn, progress=progress,
                    request=training_request(cfg, request),
                    may_change=[f"schedule.{k}" for k in RESUME_MAY_CHANGE]
-                   + [f"training.{k}" for k in request_may_change])
+                   + [f"training.{k}" for k in request_may_change], defaults=defaults)
         run.checkpoint_extra = dict(checkpoint_extra or {})
         return run.run()
     finally:
@@ -485,7 +499,7 @@ class _Run:
 
     def __init__(self, model_factory, dataset, cfg: TrainConfig, d: DistributedContext, device: torch.device, *,
                  kind: str, model_config: dict, categories: list[dict], collate_fn, evaluate_fn, progress,
-                 request: dict | None = None, may_change: Sequence[str] = ()):
+                 request: dict | None = None, may_change: Sequence[str] = (), defaults: dict | None = None):
         if cfg.batch_size % d.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes "
                              f"({d.world_size})")
@@ -495,6 +509,7 @@ class _Run:
         self.request, self.may_change = request if request is not None else training_request(cfg), tuple(may_change)
         self.events = None
         self.checkpoint_extra: dict = {}
+        self.defaults: dict = dict(defaults or {})
         out = Path(cfg.out_dir)
         self.last_path, self.final_path, self.metrics_path = out / LAST_NAME, out / FINAL_NAME, out / METRICS_NAME
         cuda = device.type == "cuda"
@@ -534,8 +549,9 @@ class _Run:
         """Load last.pt into the model, optimizer, scaler and RNGs; return the step to continue from."""
         path = self.last_path
         ckpt = load_checkpoint(path, kind=self.kind, map_location="cpu")
-        if _comparable(ckpt["config"]) != _comparable(self.model_config):
-            stored, now = json.loads(_comparable(ckpt["config"])), json.loads(_comparable(self.model_config))
+        stored_config = _with_defaults(ckpt["config"], self.defaults.get("config"))
+        if _comparable(stored_config) != _comparable(self.model_config):
+            stored, now = json.loads(_comparable(stored_config)), json.loads(_comparable(self.model_config))
             keys = differences(stored, now) if isinstance(stored, dict) and isinstance(now, dict) else []
             what = (f" ({keys[0]} {flatten(stored).get(keys[0])!r} there, {flatten(now).get(keys[0])!r} now)"
                     if keys else "")
@@ -550,6 +566,7 @@ class _Run:
         if not isinstance(stored, dict):     # written before requests were stored: its schedule at least
             schedule = {k: v for k, v in (ckpt.get("train_config") or {}).items() if k not in _NOT_WORK}
             stored = {"schedule": schedule, "training": self.request.get("training", {})}
+        stored = _with_defaults(stored, self.defaults.get("request"))
         changes = check_same_request(stored, self.request, where=path, may_change=self.may_change,
                                      fix="rerun with the options the run was started with, or pass --overwrite "
                                      "to start it again")

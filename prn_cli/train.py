@@ -408,7 +408,19 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     request = training_request(options, data=gt.json_path, base=base, val=val, val_base=val_base)
     return train(model_factory, dataset, train_cfg, kind="prn", model_config=ckpt_config, categories=categories,
                  collate_fn=collate_refine, evaluate_fn=evaluate_fn, progress=progress, request=request,
-                 request_may_change=RESUME_MAY_CHANGE, checkpoint_extra={"training_data": _training_data(gt)})
+                 request_may_change=RESUME_MAY_CHANGE, checkpoint_extra={"training_data": _training_data(gt)},
+                 defaults=prn_resume_defaults())
+
+
+def prn_resume_defaults() -> dict:
+    """What the options a PRN run may predate meant before they existed: every field at its default (the
+    configuration's, the post-processing's, the training options'), for ``engine.train(defaults=...)``."""
+    from .models.prn.config import PRNConfig
+    from .models.prn.postprocess import PostProcessConfig
+
+    config = {"model": PRNConfig().to_dict(), "postprocess": plain_dataclass(PostProcessConfig())}
+    return {"config": json.loads(json.dumps(config)),
+            "request": {"training": json.loads(json.dumps(training_request(PRNTrainingOptions()), default=str))}}
 
 
 def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) -> dict:

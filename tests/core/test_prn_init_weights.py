@@ -78,3 +78,29 @@ def test_a_prn_without_a_refiner_fine_tunes_into_one(data, tmp_path, module, zer
         assert not state[f"{module}.{zero_at_start}"].any()
     if module == "boundary":
         assert float(state["boundary.prior"]) == 2.0                 # reproduces the base's thing mask
+
+
+def test_a_run_started_before_an_option_existed_resumes(data, tmp_path):
+    """A last.pt written before classifier_channels, classifier_confidence and --scale-range existed (its stored
+    configuration and request lack them) resumes when they are at their defaults, and not when one is changed."""
+    from dataclasses import replace
+
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), iters=2, batch_size=1, lr=1e-4, warmup_iters=0,
+                      checkpoint_every=1, num_workers=0, seed=0)
+    options = PRNTrainingOptions(crop=64)
+    train_prn(data / "annotations" / "panoptic_train.json", cfg, options)
+    last = tmp_path / "run" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    for key in ("classifier_channels", "classifier_crop_size"):
+        del ckpt["config"]["model"][key]
+    for key in ("classifier", "classifier_label_smoothing"):
+        del ckpt["config"]["model"]["loss"][key]
+    del ckpt["config"]["postprocess"]["classifier_confidence"]
+    del ckpt["request"]["training"]["scale_range"]
+    torch.save(ckpt, last)
+    more = replace(cfg, resume=True)
+    summary = train_prn(data / "annotations" / "panoptic_train.json", more, options)
+    assert summary.steps == 2
+    torch.save(ckpt, last)   # the old checkpoint again, now resumed with an option away from its old meaning
+    with pytest.raises(UsageError, match="scale"):
+        train_prn(data / "annotations" / "panoptic_train.json", more, replace(options, scale_range=(1.0, 1.0)))
