@@ -36,8 +36,13 @@ def test_a_crop_box_is_the_things_box_made_square_scaled_and_padded():
     box, = thing_boxes(ids, [5]).tolist()
     side = 16 * 1.2 + 4
     assert box == pytest.approx([15 - side / 2, 28 - side / 2, 15 + side / 2, 28 + side / 2])
+    ids[40:44, 50:58] = 2                       # 4 x 8, centre (42, 54); asked for before segment 5
+    boxes = thing_boxes(ids, [2, 5]).tolist()
+    side2 = 8 * 1.2 + 4
+    assert boxes[0] == pytest.approx([54 - side2 / 2, 42 - side2 / 2, 54 + side2 / 2, 42 + side2 / 2])
+    assert boxes[1] == pytest.approx(box)
     with pytest.raises(ValueError, match="segment 9"):
-        thing_boxes(ids, [9])
+        thing_boxes(ids, [5, 9])
 
 
 def test_a_crop_shows_the_thing_centred_with_its_mask_and_the_image_there():
