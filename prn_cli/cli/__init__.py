@@ -57,6 +57,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    _state["debug"] = bool(os.environ.get("PRN_DEBUG"))     # read per run: main may run more than once
     sys.exit(run_app(app, argv, debug=lambda: _state["debug"]))
 
 

@@ -1,5 +1,9 @@
 """Running ``prn`` as users do: a subprocess, so exit codes, stdout and stderr are the real ones.
 
+The subprocess is forked from a server that has imported prn's CLI and torch once (tests/prn_forkserver.py;
+one per test process, started on first use), which saves the three seconds of ``import torch`` per command.
+``fresh=True``, or an ``env`` that sets a ``PYTHON*`` variable, runs a new interpreter instead.
+
 Imported by the tests of this folder as ``from cli_helpers import ...`` (pytest puts a test file's folder on
 ``sys.path``; the folder has no ``__init__.py``, like the others under tests/).
 """
@@ -12,11 +16,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import prn_forkserver
 
-def prn(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
-    """``python -m prn_cli ARGS`` (the same ``main`` as the ``prn`` script), text output captured."""
-    return subprocess.run([sys.executable, "-m", "prn_cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+def prn(*args, cwd=None, env=None, timeout=300, fresh=False) -> subprocess.CompletedProcess:
+    """``prn ARGS`` (the same ``main`` as the ``prn`` script), text output captured."""
+    extra = env or {}
+    env = {**os.environ, **extra}
+    if fresh or any(key.startswith("PYTHON") for key in extra):
+        command = [sys.executable, "-m", "prn_cli"]
+    else:
+        command = prn_forkserver.command()
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
 
 
 def synth(out, *args) -> Path:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-
+import prn_forkserver
 from prn_cli.panoptic import PanopticWriter, id2rgb, load_set
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -23,7 +22,8 @@ TWO_CHANNEL_DIR = COCO_SAMPLE / "panoptic_examples_2ch_format"
 
 
 def prn(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prn_cli", *map(str, args)], capture_output=True, text=True,
+    """``prn ARGS``, forked from a server that imported prn once (tests/prn_forkserver.py)."""
+    return subprocess.run([*prn_forkserver.command(), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
 
 

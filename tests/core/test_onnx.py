@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+
+import prn_forkserver
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -110,7 +111,7 @@ def test_both_runtimes_segment_and_refine_alike(exported, tmp_path):
 
 
 def prn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prn_cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([*prn_forkserver.command(), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ}, timeout=300)
 
 

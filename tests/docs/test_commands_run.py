@@ -8,7 +8,7 @@ commands (``python3 -m venv ... pip install ...``, which CI runs itself) and ``p
 as Python, in their place in the sequence). Then it takes the ``Example:`` line of every command's docstring
 (what ``--help`` prints). Each command runs through ``bash -c`` in the one temporary folder, so quoting, pipes
 and ``$(...)`` work as in a terminal; ``prn`` there is a small script on ``PATH`` that runs ``python -m prn_cli``
-with this interpreter (through a fork server that has imported prn's CLI and torch once: prn_forkserver.py).
+with this interpreter (through a fork server that has imported prn's CLI and torch once: tests/prn_forkserver.py).
 The folder links ``examples/``, ``models/`` and ``tests/`` from the repository, whose
 root the README's commands are run from.
 
@@ -407,7 +407,7 @@ class Runner:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """The one folder the commands run in, with ``prn`` on PATH: a client of a fork server that has imported
-    prn's CLI and torch once (prn_forkserver.py), so that each command does not pay the import again."""
+    prn's CLI and torch once (tests/prn_forkserver.py), so that each command does not pay the import again."""
     root = tmp_path_factory.mktemp("docs-run")
     bin_dir = root / ".bin"
     bin_dir.mkdir()
@@ -416,7 +416,7 @@ def workdir(tmp_path_factory):
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
            "COLUMNS": "120"}
     env.pop("PRN_DEBUG", None)          # the documented exit codes are those without --debug
-    server_script = Path(__file__).with_name("prn_forkserver.py")
+    server_script = REPO / "tests" / "prn_forkserver.py"
     sock = bin_dir / "prn.sock"
     server = subprocess.Popen([sys.executable, str(server_script), "serve", str(sock)], cwd=root, env=env,
                               stdout=subprocess.PIPE, text=True)
