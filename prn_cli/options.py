@@ -136,6 +136,8 @@ class PostProcessOverrides(_Overrides):
     boundary_min_area: int | None = _field("non_negative", int)
     boundary_min_gain: float | None = _field("fraction", float)
     classifier_confidence: float | None = _field("fraction", float)
+    classifier_small_area: int | None = _field("non_negative", int)
+    classifier_small_confidence: float | None = _field("fraction", float)
 
     def apply(self, stored: dict):
         """A ``PostProcessConfig`` from a checkpoint's stored post-processing dict with these values on top."""

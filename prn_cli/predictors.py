@@ -355,7 +355,8 @@ class Refiner:
     def _reclassify_things(self, ids: np.ndarray, segs: list[dict], outputs: dict, inputs: dict | None) -> list[dict]:
         """``segs`` with each thing relabelled where the thing classifier (models/prn/classifier.py), reading the
         thing's crop of the image at the processing size and its final mask, gives another thing class a
-        probability above ``classifier_confidence``. The id map does not change."""
+        probability above ``classifier_confidence`` (or ``classifier_small_confidence``, if larger, for a thing of
+        fewer than ``classifier_small_area`` pixels at the processing size). The id map does not change."""
         import torch
 
         from .models.prn.classifier import thing_crops
@@ -373,10 +374,20 @@ class Refiner:
         device = next(classifier.parameters()).device
         probability = classifier.probabilities(crops.to(device)).cpu().numpy()
         best = probability.argmax(axis=1)
+        post = self.postprocess_config
+        needed = np.full(len(things), post.classifier_confidence)
+        if post.classifier_small_area > 0:
+            # areas at the processing size, where the crops are cut: the photo's pixel counts times the scale
+            segment_ids = np.array([s["id"] for s in things])
+            found, counts = np.unique(ids[np.isin(ids, segment_ids)], return_counts=True)
+            area = dict(zip(found.tolist(), counts.tolist()))
+            scale = (h * w) / (ids.shape[0] * ids.shape[1])
+            small = np.array([area.get(s["id"], 0) * scale < post.classifier_small_area for s in things])
+            needed[small] = max(post.classifier_confidence, post.classifier_small_confidence)
         relabel = {}
-        for s, k, p in zip(things, best.tolist(), probability):
+        for s, k, p, threshold in zip(things, best.tolist(), probability, needed):
             category = self.category_map.thing_ids[k]
-            if category != s["category_id"] and p[k] > self.postprocess_config.classifier_confidence:
+            if category != s["category_id"] and p[k] > threshold:
                 relabel[s["id"]] = category
         return [{**s, "category_id": relabel[s["id"]]} if s["id"] in relabel else s for s in segs]
 

@@ -104,6 +104,11 @@ class PostProcessConfig:
     #: relabel a thing where PRN's thing classifier (classifier.ThingClassifier, checkpoints that have one) gives
     #: another thing class a probability above this; applied by the predictor after the re-cut. 0 = off
     classifier_confidence: float = 0.0
+    #: with classifier_confidence: a thing of fewer pixels than this at the processing size is relabelled only where
+    #: the classifier is surer, above the larger of the two confidences (its 32-pixel crop of a small thing shows
+    #: little of the shape, and it errs more there). 0 = one threshold for every thing
+    classifier_small_area: int = 0
+    classifier_small_confidence: float = 0.0
     chunk_elements: int = 4 * 1024 * 1024   # bound on (pixels x centres) entries per grouping chunk
 
     @property
@@ -152,6 +157,10 @@ class PostProcessConfig:
                              f"got {self.boundary_min_gain!r}")
         if not 0.0 <= self.classifier_confidence < 1.0:
             raise ValueError(f"classifier_confidence must be in [0, 1) (0 = off), got {self.classifier_confidence!r}")
+        if not isinstance(self.classifier_small_area, int) or self.classifier_small_area < 0:
+            raise ValueError(f"classifier_small_area must be an integer >= 0 (pixels), got {self.classifier_small_area!r}")
+        if not 0.0 <= self.classifier_small_confidence < 1.0:
+            raise ValueError(f"classifier_small_confidence must be in [0, 1), got {self.classifier_small_confidence!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
 

@@ -208,12 +208,22 @@ ClassifierConfidence = Annotated[Optional[float], typer.Option(
     "have one) gives another thing class a probability above X (0 = off).")]
 
 
+ClassifierSmallArea = Annotated[Optional[int], typer.Option(
+    "--classifier-small-area", metavar="PX", help="With --classifier-confidence: a thing of fewer pixels (at the "
+    "processing size) is relabelled only above --classifier-small-confidence (0 = one threshold for all).")]
+
+
+ClassifierSmallConfidence = Annotated[Optional[float], typer.Option(
+    "--classifier-small-confidence", metavar="X", help="With --classifier-small-area: the classifier's probability "
+    "a small thing's new class needs (the larger of this and --classifier-confidence counts).")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
                    restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
                    min_join_contact=None, keep_base_thing_class=None, boundary_radius=None,
                    boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None,
-                   classifier_confidence=None):
+                   classifier_confidence=None, classifier_small_area=None, classifier_small_confidence=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -226,7 +236,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         base_snap_confidence=base_snap_confidence, min_join_contact=min_join_contact,
         keep_base_thing_class=keep_base_thing_class, boundary_radius=boundary_radius,
         boundary_confidence=boundary_confidence, boundary_min_area=boundary_min_area,
-        boundary_min_gain=boundary_min_gain, classifier_confidence=classifier_confidence)
+        boundary_min_gain=boundary_min_gain, classifier_confidence=classifier_confidence,
+        classifier_small_area=classifier_small_area, classifier_small_confidence=classifier_small_confidence)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryMinArea,
-                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence,
+                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, ClassifierSmallArea,
+                      ClassifierSmallConfidence,
                       ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr,
                       MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
                       RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters,
@@ -79,6 +80,8 @@ def ablate_command(
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
     classifier_confidence: ClassifierConfidence = None,
+    classifier_small_area: ClassifierSmallArea = None,
+    classifier_small_confidence: ClassifierSmallConfidence = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: remove an earlier "
@@ -112,7 +115,9 @@ def ablate_command(
                                  boundary_radius=boundary_radius,
                                  boundary_confidence=boundary_confidence,
                                  boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
-                                 classifier_confidence=classifier_confidence)
+                                 classifier_confidence=classifier_confidence,
+                                 classifier_small_area=classifier_small_area,
+                                 classifier_small_confidence=classifier_small_confidence)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)
     check_weights(base_weights, "base")

@@ -10,7 +10,8 @@ import typer
 
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryMinArea, BoundaryMinGain,
-                      BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, Device, DeviceOpt,
+                      BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, ClassifierSmallArea,
+                      ClassifierSmallConfidence, Device, DeviceOpt,
                       ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut,
                       KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out,
                       Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads,
@@ -50,6 +51,8 @@ def refine_command(
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
     classifier_confidence: ClassifierConfidence = None,
+    classifier_small_area: ClassifierSmallArea = None,
+    classifier_small_confidence: ClassifierSmallConfidence = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
@@ -97,7 +100,9 @@ def refine_command(
                                boundary_radius=boundary_radius,
                                boundary_confidence=boundary_confidence,
                                  boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
-                                 classifier_confidence=classifier_confidence)
+                                 classifier_confidence=classifier_confidence,
+                                 classifier_small_area=classifier_small_area,
+                                 classifier_small_confidence=classifier_small_confidence)
     check_device(device.value)
     from ..onnx_runtime import check_runtime
 

@@ -9,7 +9,8 @@ import typer
 
 from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
                       BoundaryConfidence, BoundaryMinArea, BoundaryMinGain, BoundaryRadius, BoxIouThreshold,
-                      CenterThreshold, CheckpointEvery, ClassifierConfidence, ConfigFile, Crop, Device, DeviceOpt,
+                      CenterThreshold, CheckpointEvery, ClassifierConfidence, ClassifierSmallArea,
+                      ClassifierSmallConfidence, ConfigFile, Crop, Device, DeviceOpt,
                       ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact,
                       NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
                       RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
@@ -222,6 +223,8 @@ def train_prn_command(
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
     classifier_confidence: ClassifierConfidence = None,
+    classifier_small_area: ClassifierSmallArea = None,
+    classifier_small_confidence: ClassifierSmallConfidence = None,
     resume: TrainResume = False,
     overwrite: TrainOverwrite = False,
     threads: Threads = None,
@@ -249,7 +252,9 @@ def train_prn_command(
                                  boundary_radius=boundary_radius,
                                  boundary_confidence=boundary_confidence,
                                  boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
-                                 classifier_confidence=classifier_confidence)
+                                 classifier_confidence=classifier_confidence,
+                                 classifier_small_area=classifier_small_area,
+                                 classifier_small_confidence=classifier_small_confidence)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)
     strength = parse_range(strength_range, "--strength-range")

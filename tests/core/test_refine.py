@@ -238,8 +238,10 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     assert refiner.model.config.boundary_channels == 24
     assert (post.boundary_radius, post.boundary_confidence) == (2, 0.5)
     assert (post.boundary_min_area, post.boundary_min_gain) == (128, 0.02)
-    # its thing classifier relabels a thing where it gives another class a probability above 0.7
+    # its thing classifier relabels a thing where it gives another class a probability above 0.7, above 0.9 for a
+    # thing of fewer than 400 pixels
     assert refiner.model.config.classifier_channels == (32, 64, 128) and post.classifier_confidence == 0.7
+    assert (post.classifier_small_area, post.classifier_small_confidence) == (400, 0.9)
     assert refiner.model.config.trainable == "all"
     base = load_checkpoint(shipped_weights("base"), kind="base")
     assert base["config"]["inference"]["instance_score_threshold"] == 0.4

@@ -179,3 +179,34 @@ def test_the_predictor_relabels_the_things_the_classifier_is_sure_of_and_nothing
     assert unsure == plain_cats
     with pytest.raises(ValueError, match="classifier_confidence"):
         PostProcessConfig(classifier_confidence=1.0)
+
+
+def test_small_things_need_the_surer_of_the_two_confidences():
+    torch.manual_seed(0)
+    model = build_model(config(classifier_channels=(4, 4, 4), classifier_crop_size=16), CATS).eval()
+    with torch.no_grad():   # "disc" with probability sigmoid(6) ~ 0.9975 for every crop
+        model.classifier.read_out.weight.zero_()
+        model.classifier.read_out.bias.copy_(torch.tensor([0.0, 6.0]))
+    ids = np.full((64, 64), 100, np.int64)
+    ids[4:24, 4:24] = 1        # a square of 400 pixels
+    ids[40:50, 40:50] = 2      # a square of 100 pixels
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
+                {"id": 100, "category_id": 7, "iscrowd": 0}]
+    rgb = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+    def classes(**post):
+        refiner = Refiner.from_model(model, CATS, RenderConfig(),
+                                     PostProcessConfig(stuff_area=0, restore_base_segments="all", **post))
+        out = refiner(rgb, ids, segments)
+        cats = {s["id"]: s["category_id"] for s in out.segments}
+        return cats[int(out.ids[10, 10])], cats[int(out.ids[45, 45])]
+
+    assert classes(classifier_confidence=0.9) == (2, 2)
+    assert classes(classifier_confidence=0.9, classifier_small_area=200, classifier_small_confidence=0.998) == (2, 1)
+    assert classes(classifier_confidence=0.9, classifier_small_area=50, classifier_small_confidence=0.998) == (2, 2)
+    # the larger threshold counts: a small thing never needs less than every thing does
+    assert classes(classifier_confidence=0.998, classifier_small_area=200, classifier_small_confidence=0.5) == (1, 1)
+    with pytest.raises(ValueError, match="classifier_small_area"):
+        PostProcessConfig(classifier_small_area=-1)
+    with pytest.raises(ValueError, match="classifier_small_confidence"):
+        PostProcessConfig(classifier_small_confidence=1.0)
