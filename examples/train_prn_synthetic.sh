@@ -65,7 +65,7 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --config "$(dirname "$0")/configs/prn_classifier.json" --stuff-area 16384 --restore-base-segments all \
     --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
     --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
-    --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9
+    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9
 
 prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" \
     --weights "$ROOT/prn_classifier/model_final.pt" \

@@ -135,6 +135,7 @@ class PostProcessOverrides(_Overrides):
     boundary_confidence: float | None = _field("confidence", float)
     boundary_min_area: int | None = _field("non_negative", int)
     boundary_min_gain: float | None = _field("fraction", float)
+    boundary_min_coverage: float | None = _field("fraction", float)
     classifier_confidence: float | None = _field("fraction", float)
     classifier_small_area: int | None = _field("non_negative", int)
     classifier_small_confidence: float | None = _field("fraction", float)

@@ -443,7 +443,7 @@ class Refiner:
         post = self.postprocess_config
         ids = refine_thing_boundaries(ids, segs, probability, set(self.category_map.thing_ids), post.boundary_radius,
                                       post.boundary_confidence, min_area=post.boundary_min_area,
-                                      min_gain=post.boundary_min_gain)
+                                      min_gain=post.boundary_min_gain, min_coverage=post.boundary_min_coverage)
         present = set(np.unique(ids).tolist())
         return ids, [s for s in segs if s["id"] in present]
 

@@ -152,7 +152,7 @@ def _propagate(labels: np.ndarray, source: np.ndarray, graph, steps: int, offset
 
 def refine_thing_boundaries(ids: np.ndarray, segments: list[dict], thing_probability: np.ndarray,
                             thing_category_ids: set[int], radius: int, confidence: float = 0.5, *,
-                            min_area: int = 0, min_gain: float = 0.0) -> np.ndarray:
+                            min_area: int = 0, min_gain: float = 0.0, min_coverage: float = 0.0) -> np.ndarray:
     """``ids`` with every thing's boundary re-cut by ``thing_probability`` within ``radius`` pixels of it.
 
     ``ids`` (H, W) integer segment ids (0 = void), ``segments`` their ``segments_info``; ``thing_probability``
@@ -171,6 +171,11 @@ def refine_thing_boundaries(ids: np.ndarray, segments: list[dict], thing_probabi
     the thing's area: to first order the IoU the re-cut adds if the probabilities are calibrated. A base mask that
     already follows the image's edges gets a few scattered, unsure moves and a small gain; a coarse one gets runs
     of sure moves.
+
+    ``min_coverage``: a thing's re-cut is also undone when the pixels it moves lie along less than this fraction of
+    the thing's boundary (its boundary pixels within 2 pixels, city-block, of one of its moved pixels). A coarse
+    mask is off all around; a mask that is right but touches an object the base missed (a dropped neighbour, which
+    the image still shows) gets one sure run of joined pixels on one side, which would take the neighbour's pixels.
     """
     if radius <= 0:
         return ids
@@ -191,13 +196,13 @@ def refine_thing_boundaries(ids: np.ndarray, segments: list[dict], thing_probabi
         window = (slice(y0, y1), slice(x0, x1))
         out = ids.copy()
         out[window] = _recut(ids[window], is_thing[window], thing_probability[window], thing_ids, radius,
-                             confidence, min_area, min_gain)
+                             confidence, min_area, min_gain, min_coverage)
         return out
-    return _recut(ids, is_thing, thing_probability, thing_ids, radius, confidence, min_area, min_gain)
+    return _recut(ids, is_thing, thing_probability, thing_ids, radius, confidence, min_area, min_gain, min_coverage)
 
 
 def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray, thing_ids: np.ndarray,
-           radius: int, confidence: float, min_area: int, min_gain: float) -> np.ndarray:
+           radius: int, confidence: float, min_area: int, min_gain: float, min_coverage: float = 0.0) -> np.ndarray:
     """:func:`refine_thing_boundaries` on a window that holds every thing pixel and everything within radius + 1
     of one."""
     band = boundary_band_numpy(is_thing, radius)
@@ -220,8 +225,9 @@ def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray,
         moves = leave[ys, xs] & (nearest_other > 0)
         leave[ys, xs] = moves
         out[ys[moves], xs[moves]] = nearest_other[moves] - 1
-    if min_area > 0 or min_gain > 0:
-        _undo_unsure_things(ids, is_thing, out, join, leave, thing_ids, thing_probability, min_area, min_gain)
+    if min_area > 0 or min_gain > 0 or min_coverage > 0:
+        _undo_unsure_things(ids, is_thing, out, join, leave, thing_ids, thing_probability, min_area, min_gain,
+                            min_coverage)
     if leave.any():
         kept = np.isin(thing_ids, out[is_thing & ~leave])
         if not kept.all():  # a thing that would vanish keeps its pixels
@@ -230,12 +236,41 @@ def _recut(ids: np.ndarray, is_thing: np.ndarray, thing_probability: np.ndarray,
     return out.astype(ids.dtype, copy=False)
 
 
+def _move_coverage(ids: np.ndarray, is_thing: np.ndarray, join: np.ndarray, leave: np.ndarray, out: np.ndarray,
+                   order: np.ndarray) -> np.ndarray:
+    """Per thing of ``order`` (sorted ids): the fraction of its boundary pixels (thing pixels with a 4-neighbour
+    outside it, or on the map's edge) that lie within 2 pixels (city block) of a pixel its re-cut moves. Things
+    that move nothing get 1."""
+    n = order.size
+    label = np.zeros(ids.shape, np.int64)       # thing index + 1 on thing pixels
+    label[is_thing] = np.searchsorted(order, ids[is_thing]) + 1
+    moved = np.zeros(ids.shape, np.int64)       # thing index + 1 on the pixels its re-cut moves
+    moved[join] = np.searchsorted(order, out[join]) + 1
+    moved[leave] = label[leave]
+    padded = np.pad(label, 1)
+    h, w = ids.shape
+    edge = np.zeros(ids.shape, bool)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        edge |= padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] != label
+    edge &= label > 0
+    near = np.zeros(ids.shape, bool)
+    padded = np.pad(moved, 2)
+    for dy in range(-2, 3):
+        for dx in range(-2 + abs(dy), 3 - abs(dy)):
+            near |= padded[2 + dy:2 + dy + h, 2 + dx:2 + dx + w] == label
+    edge_count = np.bincount(label[edge] - 1, minlength=n)
+    near_count = np.bincount(label[edge & near] - 1, minlength=n)
+    moves = np.bincount(moved[moved > 0] - 1, minlength=n)
+    return np.where(moves > 0, near_count / np.maximum(edge_count, 1), 1.0)
+
+
 def _undo_unsure_things(ids: np.ndarray, is_thing: np.ndarray, out: np.ndarray, join: np.ndarray, leave: np.ndarray,
-                        thing_ids: np.ndarray, probability: np.ndarray, min_area: int, min_gain: float) -> None:
+                        thing_ids: np.ndarray, probability: np.ndarray, min_area: int, min_gain: float,
+                        min_coverage: float = 0.0) -> None:
     """In place: ``out`` back to ``ids`` on the pixels joined to or left by a thing that is smaller than
-    ``min_area`` or whose expected gain (see :func:`refine_thing_boundaries`) is below ``min_gain``; ``join`` and
-    ``leave`` are updated to the moves that stay. Pixels between two things never move, so every moved pixel
-    belongs to exactly one thing's re-cut."""
+    ``min_area``, whose expected gain (see :func:`refine_thing_boundaries`) is below ``min_gain``, or whose moves
+    cover less than ``min_coverage`` of its boundary; ``join`` and ``leave`` are updated to the moves that stay.
+    Pixels between two things never move, so every moved pixel belongs to exactly one thing's re-cut."""
     order = np.sort(thing_ids)
     n = order.size
     area = np.bincount(np.searchsorted(order, ids[is_thing]), minlength=n)
@@ -244,6 +279,8 @@ def _undo_unsure_things(ids: np.ndarray, is_thing: np.ndarray, out: np.ndarray, 
     net = (np.bincount(joined_to, weights=2 * probability[join].astype(np.float64) - 1, minlength=n)
            + np.bincount(left_from, weights=1 - 2 * probability[leave].astype(np.float64), minlength=n))
     undo = (area < min_area) | (net < min_gain * area)
+    if min_coverage > 0:
+        undo |= _move_coverage(ids, is_thing, join, leave, out, order) < min_coverage
     if not undo.any():
         return
     undo_join = np.zeros_like(join)

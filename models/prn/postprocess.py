@@ -101,6 +101,10 @@ class PostProcessConfig:
     #: with boundary_radius: a thing's re-cut is kept only when the refiner expects it to set right at least this
     #: fraction of the thing's area more pixels than it sets wrong (boundary.refine_thing_boundaries; 0 = always)
     boundary_min_gain: float = 0.0
+    #: with boundary_radius: a thing's re-cut is kept only when the pixels it moves lie along at least this fraction
+    #: of the thing's boundary (a right mask next to an object the base missed gets moves on one side only;
+    #: boundary.refine_thing_boundaries; 0 = always)
+    boundary_min_coverage: float = 0.0
     #: relabel a thing where PRN's thing classifier (classifier.ThingClassifier, checkpoints that have one) gives
     #: another thing class a probability above this; applied by the predictor after the re-cut. 0 = off
     classifier_confidence: float = 0.0
@@ -155,6 +159,9 @@ class PostProcessConfig:
         if not 0.0 <= self.boundary_min_gain <= 1.0:
             raise ValueError(f"boundary_min_gain must be in [0, 1] (a fraction of the thing's area), "
                              f"got {self.boundary_min_gain!r}")
+        if not 0.0 <= self.boundary_min_coverage <= 1.0:
+            raise ValueError(f"boundary_min_coverage must be in [0, 1] (a fraction of the thing's boundary), "
+                             f"got {self.boundary_min_coverage!r}")
         if not 0.0 <= self.classifier_confidence < 1.0:
             raise ValueError(f"classifier_confidence must be in [0, 1) (0 = off), got {self.classifier_confidence!r}")
         if not isinstance(self.classifier_small_area, int) or self.classifier_small_area < 0:

@@ -203,6 +203,11 @@ BoundaryMinGain = Annotated[Optional[float], typer.Option(
     "expects it to set right at least X x the thing's area more pixels than it sets wrong (0 to 1; 0 = always).")]
 
 
+BoundaryMinCoverage = Annotated[Optional[float], typer.Option(
+    "--boundary-min-coverage", metavar="X", help="With --boundary-radius: keep a thing's re-cut only when the "
+    "pixels it moves lie along at least X of the thing's boundary (0 to 1; 0 = always).")]
+
+
 ClassifierConfidence = Annotated[Optional[float], typer.Option(
     "--classifier-confidence", metavar="X", help="Relabel a thing where PRN's thing classifier (checkpoints that "
     "have one) gives another thing class a probability above X (0 = off).")]
@@ -223,6 +228,7 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
                    restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
                    min_join_contact=None, keep_base_thing_class=None, boundary_radius=None,
                    boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None,
+                   boundary_min_coverage=None,
                    classifier_confidence=None, classifier_small_area=None, classifier_small_confidence=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
@@ -236,7 +242,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         base_snap_confidence=base_snap_confidence, min_join_contact=min_join_contact,
         keep_base_thing_class=keep_base_thing_class, boundary_radius=boundary_radius,
         boundary_confidence=boundary_confidence, boundary_min_area=boundary_min_area,
-        boundary_min_gain=boundary_min_gain, classifier_confidence=classifier_confidence,
+        boundary_min_gain=boundary_min_gain, boundary_min_coverage=boundary_min_coverage,
+        classifier_confidence=classifier_confidence,
         classifier_small_area=classifier_small_area, classifier_small_confidence=classifier_small_confidence)
 
 

@@ -8,12 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryMinArea,
-                      BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, ClassifierSmallArea,
-                      ClassifierSmallConfidence,
-                      ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr,
-                      MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
-                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters,
-                      command, post_overrides)
+                      BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold,
+                      ClassifierConfidence, ClassifierSmallArea, ClassifierSmallConfidence, ConfigFile, Crop, Device,
+                      DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
+                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
+                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -79,6 +78,7 @@ def ablate_command(
     boundary_confidence: BoundaryConfidence = None,
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
+    boundary_min_coverage: BoundaryMinCoverage = None,
     classifier_confidence: ClassifierConfidence = None,
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
@@ -116,6 +116,7 @@ def ablate_command(
                                  boundary_confidence=boundary_confidence,
                                  boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
                                  classifier_confidence=classifier_confidence,
+                                 boundary_min_coverage=boundary_min_coverage,
                                  classifier_small_area=classifier_small_area,
                                  classifier_small_confidence=classifier_small_confidence)
     strength = parse_range(strength_range, "--strength-range")

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
-from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryMinArea, BoundaryMinGain,
-                      BoundaryRadius, BoxIouThreshold, CenterThreshold, ClassifierConfidence, ClassifierSmallArea,
-                      ClassifierSmallConfidence, Device, DeviceOpt,
+from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryMinArea,
+                      BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold,
+                      ClassifierConfidence, ClassifierSmallArea, ClassifierSmallConfidence, Device, DeviceOpt,
                       ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut,
                       KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out,
                       Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads,
@@ -50,6 +50,7 @@ def refine_command(
     boundary_confidence: BoundaryConfidence = None,
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
+    boundary_min_coverage: BoundaryMinCoverage = None,
     classifier_confidence: ClassifierConfidence = None,
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
@@ -101,6 +102,7 @@ def refine_command(
                                boundary_confidence=boundary_confidence,
                                  boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
                                  classifier_confidence=classifier_confidence,
+                                 boundary_min_coverage=boundary_min_coverage,
                                  classifier_small_area=classifier_small_area,
                                  classifier_small_confidence=classifier_small_confidence)
     check_device(device.value)

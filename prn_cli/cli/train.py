@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
-                      BoundaryConfidence, BoundaryMinArea, BoundaryMinGain, BoundaryRadius, BoxIouThreshold,
-                      CenterThreshold, CheckpointEvery, ClassifierConfidence, ClassifierSmallArea,
-                      ClassifierSmallConfidence, ConfigFile, Crop, Device, DeviceOpt,
-                      ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact,
-                      NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
-                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery,
-                      ValLimit, WarmupIters, command, post_overrides)
+                      BoundaryConfidence, BoundaryMinArea, BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius,
+                      BoxIouThreshold, CenterThreshold, CheckpointEvery, ClassifierConfidence, ClassifierSmallArea,
+                      ClassifierSmallConfidence, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt,
+                      ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
+                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
+                      StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit, WarmupIters,
+                      command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
@@ -222,6 +222,7 @@ def train_prn_command(
     boundary_confidence: BoundaryConfidence = None,
     boundary_min_area: BoundaryMinArea = None,
     boundary_min_gain: BoundaryMinGain = None,
+    boundary_min_coverage: BoundaryMinCoverage = None,
     classifier_confidence: ClassifierConfidence = None,
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
@@ -253,6 +254,7 @@ def train_prn_command(
                                  boundary_confidence=boundary_confidence,
                                  boundary_min_area=boundary_min_area, boundary_min_gain=boundary_min_gain,
                                  classifier_confidence=classifier_confidence,
+                                 boundary_min_coverage=boundary_min_coverage,
                                  classifier_small_area=classifier_small_area,
                                  classifier_small_confidence=classifier_small_confidence)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,

@@ -237,7 +237,7 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     refiner = Refiner(device="cpu")
     assert refiner.model.config.boundary_channels == 24
     assert (post.boundary_radius, post.boundary_confidence) == (2, 0.5)
-    assert (post.boundary_min_area, post.boundary_min_gain) == (128, 0.02)
+    assert (post.boundary_min_area, post.boundary_min_gain, post.boundary_min_coverage) == (128, 0.02, 0.4)
     # its thing classifier relabels a thing where it gives another class a probability above 0.7, above 0.9 for a
     # thing of fewer than 400 pixels
     assert refiner.model.config.classifier_channels == (32, 64, 128) and post.classifier_confidence == 0.7

@@ -220,6 +220,26 @@ def test_a_thing_keeps_its_recut_only_when_it_is_large_and_sure_enough():
     assert np.array_equal(refine_thing_boundaries(ids, SEGMENTS, prob, THINGS, radius=2, min_area=17), ids)
 
 
+def test_a_recut_that_moves_pixels_on_one_side_only_is_undone_below_the_minimum_coverage():
+    # a 12x12 thing (9) on stuff (5): its boundary has 44 pixels
+    ids = np.full((32, 32), 5, np.int64)
+    ids[10:22, 10:22] = 9
+    segments = [{"id": 5, "category_id": 7}, {"id": 9, "category_id": 1}]
+    one_side = (ids == 9).astype(float)
+    one_side[9, 10:22] = 0.95       # a sure run along the top only, as next to a neighbour the base dropped
+    top = ids.copy()
+    top[9, 10:22] = 9
+    # the run is within 2 px (city block) of the top row (12) and of the next row's two ends (2): 14 / 44 = 0.318
+    assert np.array_equal(refine_thing_boundaries(ids, segments, one_side, {1}, radius=2), top)
+    assert np.array_equal(refine_thing_boundaries(ids, segments, one_side, {1}, radius=2, min_coverage=0.31), top)
+    assert np.array_equal(refine_thing_boundaries(ids, segments, one_side, {1}, radius=2, min_coverage=0.33), ids)
+    around = (ids == 9).astype(float)
+    around[9:23, 9:23] = 0.95       # a coarse mask: one pixel short all around
+    grown = ids.copy()
+    grown[9:23, 9:23] = 9
+    assert np.array_equal(refine_thing_boundaries(ids, segments, around, {1}, radius=2, min_coverage=1.0), grown)
+
+
 def test_the_per_thing_gate_is_validated_in_the_post_processing_config():
     from prn_cli.models.prn.postprocess import PostProcessConfig
 
@@ -228,6 +248,8 @@ def test_the_per_thing_gate_is_validated_in_the_post_processing_config():
         PostProcessConfig(boundary_min_area=-1)
     with pytest.raises(ValueError, match="boundary_min_gain"):
         PostProcessConfig(boundary_min_gain=1.5)
+    with pytest.raises(ValueError, match="boundary_min_coverage"):
+        PostProcessConfig(boundary_min_coverage=-0.1)
 
 
 def test_the_refiner_computed_on_tiles_near_the_boundaries_equals_the_whole_map_there():
