@@ -253,13 +253,16 @@ def _move_coverage(ids: np.ndarray, is_thing: np.ndarray, join: np.ndarray, leav
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
         edge |= padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] != label
     edge &= label > 0
-    near = np.zeros(ids.shape, bool)
+    # only the boundary pixels are looked at: a thing's perimeter, not its window
+    ey, ex = np.nonzero(edge)
+    own = label[ey, ex]
+    near = np.zeros(own.shape, bool)
     padded = np.pad(moved, 2)
     for dy in range(-2, 3):
         for dx in range(-2 + abs(dy), 3 - abs(dy)):
-            near |= padded[2 + dy:2 + dy + h, 2 + dx:2 + dx + w] == label
-    edge_count = np.bincount(label[edge] - 1, minlength=n)
-    near_count = np.bincount(label[edge & near] - 1, minlength=n)
+            near |= padded[ey + 2 + dy, ex + 2 + dx] == own
+    edge_count = np.bincount(own - 1, minlength=n)
+    near_count = np.bincount(own[near] - 1, minlength=n)
     moves = np.bincount(moved[moved > 0] - 1, minlength=n)
     return np.where(moves > 0, near_count / np.maximum(edge_count, 1), 1.0)
 
