@@ -359,7 +359,7 @@ class Refiner:
         fewer than ``classifier_small_area`` pixels at the processing size). The id map does not change."""
         import torch
 
-        from .models.prn.classifier import thing_crops
+        from .models.prn.classifier import thing_boxes, thing_crops
 
         if inputs is None:
             raise ValueError("the thing classifier needs the network inputs (postprocess(..., inputs=...))")
@@ -369,8 +369,10 @@ class Refiner:
         h, w = outputs["semantic"].shape[-2:]
         image = inputs["image"][0, :, :h, :w].float().cpu()
         classifier = self.model.classifier
-        crops = thing_crops(image, torch.from_numpy(ids.astype(np.int64)), [s["id"] for s in things],
-                            classifier.crop_size)
+        segment_ids = [s["id"] for s in things]
+        id_map = torch.from_numpy(ids.astype(np.int64))
+        boxes, areas = thing_boxes(id_map, segment_ids, with_areas=True)
+        crops = thing_crops(image, id_map, segment_ids, classifier.crop_size, boxes=boxes)
         device = next(classifier.parameters()).device
         probability = classifier.probabilities(crops.to(device)).cpu().numpy()
         best = probability.argmax(axis=1)
@@ -378,11 +380,8 @@ class Refiner:
         needed = np.full(len(things), post.classifier_confidence)
         if post.classifier_small_area > 0:
             # areas at the processing size, where the crops are cut: the photo's pixel counts times the scale
-            segment_ids = np.array([s["id"] for s in things])
-            found, counts = np.unique(ids[np.isin(ids, segment_ids)], return_counts=True)
-            area = dict(zip(found.tolist(), counts.tolist()))
             scale = (h * w) / (ids.shape[0] * ids.shape[1])
-            small = np.array([area.get(s["id"], 0) * scale < post.classifier_small_area for s in things])
+            small = areas.numpy() * scale < post.classifier_small_area
             needed[small] = max(post.classifier_confidence, post.classifier_small_confidence)
         relabel = {}
         for s, k, p, threshold in zip(things, best.tolist(), probability, needed):

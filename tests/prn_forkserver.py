@@ -40,20 +40,25 @@ def _send(conn: socket.socket, data: bytes, fds: list[int] | None = None) -> Non
         conn.sendall(message)
 
 
-def _receive(conn: socket.socket, with_fds: int = 0) -> tuple[bytes, list[int]]:
-    if with_fds:
-        data, fds, _, _ = socket.recv_fds(conn, 1 << 20, with_fds)
-    else:
-        data, fds = conn.recv(1 << 20), []
-    if not data:
-        raise ConnectionError("closed")
-    (size,) = _HEADER.unpack_from(data)
-    while len(data) < _HEADER.size + size:
-        more = conn.recv(1 << 20)
+def _exactly(conn: socket.socket, size: int, data: bytes = b"") -> bytes:
+    while len(data) < size:
+        more = conn.recv(size - len(data))
         if not more:
             raise ConnectionError("closed")
         data += more
-    return data[_HEADER.size:_HEADER.size + size], list(fds)
+    return data
+
+
+def _receive(conn: socket.socket, with_fds: int = 0) -> tuple[bytes, list[int]]:
+    """One message, read to its end and no further: the pid and the exit status may arrive together."""
+    if with_fds:
+        data, fds, _, _ = socket.recv_fds(conn, _HEADER.size, with_fds)
+    else:
+        data, fds = conn.recv(_HEADER.size), []
+    if not data:
+        raise ConnectionError("closed")
+    (size,) = _HEADER.unpack(_exactly(conn, _HEADER.size, data))
+    return _exactly(conn, size), list(fds)
 
 
 def _run_child(request: dict, fds: list[int]) -> None:

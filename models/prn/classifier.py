@@ -61,10 +61,11 @@ class ThingClassifier(nn.Module):
         return sum(torch.softmax(self(torch.rot90(crops, k, (2, 3))), dim=1) for k in range(4)) / 4
 
 
-def thing_boxes(ids: torch.Tensor, segment_ids: Sequence[int]) -> torch.Tensor:
+def thing_boxes(ids: torch.Tensor, segment_ids: Sequence[int], *, with_areas: bool = False):
     """(N, 4) crop boxes (x0, y0, x1, y1) in pixels of the segments ``segment_ids`` of the (H, W) id map ``ids``,
     each present: the segment's bounding box made square about its centre, scaled by ``CROP_SCALE`` and grown by
-    ``CROP_PAD``. One pass over the map for all segments (a photo can hold ten million pixels and many things)."""
+    ``CROP_PAD``. One pass over the map for all segments (a photo can hold ten million pixels and many things);
+    ``with_areas``: ``(boxes, areas)``, the segments' pixel counts (N,) from the same pass."""
     wanted = torch.as_tensor([int(v) for v in segment_ids], dtype=torch.int64).reshape(-1)
     order, sort = torch.sort(wanted)
     flat = ids.reshape(-1).to(torch.int64)
@@ -87,23 +88,28 @@ def thing_boxes(ids: torch.Tensor, segment_ids: Sequence[int]) -> torch.Tensor:
     boxes = torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dim=1)
     out = torch.empty_like(boxes)
     out[sort] = boxes           # back to the order of segment_ids
-    return out.float()
+    if not with_areas:
+        return out.float()
+    areas = torch.empty(n, dtype=torch.int64)
+    areas[sort] = torch.bincount(which, minlength=n)
+    return out.float(), areas
 
 
 def thing_crops(image: torch.Tensor, ids: torch.Tensor, segment_ids: Sequence[int],
-                crop_size: int = 32) -> torch.Tensor:
+                crop_size: int = 32, boxes: torch.Tensor | None = None) -> torch.Tensor:
     """(N, 4, S, S) classifier inputs of the segments ``segment_ids`` of ``ids`` (H, W) in ``image`` (3, h, w),
     normalised.
 
     The image may be at another size than the id map (a predictor runs at its processing size, the map is at the
     photo's); the boxes are scaled to it. Bilinear sampling (``roi_align``, 2x2 points per output pixel); outside
     the image the crop is 0, the normalised mean colour. Each mask is sampled from a window around its own box,
-    so the cost follows the things' sizes, not the photo's."""
+    so the cost follows the things' sizes, not the photo's. ``boxes``: :func:`thing_boxes` of the same segments,
+    when the caller has them."""
     n = len(segment_ids)
     if n == 0:
         return image.new_zeros((0, 4, crop_size, crop_size), dtype=torch.float32)
     ids = torch.as_tensor(ids)
-    boxes = thing_boxes(ids, segment_ids)
+    boxes = thing_boxes(ids, segment_ids) if boxes is None else boxes
     h, w = ids.shape[-2:]
     sy, sx = image.shape[-2] / h, image.shape[-1] / w
     first = torch.zeros((n, 1))

@@ -41,6 +41,8 @@ def test_a_crop_box_is_the_things_box_made_square_scaled_and_padded():
     side2 = 8 * 1.2 + 4
     assert boxes[0] == pytest.approx([54 - side2 / 2, 42 - side2 / 2, 54 + side2 / 2, 42 + side2 / 2])
     assert boxes[1] == pytest.approx(box)
+    same, areas = thing_boxes(ids, [2, 5], with_areas=True)
+    assert same.tolist() == boxes and areas.tolist() == [32, 160]
     with pytest.raises(ValueError, match="segment 9"):
         thing_boxes(ids, [5, 9])
 
