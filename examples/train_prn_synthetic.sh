@@ -57,7 +57,8 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
 # The thing classifier (docs/design.md, "PRN"): a small network trained alone on the PRN above (configs/
 # prn_classifier.json adds it and freezes everything else) over crops of each thing (image and mask), on whole
 # images (--scale-range 1,1: no crop cuts a shape); it relabels a thing where it gives another class a probability
-# above 0.7. The shipped one left training images 901-1000 out, where that threshold was chosen (models/README.md).
+# above 0.7, and names the regions PRN reads as things but leaves void where it is 0.8 sure. The shipped one left
+# training images 901-1000 out, where that threshold was chosen (models/README.md).
 OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.json" --base "$ROOT/base_train" \
     --base-mix 0.5 --strength-range 0.0,0.4 --scale-range 1,1 --out "$ROOT/prn_classifier" --iters 3000 \
     --batch-size 8 --lr 0.003 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
@@ -65,7 +66,8 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --config "$(dirname "$0")/configs/prn_classifier.json" --stuff-area 16384 --restore-base-segments all \
     --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
     --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
-    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9
+    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9 \
+    --void-thing-confidence 0.8 --void-thing-min-area 50
 
 prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" \
     --weights "$ROOT/prn_classifier/model_final.pt" \

@@ -57,9 +57,10 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, height
     config = ckpt["config"]
     if kind == "prn" and config["model"].get("classifier_channels"):
         # the graph is PRN's dense network; the thing classifier reads crops of the final things and stays out
-        # of it, so the export describes a PRN without one and its refine relabels nothing
+        # of it, so the export describes a PRN without one: its refine relabels nothing and finds no void things
         config = {**config, "model": {**config["model"], "classifier_channels": []},
-                  "postprocess": {**config.get("postprocess", {}), "classifier_confidence": 0.0}}
+                  "postprocess": {**config.get("postprocess", {}), "classifier_confidence": 0.0,
+                                  "void_thing_confidence": 0.0}}
     data = _with_metadata(buffer.getvalue(), {
         META_KIND: kind, META_CATEGORIES: json.dumps(ckpt["categories"]), META_CONFIG: json.dumps(config),
         META_OUTPUTS: json.dumps(output_names), META_VERSION: str(FORMAT_VERSION)})

@@ -139,6 +139,8 @@ class PostProcessOverrides(_Overrides):
     classifier_confidence: float | None = _field("fraction", float)
     classifier_small_area: int | None = _field("non_negative", int)
     classifier_small_confidence: float | None = _field("fraction", float)
+    void_thing_confidence: float | None = _field("fraction", float)
+    void_thing_min_area: int | None = _field("positive", int)
 
     def apply(self, stored: dict):
         """A ``PostProcessConfig`` from a checkpoint's stored post-processing dict with these values on top."""

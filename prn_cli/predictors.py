@@ -164,6 +164,10 @@ def refiner_postprocess(stored: dict, config, overrides: PostProcessOverrides | 
     if post.classifier_confidence > 0 and not config.classifier_channels:
         raise InvalidInputError(f"{where}: this PRN has no thing classifier; leave out --classifier-confidence "
                                 "(or train one: classifier_channels in --config; ONNX exports leave it out)")
+    if post.void_thing_confidence > 0 and not config.classifier_channels:
+        raise InvalidInputError(f"{where}: this PRN has no thing classifier, which names the things left void; "
+                                "leave out --void-thing-confidence (or train one: classifier_channels in "
+                                "--config; ONNX exports leave it out)")
     return post
 
 
@@ -350,7 +354,56 @@ class Refiner:
                                                 (height, width))
         if post.classifier_confidence > 0:
             segs = self._reclassify_things(ids, segs, outputs, inputs)
+        if post.void_thing_confidence > 0:
+            ids, segs = self._find_void_things(ids, segs, outputs, inputs)
         return PanopticPrediction(ids, segs)
+
+    def _find_void_things(self, ids: np.ndarray, segs: list[dict], outputs: dict,
+                          inputs: dict | None) -> tuple[np.ndarray, list[dict]]:
+        """``(ids, segs)`` with new things where the refined map leaves void and PRN's semantic head says thing
+        (models/prn/void_things.py): each such region of at least ``void_thing_min_area`` pixels at the processing
+        size, read by the thing classifier as a thing mask, becomes a thing of the classifier's class where that
+        class's probability is above ``void_thing_confidence``. Only void pixels of the photo-size map are painted;
+        the score of a new thing is that probability."""
+        import torch
+
+        from .models.prn.classifier import thing_crops
+        from .models.prn.void_things import void_thing_regions
+        from .resize import resize_ids
+        from .synth import random_segment_ids
+
+        if inputs is None:
+            raise ValueError("the search for void things needs the network inputs (postprocess(..., inputs=...))")
+        post = self.postprocess_config
+        h, w = outputs["semantic"].shape[-2:]
+        thing_argmax = self._thing[outputs["semantic"].argmax(0)].cpu().numpy()
+        regions, kept = void_thing_regions(resize_ids(ids, (h, w)) == 0, thing_argmax, post.void_thing_min_area)
+        if not kept:
+            return ids, segs
+        image = inputs["image"][0, :, :h, :w].float().cpu()
+        classifier = self.model.classifier
+        crops = thing_crops(image, torch.from_numpy(regions.astype(np.int64)), kept, classifier.crop_size)
+        probability = classifier.probabilities(crops.to(next(classifier.parameters()).device)).cpu().numpy()
+        best = probability.argmax(axis=1)
+        accepted = [(region, int(k), float(p[k])) for region, k, p in zip(kept, best.tolist(), probability)
+                    if p[k] > post.void_thing_confidence]
+        if not accepted:
+            return ids, segs
+        used = {int(s["id"]) for s in segs}
+        rng = np.random.default_rng(np.random.SeedSequence([ids.shape[0], ids.shape[1], len(segs), 13]))
+        new_ids = [sid for sid in random_segment_ids(rng, len(accepted) + len(used)) if sid not in used]
+        lut = np.zeros(int(regions.max()) + 1, np.uint32)
+        new_segs = []
+        for (region, k, p), sid in zip(accepted, new_ids):
+            lut[region] = sid
+            new_segs.append({"id": int(sid), "category_id": int(self.category_map.thing_ids[k]), "iscrowd": 0,
+                             "score": round(p, 4)})
+        painted = resize_ids(lut[regions], ids.shape)
+        free = (ids == 0) & (painted > 0)
+        ids = ids.copy()
+        ids[free] = painted[free]
+        present = set(np.unique(ids[free]).tolist())
+        return ids, segs + [s for s in new_segs if s["id"] in present]
 
     def _reclassify_things(self, ids: np.ndarray, segs: list[dict], outputs: dict, inputs: dict | None) -> list[dict]:
         """``segs`` with each thing relabelled where the thing classifier (models/prn/classifier.py), reading the

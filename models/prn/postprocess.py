@@ -113,6 +113,12 @@ class PostProcessConfig:
     #: little of the shape, and it errs more there). 0 = one threshold for every thing
     classifier_small_area: int = 0
     classifier_small_confidence: float = 0.0
+    #: find things left void (void_things.py): each connected region that the refined map leaves void and PRN's
+    #: semantic head gives to a thing class becomes a thing where the thing classifier gives a class a probability
+    #: above this; applied by the predictor last. 0 = off
+    void_thing_confidence: float = 0.0
+    #: with void_thing_confidence: smaller regions (pixels at the processing size) stay void
+    void_thing_min_area: int = 50
     chunk_elements: int = 4 * 1024 * 1024   # bound on (pixels x centres) entries per grouping chunk
 
     @property
@@ -168,6 +174,10 @@ class PostProcessConfig:
             raise ValueError(f"classifier_small_area must be an integer >= 0 (pixels), got {self.classifier_small_area!r}")
         if not 0.0 <= self.classifier_small_confidence < 1.0:
             raise ValueError(f"classifier_small_confidence must be in [0, 1), got {self.classifier_small_confidence!r}")
+        if not 0.0 <= self.void_thing_confidence < 1.0:
+            raise ValueError(f"void_thing_confidence must be in [0, 1) (0 = off), got {self.void_thing_confidence!r}")
+        if not isinstance(self.void_thing_min_area, int) or self.void_thing_min_area < 1:
+            raise ValueError(f"void_thing_min_area must be an integer >= 1 (pixels), got {self.void_thing_min_area!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
 

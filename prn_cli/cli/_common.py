@@ -223,13 +223,25 @@ ClassifierSmallConfidence = Annotated[Optional[float], typer.Option(
     "a small thing's new class needs (the larger of this and --classifier-confidence counts).")]
 
 
+VoidThingConfidence = Annotated[Optional[float], typer.Option(
+    "--void-thing-confidence", metavar="X", help="Find things left void: a region that the refined map leaves void "
+    "and PRN reads as a thing becomes one where PRN's thing classifier gives a class a probability above X "
+    "(0 = off).")]
+
+
+VoidThingMinArea = Annotated[Optional[int], typer.Option(
+    "--void-thing-min-area", metavar="PX", help="With --void-thing-confidence: smaller regions (pixels at the "
+    "processing size) stay void.")]
+
+
 def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_threshold=None, nms_kernel=None,
                    top_k=None, foreground_threshold=None, stuff_area=None, box_iou_threshold=None,
                    restore_base_segments=None, reclaim_other_classes=None, base_snap_confidence=None,
                    min_join_contact=None, keep_base_thing_class=None, boundary_radius=None,
                    boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None,
                    boundary_min_coverage=None,
-                   classifier_confidence=None, classifier_small_area=None, classifier_small_confidence=None):
+                   classifier_confidence=None, classifier_small_area=None, classifier_small_confidence=None,
+                   void_thing_confidence=None, void_thing_min_area=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -244,7 +256,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         boundary_confidence=boundary_confidence, boundary_min_area=boundary_min_area,
         boundary_min_gain=boundary_min_gain, boundary_min_coverage=boundary_min_coverage,
         classifier_confidence=classifier_confidence,
-        classifier_small_area=classifier_small_area, classifier_small_confidence=classifier_small_confidence)
+        classifier_small_area=classifier_small_area, classifier_small_confidence=classifier_small_confidence,
+        void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

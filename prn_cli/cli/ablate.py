@@ -12,7 +12,8 @@ from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence,
                       ClassifierConfidence, ClassifierSmallArea, ClassifierSmallConfidence, ConfigFile, Crop, Device,
                       DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
                       NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
-                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, WarmupIters, command, post_overrides)
+                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, VoidThingConfidence, VoidThingMinArea,
+                      WarmupIters, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +83,8 @@ def ablate_command(
     classifier_confidence: ClassifierConfidence = None,
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
+    void_thing_confidence: VoidThingConfidence = None,
+    void_thing_min_area: VoidThingMinArea = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
                                                    "forward pass when refining.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Start again: remove an earlier "
@@ -118,7 +121,8 @@ def ablate_command(
                                  classifier_confidence=classifier_confidence,
                                  boundary_min_coverage=boundary_min_coverage,
                                  classifier_small_area=classifier_small_area,
-                                 classifier_small_confidence=classifier_small_confidence)
+                                 classifier_small_confidence=classifier_small_confidence,
+                                 void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)
     check_weights(base_weights, "base")

@@ -15,7 +15,8 @@ from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfid
                       ForegroundSourceOpt, ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut,
                       KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out,
                       Overwrite, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads,
-                      TopK, UsePredBbox, VoidLabel, Weights, command, post_overrides)
+                      TopK, UsePredBbox, VoidLabel, VoidThingConfidence, VoidThingMinArea, Weights, command,
+                      post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +55,8 @@ def refine_command(
     classifier_confidence: ClassifierConfidence = None,
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
+    void_thing_confidence: VoidThingConfidence = None,
+    void_thing_min_area: VoidThingMinArea = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
                                                          "{\"<base id>\": <checkpoint id>} when the base's "
                                                          "categories differ from the checkpoint's.")] = None,
@@ -104,7 +107,8 @@ def refine_command(
                                  classifier_confidence=classifier_confidence,
                                  boundary_min_coverage=boundary_min_coverage,
                                  classifier_small_area=classifier_small_area,
-                                 classifier_small_confidence=classifier_small_confidence)
+                                 classifier_small_confidence=classifier_small_confidence,
+                                 void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     check_device(device.value)
     from ..onnx_runtime import check_runtime
 
