@@ -18,7 +18,8 @@ Run folder ``RUN``::
     RUN/rows/base/result.json         the base row's PQ (it does not train)
     RUN/rows/<row>/seed-<s>/          one PRN row trained with seed s: last.pt, model_final.pt, metrics.jsonl
                                       (the training run), refined/ (its refined val set), result.json (its PQ,
-                                      written last)
+                                      written last); with ``extensions_from`` also model_extended.pt (the row's
+                                      PRN with the borrowed boundary refiner and thing classifier)
     RUN/table.md, RUN/table.json      the table, rewritten (atomically) after every evaluation; it holds every
                                       row of the folder that has a result for one of this call's seeds, also
                                       rows left out by ``rows`` in this call
@@ -28,14 +29,16 @@ evaluated; ``last.pt`` alone continues its training exactly where it stopped (th
 anything else is trained from the start. So an interrupted ablation is simply run again. Each seed has its own
 folder, so raising ``seeds`` (or moving ``schedule.seed``) reuses the seeds already done and runs only the new
 ones; lowering it leaves the other seeds' folders in place and out of the table. A change of the
-post-processing alone refines and evaluates every PRN seed again without training it.
+post-processing alone, or of ``extensions_from`` (prn's boundary refiner and thing classifier borrowed from one
+trained PRN for every row; extensions.py), refines and evaluates every PRN seed again without training it.
 
 With ``torchrun`` every process trains each (row, seed) together (DistributedDataParallel); refining,
 evaluating and every file the ablation writes are the job of rank 0, which does them after everything is
 trained (the other processes then exit), so no process waits for another's evaluation.
 
 Modules: rows (Table 1), options (AblationOptions), folder (the run folder), inputs (val set and base),
-run (run_ablation), table (table.json, table.md, the Rich table), progress (stderr progress).
+run (run_ablation), table (table.json, table.md, the Rich table), progress (stderr progress), extensions
+(the borrowed modules).
 """
 
 from .folder import FORMAT_VERSION, Unit

@@ -19,6 +19,8 @@ from .rows import AblationRow
 OPTIONS_NAME = "ablation.json"
 RESULT_NAME = "result.json"
 REFINED_DIR = "refined"
+#: the row's PRN with the borrowed boundary refiner and thing classifier (--extensions-from), which it refines with
+EXTENDED_NAME = "model_extended.pt"
 TABLE_MD = "table.md"
 TABLE_JSON = "table.json"
 BASE_VAL_DIR = "base_val"
@@ -85,10 +87,15 @@ def write_result(run: Path, unit: Unit, result: dict) -> None:
 # the folder's identity
 
 
+#: record entries that change how the rows refine, not how they train (flattened keys start with these)
+REFINE_ONLY = ("postprocess", "extensions_from")
+
+
 def prepare_folder(run: Path, options: AblationOptions, overwrite: bool) -> None:
     """Check (or write) RUN/ablation.json before anything is touched. The same record: resume. Only the
-    post-processing differs: forget every PRN result (the trained weights stay), then resume. Anything else
-    differs: refuse, unless ``overwrite``, which removes everything an earlier ablation wrote."""
+    post-processing or the borrowed extensions differ: forget every PRN result (the trained weights stay), then
+    resume. Anything else differs: refuse, unless ``overwrite``, which removes everything an earlier ablation
+    wrote."""
     from ..io import write_json_atomic
     from ..panoptic import read_json
 
@@ -110,8 +117,8 @@ def prepare_folder(run: Path, options: AblationOptions, overwrite: bool) -> None
         before, now = flatten(old["options"]), flatten(record["options"])
         if before == now:
             return
-        if {k: v for k, v in before.items() if k != "postprocess"} == {k: v for k, v in now.items()
-                                                                        if k != "postprocess"}:
+        if {k: v for k, v in before.items() if not k.startswith(REFINE_ONLY)} == \
+                {k: v for k, v in now.items() if not k.startswith(REFINE_ONLY)}:
             forget_prn_results(run)
             write_json_atomic(marker, record)
             return
@@ -139,3 +146,4 @@ def forget_prn_results(run: Path) -> None:
         path.unlink(missing_ok=True)
     for d in seed_dirs:
         shutil.rmtree(d / REFINED_DIR, ignore_errors=True)
+        (d / EXTENDED_NAME).unlink(missing_ok=True)

@@ -78,6 +78,9 @@ class AblationOptions:
     device: str = "auto"                     #: where to train, refine and segment
     threads: int | None = None               #: CPU intra-op threads
     refine_batch_size: int = 1
+    #: a trained PRN whose boundary refiner and thing classifier (with their post-processing) every PRN row
+    #: borrows when it refines (ablate/extensions.py); None = the rows as trained
+    extensions_from: str | None = None
 
     def __post_init__(self) -> None:
         if (self.val_base is None) == (self.base_weights is None):
@@ -129,6 +132,12 @@ class AblationOptions:
         flat.update({f"training.{f.name}": getattr(self.training, f.name) for f in fields(self.training)})
         flat.update({f"schedule.{k}": v for k, v in self.schedule.to_dict().items()})
         flat["postprocess"] = self.postprocess.given()
+        # like the post-processing, the borrowed modules change what is refined, not what is trained (left out
+        # when unset, so a folder written before they existed resumes as it was)
+        if self.extensions_from is None:
+            del flat["extensions_from"]
+        else:
+            flat["extensions_from"] = {"path": _abs(self.extensions_from), "sha256": file_digest(self.extensions_from)}
         for name in _PATHS:
             flat[name] = _abs(flat[name])
         flat["training.config_file_sha256"] = file_digest(self.training.config_file)

@@ -12,8 +12,8 @@ from pathlib import Path
 from ..errors import InvalidInputError, OutputExistsError, PrnError, UsageError
 from ..runtime import (DistributedContext, broadcast_object, init_distributed, resolve_device, set_threads,
                        shutdown_distributed)
-from .folder import (FORMAT_VERSION, REFINED_DIR, Unit, prepare_folder, read_result, unit_dir, unit_state, units,
-                     write_result)
+from .folder import (EXTENDED_NAME, FORMAT_VERSION, REFINED_DIR, Unit, prepare_folder, read_result, unit_dir,
+                     unit_state, units, write_result)
 from .inputs import ValInputs, check_inputs, make_base_val
 from .options import AblationOptions
 from .progress import ProgressFn
@@ -48,6 +48,14 @@ def run_ablation(run_dir: str | os.PathLike, options: AblationOptions, progress:
     rows = select_rows(options.rows)
     todo = units(rows, options.seed_values)
     inputs = check_inputs(options)
+    if options.extensions_from:
+        # before hours of training: the modules exist and know the val set's categories
+        from .extensions import check_donor, same_categories
+
+        donor = check_donor(options.extensions_from)
+        if not same_categories(donor["categories"], inputs.gt.categories):
+            raise InvalidInputError(f"{options.extensions_from}: its categories differ from those of {options.val}; "
+                                    "pass a PRN trained on the same categories")
     context = init_distributed(resolve_device(options.device))
     try:
         plan, results = _plan(run, options, overwrite, todo, context)
@@ -168,7 +176,12 @@ def finish_unit(run: Path, unit: Unit, options: AblationOptions, inputs: ValInpu
     pred = base_val
     if unit.row.prn:
         progress(f"{stage}: refine", 0, len(inputs.images))
-        refined = refine(base_val, inputs.images, d / FINAL_NAME, d / REFINED_DIR, overwrite=True,
+        weights = d / FINAL_NAME
+        if options.extensions_from:
+            from .extensions import graft_extensions
+
+            weights = graft_extensions(weights, options.extensions_from, d / EXTENDED_NAME)
+        refined = refine(base_val, inputs.images, weights, d / REFINED_DIR, overwrite=True,
                          options=RefineOptions(device=options.device, batch_size=options.refine_batch_size,
                                                overrides=options.row_postprocess(unit.row)),
                          progress=lambda done, total: progress(f"{stage}: refine", done, total))
@@ -176,7 +189,7 @@ def finish_unit(run: Path, unit: Unit, options: AblationOptions, inputs: ValInpu
             path, why = refined.failed[0]
             raise InvalidInputError(f"{unit.label}: {len(refined.failed)} val base image(s) could not be refined, "
                                     f"first {path}: {why}")
-        refine_info = {"written": refined.written, "changes": refined.changes}
+        refine_info = {"written": refined.written, "changes": refined.changes, "weights": Path(weights).name}
         pred = refined.json_path
     progress(f"{stage}: evaluate", 0, len(inputs.gt.annotations))
     report = evaluate(inputs.gt, [pred], workers=options.schedule.num_workers,

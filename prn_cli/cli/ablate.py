@@ -45,6 +45,10 @@ def ablate_command(
                                                 "number (1-8) or name (base, fgsem, fg, fg-ccdec, fg-ccenc, "
                                                 "fg-ccdec-ccenc, fg-bbox, fg-ccdec-ccenc-bbox); the base row always "
                                                 "runs. Default: all.")] = None,
+    extensions_from: Annotated[Optional[Path], typer.Option("--extensions-from", metavar="FILE", help="A trained PRN "
+                                                            "whose boundary refiner and thing classifier (and their "
+                                                            "post-processing) every PRN row borrows when it refines; "
+                                                            "changing it re-refines without training.")] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="N", help="Train every PRN row with N seeds "
                                        "(--seed, --seed+1, ...); the table gives mean ± std. Raising N reuses the "
                                        "seeds already done.")] = 1,
@@ -126,6 +130,7 @@ def ablate_command(
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)
     check_weights(base_weights, "base")
+    check_weights(extensions_from, "prn")
     check_file(config, "model config JSON", "pass a JSON of PRNConfig fields")
     check_out_dir(out)
 
@@ -145,7 +150,7 @@ def ablate_command(
         base_weights=str(base_weights) if base_weights else None, base=str(base) if base else None,
         val_images=str(val_images) if val_images else None, val_limit=val_limit, training=training,
         schedule=schedule, postprocess=postprocess, seeds=seeds, rows=rows, device=device.value, threads=threads,
-        refine_batch_size=refine_batch_size)
+        refine_batch_size=refine_batch_size, extensions_from=str(extensions_from) if extensions_from else None)
     with console_progress() as update:
         result = run_ablation(out, options, update, overwrite=overwrite)
     if not result.main:

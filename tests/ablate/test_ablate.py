@@ -347,3 +347,47 @@ def test_val_subset_and_input_errors(tmp_path):
     shutil.rmtree(base / "panoptic")
     with pytest.raises(InvalidInputError, match="PNG folder"):
         run_ablation(tmp_path / "r3", options)
+
+
+def test_every_row_can_borrow_a_trained_prns_boundary_refiner_and_classifier(synthetic, tmp_path):
+    import torch
+
+    from prn_cli.checkpoint import load_checkpoint
+    from prn_cli.shipped import shipped_weights
+
+    donor_path = shipped_weights("prn")
+    options = tiny_options(synthetic["data"], synthetic["val"], synthetic["val_base"], rows=("fg",),
+                           extensions_from=str(donor_path))
+    run = tmp_path / "run"
+    first = run_ablation(run, options)
+    assert first.trained == ["fg/seed-0"] and first.evaluated == ["base", "fg/seed-0"]
+    unit = run / "rows" / "fg" / "seed-0"
+    assert json.loads((unit / "result.json").read_text())["refine"]["weights"] == "model_extended.pt"
+    extended, final = load_checkpoint(unit / "model_extended.pt"), load_checkpoint(unit / "model_final.pt")
+    donor = load_checkpoint(donor_path)
+    borrowed = [k for k in extended["state_dict"] if k.startswith(("boundary.", "classifier."))]
+    assert borrowed and not any(k.startswith(("boundary.", "classifier.")) for k in final["state_dict"])
+    for key, value in extended["state_dict"].items():
+        assert torch.equal(value, (donor if key in borrowed else final)["state_dict"][key]), key
+    model, post = extended["config"]["model"], extended["config"]["postprocess"]
+    assert (model["boundary_channels"], tuple(model["classifier_channels"])) == (24, (32, 64, 128))
+    assert {k: post[k] for k in ("boundary_radius", "boundary_min_coverage", "classifier_confidence",
+                                 "void_thing_confidence")} == {"boundary_radius": 2, "boundary_min_coverage": 0.4,
+                                                               "classifier_confidence": 0.7,
+                                                               "void_thing_confidence": 0.8}
+    assert post["foreground_source"] == final["config"]["postprocess"]["foreground_source"]
+    assert extended["training_data"] == final["training_data"] and extended["step"] == final["step"]
+    assert extended["extensions_from"] == str(donor_path.resolve())
+    recorded = json.loads((run / "ablation.json").read_text())["options"]["extensions_from"]
+    assert recorded["path"] == str(donor_path.resolve()) and _digest(donor_path).startswith(recorded["sha256"])
+
+    # without them: the row is refined and evaluated again as trained, not trained again
+    before = _mtimes(run)
+    second = run_ablation(run, dataclasses.replace(options, extensions_from=None))
+    assert not second.trained and second.evaluated == ["fg/seed-0"] and _mtimes(run) == before
+    assert not (unit / "model_extended.pt").exists()
+    assert json.loads((unit / "result.json").read_text())["refine"]["weights"] == "model_final.pt"
+    # a donor without either module is refused before any training
+    with pytest.raises(InvalidInputError, match="neither a boundary refiner nor a thing classifier"):
+        run_ablation(tmp_path / "other", dataclasses.replace(options, extensions_from=str(unit / "model_final.pt")))
+    assert not (tmp_path / "other" / "rows").exists()
