@@ -368,6 +368,13 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
                          "--no-foreground-head or use --foreground-source semantic")
     if post_config.use_pred_bbox and not config.box_head:
         raise UsageError("--use-pred-bbox needs the box branch; add --box-head")
+    if post_config.boundary_radius > 0 and not config.boundary_channels:
+        raise UsageError("--boundary-radius needs a boundary refiner; leave it out or add boundary_channels in "
+                         "--config")
+    for flag, value in (("--classifier-confidence", post_config.classifier_confidence),
+                        ("--void-thing-confidence", post_config.void_thing_confidence)):
+        if value > 0 and not config.classifier_channels:
+            raise UsageError(f"{flag} needs a thing classifier; leave it out or add classifier_channels in --config")
     render_config = RenderConfig(offset_scale=config.base_offset_scale)
     gt = load_set(data)
     categories = gt.categories

@@ -48,6 +48,12 @@ BAD_VALUES = {
                                              "--instance-score-threshold"),
     "train prn --strength-range 0.9,0.1": (lambda i, out: ["train", "prn", "--data", i["data"], "--out", out,
                                                            "--strength-range", "0.9,0.1"], "--strength-range"),
+    # post-processing steps whose module the network to train does not have
+    "train prn --void-thing-confidence 0.8": (lambda i, out: ["train", "prn", "--data", i["data"], "--out", out,
+                                                              "--void-thing-confidence", "0.8"],
+                                              "--void-thing-confidence"),
+    "train prn --boundary-radius 2": (lambda i, out: ["train", "prn", "--data", i["data"], "--out", out,
+                                                      "--boundary-radius", "2"], "--boundary-radius"),
 }
 
 
