@@ -106,7 +106,9 @@ def table_markdown(table: dict) -> str:
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
     lines += ["", f"PRN {training['arch']}, {schedule['iters']} iterations, batch {schedule['batch_size']}, "
               f"lr {schedule['lr']}, crop {training['crop']}, {seed_text}; training data {o['data']}"
-              + (f"; post-processing {_plain_overrides(o['postprocess'])}" if o.get("postprocess") else "") + "."]
+              + (f"; post-processing {_plain_overrides(o['postprocess'])}" if o.get("postprocess") else "")
+              + (f"; every PRN row refined with the boundary refiner and thing classifier of "
+                 f"{o['extensions_from']['path']}" if o.get("extensions_from") else "") + "."]
     fewer = _fewer_seeds(table)
     if fewer:
         lines.append("Rows with fewer seeds so far: " + ", ".join(f"{e['slug']} ({e['seeds']} of {len(seeds)})"

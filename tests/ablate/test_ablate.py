@@ -380,6 +380,8 @@ def test_every_row_can_borrow_a_trained_prns_boundary_refiner_and_classifier(syn
     assert extended["extensions_from"] == str(donor_path.resolve())
     recorded = json.loads((run / "ablation.json").read_text())["options"]["extensions_from"]
     assert recorded["path"] == str(donor_path.resolve()) and _digest(donor_path).startswith(recorded["sha256"])
+    assert f"refined with the boundary refiner and thing classifier of {donor_path.resolve()}" in \
+        (run / "table.md").read_text()
 
     # without them: the row is refined and evaluated again as trained, not trained again
     before = _mtimes(run)
@@ -387,6 +389,7 @@ def test_every_row_can_borrow_a_trained_prns_boundary_refiner_and_classifier(syn
     assert not second.trained and second.evaluated == ["fg/seed-0"] and _mtimes(run) == before
     assert not (unit / "model_extended.pt").exists()
     assert json.loads((unit / "result.json").read_text())["refine"]["weights"] == "model_final.pt"
+    assert "thing classifier of" not in (run / "table.md").read_text()
     # a donor without either module is refused before any training
     with pytest.raises(InvalidInputError, match="neither a boundary refiner nor a thing classifier"):
         run_ablation(tmp_path / "other", dataclasses.replace(options, extensions_from=str(unit / "model_final.pt")))
