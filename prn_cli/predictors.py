@@ -368,6 +368,7 @@ class Refiner:
         import torch
 
         from .models.prn.classifier import thing_crops
+        from .models.prn.postprocess import channel_argmax
         from .models.prn.void_things import void_thing_regions
         from .resize import resize_ids
         from .synth import random_segment_ids
@@ -375,9 +376,16 @@ class Refiner:
         if inputs is None:
             raise ValueError("the search for void things needs the network inputs (postprocess(..., inputs=...))")
         post = self.postprocess_config
-        h, w = outputs["semantic"].shape[-2:]
-        thing_argmax = self._thing[outputs["semantic"].argmax(0)].cpu().numpy()
-        regions, kept = void_thing_regions(resize_ids(ids, (h, w)) == 0, thing_argmax, post.void_thing_min_area)
+        semantic = outputs["semantic"]
+        h, w = semantic.shape[-2:]
+        void = resize_ids(ids, (h, w)) == 0
+        # the class argmax of the void pixels only: over the whole map it would cost more than the rest of the step
+        flat = np.flatnonzero(void)
+        thing_argmax = np.zeros((h, w), dtype=bool)
+        if flat.size:
+            logits = semantic.reshape(semantic.shape[0], -1).index_select(1, torch.from_numpy(flat).to(semantic.device))
+            thing_argmax.ravel()[flat] = self._thing[channel_argmax(logits)].cpu().numpy()
+        regions, kept = void_thing_regions(void, thing_argmax, post.void_thing_min_area)
         if not kept:
             return ids, segs
         image = inputs["image"][0, :, :h, :w].float().cpu()
