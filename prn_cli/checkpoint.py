@@ -205,6 +205,8 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
                             "boundary": int(model.get("boundary_channels") or 0)}
         # and the thing classifier's stage widths (empty = none)
         info["thing_classifier"] = [int(v) for v in model.get("classifier_channels") or ()]
+        # and whether it has a "no thing" class (a false detection to remove)
+        info["thing_classifier_background"] = bool(model.get("classifier_background"))
         info["postprocess"] = config.get("postprocess", {})
     from .shipped import MODEL_CARD, is_shipped, shipped_training_data
 

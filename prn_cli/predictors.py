@@ -164,6 +164,10 @@ def refiner_postprocess(stored: dict, config, overrides: PostProcessOverrides | 
     if post.classifier_confidence > 0 and not config.classifier_channels:
         raise InvalidInputError(f"{where}: this PRN has no thing classifier; leave out --classifier-confidence "
                                 "(or train one: classifier_channels in --config; ONNX exports leave it out)")
+    if post.classifier_remove_confidence > 0 and not (config.classifier_channels and config.classifier_background):
+        raise InvalidInputError(f"{where}: this PRN has no thing classifier with a 'no thing' class; leave out "
+                                "--classifier-remove-confidence (or train one: classifier_background in --config; "
+                                "ONNX exports leave it out)")
     if post.void_thing_confidence > 0 and not config.classifier_channels:
         raise InvalidInputError(f"{where}: this PRN has no thing classifier, which names the things left void; "
                                 "leave out --void-thing-confidence (or train one: classifier_channels in "
@@ -352,8 +356,8 @@ class Refiner:
         if post.boundary_radius > 0:
             ids, segs = self._refine_boundaries(ids, segs, self._thing_foreground(outputs, inputs, ids, segs),
                                                 (height, width))
-        if post.classifier_confidence > 0:
-            segs = self._reclassify_things(ids, segs, outputs, inputs)
+        if post.classifier_confidence > 0 or post.classifier_remove_confidence > 0:
+            ids, segs = self._reclassify_things(ids, segs, outputs, inputs)
         if post.void_thing_confidence > 0:
             ids, segs = self._find_void_things(ids, segs, outputs, inputs)
         return PanopticPrediction(ids, segs)
@@ -392,7 +396,8 @@ class Refiner:
         classifier = self.model.classifier
         crops = thing_crops(image, torch.from_numpy(regions.astype(np.int64)), kept, classifier.crop_size)
         probability = classifier.probabilities(crops.to(next(classifier.parameters()).device)).cpu().numpy()
-        best = probability.argmax(axis=1)
+        # a "no thing" class (the last, where the classifier has one) is never a thing's class
+        best = probability[:, :len(self.category_map.thing_ids)].argmax(axis=1)
         accepted = [(region, int(k), float(p[k])) for region, k, p in zip(kept, best.tolist(), probability)
                     if p[k] > post.void_thing_confidence]
         if not accepted:
@@ -413,11 +418,14 @@ class Refiner:
         present = set(np.unique(ids[free]).tolist())
         return ids, segs + [s for s in new_segs if s["id"] in present]
 
-    def _reclassify_things(self, ids: np.ndarray, segs: list[dict], outputs: dict, inputs: dict | None) -> list[dict]:
-        """``segs`` with each thing relabelled where the thing classifier (models/prn/classifier.py), reading the
-        thing's crop of the image at the processing size and its final mask, gives another thing class a
+    def _reclassify_things(self, ids: np.ndarray, segs: list[dict], outputs: dict,
+                           inputs: dict | None) -> tuple[np.ndarray, list[dict]]:
+        """``(ids, segs)`` with each thing relabelled where the thing classifier (models/prn/classifier.py), reading
+        the thing's crop of the image at the processing size and its final mask, gives another thing class a
         probability above ``classifier_confidence`` (or ``classifier_small_confidence``, if larger, for a thing of
-        fewer than ``classifier_small_area`` pixels at the processing size). The id map does not change."""
+        fewer than ``classifier_small_area`` pixels at the processing size), and removed (its pixels void) where a
+        classifier with a "no thing" class gives that class a probability above ``classifier_remove_confidence``.
+        Without a removal the id map does not change."""
         import torch
 
         from .models.prn.classifier import thing_boxes, thing_crops
@@ -426,7 +434,7 @@ class Refiner:
             raise ValueError("the thing classifier needs the network inputs (postprocess(..., inputs=...))")
         things = [s for s in segs if s["category_id"] in self.category_map.thing_ids]
         if not things:
-            return segs
+            return ids, segs
         h, w = outputs["semantic"].shape[-2:]
         image = inputs["image"][0, :, :h, :w].float().cpu()
         classifier = self.model.classifier
@@ -436,20 +444,27 @@ class Refiner:
         crops = thing_crops(image, id_map, segment_ids, classifier.crop_size, boxes=boxes)
         device = next(classifier.parameters()).device
         probability = classifier.probabilities(crops.to(device)).cpu().numpy()
-        best = probability.argmax(axis=1)
+        num_things = len(self.category_map.thing_ids)
+        best = probability[:, :num_things].argmax(axis=1)
         post = self.postprocess_config
-        needed = np.full(len(things), post.classifier_confidence)
-        if post.classifier_small_area > 0:
+        needed = np.full(len(things), post.classifier_confidence if post.classifier_confidence > 0 else np.inf)
+        if post.classifier_small_area > 0 and post.classifier_confidence > 0:
             # areas at the processing size, where the crops are cut: the photo's pixel counts times the scale
             scale = (h * w) / (ids.shape[0] * ids.shape[1])
             small = areas.numpy() * scale < post.classifier_small_area
             needed[small] = max(post.classifier_confidence, post.classifier_small_confidence)
-        relabel = {}
+        relabel, removed = {}, []
         for s, k, p, threshold in zip(things, best.tolist(), probability, needed):
             category = self.category_map.thing_ids[k]
-            if category != s["category_id"] and p[k] > threshold:
+            if (post.classifier_remove_confidence > 0 and classifier.background
+                    and p[num_things] > post.classifier_remove_confidence):
+                removed.append(s["id"])
+            elif category != s["category_id"] and p[k] > threshold:
                 relabel[s["id"]] = category
-        return [{**s, "category_id": relabel[s["id"]]} if s["id"] in relabel else s for s in segs]
+        if removed:
+            ids = np.where(np.isin(ids, removed), 0, ids).astype(ids.dtype)
+        return ids, [{**s, "category_id": relabel[s["id"]]} if s["id"] in relabel else s for s in segs
+                     if s["id"] not in removed]
 
     def _thing_foreground(self, outputs: dict, inputs: dict | None, ids: np.ndarray, segs: list[dict]):
         """(1, h, w) the boundary refiner's logits at the processing size: ``outputs["thing_foreground"]`` when the

@@ -53,6 +53,9 @@ class RefineDataOptions:
     thing_crops: int = 0
     #: their side in pixels (PRNConfig.classifier_crop_size)
     thing_crop_size: int = 32
+    #: also crops of "no thing" (PRNConfig.classifier_background), at most a quarter of them: the base's things
+    #: that lie on the GT's stuff, and GT things' shapes moved onto stuff
+    thing_crop_background: bool = False
     render: Any = None            # models.prn.render.RenderConfig; None = its defaults
 
     def __post_init__(self) -> None:
@@ -186,17 +189,23 @@ class RefinementTrainingSet(Dataset):
         if self.options.thing_crops:
             out["thing_crops"], out["thing_crop_labels"] = thing_classifier_crops(
                 image, gt_t, segments, base_t, base_segments, self.category_map, self.options.thing_crops,
-                self.options.thing_crop_size, rng)
+                self.options.thing_crop_size, rng, background=self.options.thing_crop_background)
         return inputs, out
 
 
 def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segments: Sequence[dict],
                            base_ids: torch.Tensor, base_segments: Sequence[dict], category_map, count: int,
-                           crop_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                           crop_size: int, rng: np.random.Generator, *, background: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(crops (count, 4, S, S), labels (count,))`` for the thing classifier: up to ``count`` things drawn from
     the GT's things (not crowd) and the base's things that match one of them (IoU > 0.5, any class), each labelled
     with the GT thing's class index (``category_map.thing_index``); the rest is padding, label -1. The base's
-    masks are what the classifier reads at inference; the GT's are the clean examples of each shape."""
+    masks are what the classifier reads at inference; the GT's are the clean examples of each shape.
+
+    With ``background``, up to a quarter of the crops are "no thing" (label: the number of thing classes): the
+    base's things with less than a fifth of their non-void pixels on the GT's things (crowd regions included),
+    which is what a false detection looks like, and up to two GT things' masks moved onto the GT's stuff, so that
+    the shapes of both labels are the same and only what lies inside tells them apart."""
     from .models.prn.classifier import thing_crops
 
     things = set(category_map.thing_ids)
@@ -206,6 +215,10 @@ def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segment
     areas = {int(k): int(v) for k, v in zip(*torch.unique(gt_flat, return_counts=True))}
     picks: list[tuple[torch.Tensor, int, int]] = []  # (id map, segment id, label)
     picks += [(gt_ids, sid, label) for sid, label in gt_things.items() if areas.get(sid, 0) >= 4]
+    negatives: list[tuple[torch.Tensor, int, int]] = []
+    no_thing = len(category_map.thing_ids)
+    on_thing = torch.isin(gt_flat, torch.tensor([int(s["id"]) for s in gt_segments
+                                                 if int(s["category_id"]) in things], dtype=gt_flat.dtype))
     for s in base_segments:
         sid = int(s["id"])
         if int(s["category_id"]) not in things:
@@ -219,15 +232,47 @@ def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segment
             if gid in gt_things and n / (area + areas[gid] - n) > 0.5:
                 picks.append((base_ids, sid, gt_things[gid]))
                 break
+        else:
+            if background and area >= 16:
+                labelled = int((inside & (gt_flat != 0)).sum())
+                if labelled and int((inside & on_thing).sum()) < 0.2 * labelled:
+                    negatives.append((base_ids, sid, no_thing))
+    if background:
+        negatives += _things_moved_onto_stuff(gt_ids, on_thing.reshape(gt_ids.shape), list(gt_things), no_thing,
+                                              rng, tries=2)
     crops = torch.zeros((count, 4, crop_size, crop_size))
     labels = torch.full((count,), -1, dtype=torch.long)
-    if picks:
-        chosen = rng.permutation(len(picks))[:count]
-        for k, i in enumerate(chosen.tolist()):
-            ids, sid, label = picks[i]
-            crops[k] = thing_crops(image, ids, [sid], crop_size)[0]
-            labels[k] = label
+    chosen = [negatives[i] for i in rng.permutation(len(negatives))[:count // 4].tolist()]
+    chosen += [picks[i] for i in rng.permutation(len(picks))[:count - len(chosen)].tolist()]
+    for k, (ids, sid, label) in enumerate(chosen):
+        crops[k] = thing_crops(image, ids, [sid], crop_size)[0]
+        labels[k] = label
     return crops, labels
+
+
+def _things_moved_onto_stuff(gt_ids: torch.Tensor, on_thing: torch.Tensor, thing_ids: Sequence[int], label: int,
+                             rng: np.random.Generator, *, tries: int) -> list[tuple[torch.Tensor, int, int]]:
+    """Up to ``tries`` "no thing" examples ``(id map, 1, label)``: a GT thing's mask shifted to a random place
+    where at least 90% of it lies on labelled pixels that are not things (10 attempts each)."""
+    h, w = gt_ids.shape
+    labelled_stuff = (~on_thing) & (gt_ids != 0)
+    out = []
+    for _ in range(tries if thing_ids else 0):
+        sid = thing_ids[int(rng.integers(len(thing_ids)))]
+        ys, xs = torch.nonzero(gt_ids == sid, as_tuple=True)
+        if ys.numel() < 16:
+            continue
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
+        for _ in range(10):
+            dy = int(rng.integers(-y0, h - y1)) if h - y1 > -y0 else 0
+            dx = int(rng.integers(-x0, w - x1)) if w - x1 > -x0 else 0
+            ny, nx = ys + dy, xs + dx
+            if float(labelled_stuff[ny, nx].float().mean()) >= 0.9:
+                moved = torch.zeros_like(gt_ids)
+                moved[ny, nx] = 1
+                out.append((moved, 1, label))
+                break
+    return out
 
 
 def weigh_disagreement(targets: dict, base_semantic: torch.Tensor, base_maps: torch.Tensor, weight: float) -> None:

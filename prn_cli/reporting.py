@@ -227,7 +227,9 @@ def checkpoint_table(info: dict) -> Table:
         table.add_row(f"{key} refiner", f"{channels} channels" if channels else "none")
     if "thing_classifier" in info:
         widths = info["thing_classifier"]
-        table.add_row("thing classifier", " / ".join(map(str, widths)) + " channels" if widths else "none")
+        table.add_row("thing classifier", (" / ".join(map(str, widths)) + " channels"
+                                           + (", with a 'no thing' class" if info.get("thing_classifier_background")
+                                              else "")) if widths else "none")
     post = info.get("postprocess") or {}
     if post:
         table.add_row("post-processing", ", ".join(f"{k}={v}" for k, v in post.items() if k != "chunk_elements"))

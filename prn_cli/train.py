@@ -372,9 +372,13 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
         raise UsageError("--boundary-radius needs a boundary refiner; leave it out or add boundary_channels in "
                          "--config")
     for flag, value in (("--classifier-confidence", post_config.classifier_confidence),
+                        ("--classifier-remove-confidence", post_config.classifier_remove_confidence),
                         ("--void-thing-confidence", post_config.void_thing_confidence)):
         if value > 0 and not config.classifier_channels:
             raise UsageError(f"{flag} needs a thing classifier; leave it out or add classifier_channels in --config")
+    if post_config.classifier_remove_confidence > 0 and not config.classifier_background:
+        raise UsageError("--classifier-remove-confidence needs a thing classifier with a 'no thing' class; leave it "
+                         "out or set classifier_background in --config")
     render_config = RenderConfig(offset_scale=config.base_offset_scale)
     gt = load_set(data)
     categories = gt.categories
@@ -384,7 +388,8 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
                                      base_instance_dropout=options.base_instance_dropout,
                                      disagreement_weight=options.disagreement_weight,
                                      thing_crops=THING_CROPS_PER_SAMPLE if config.classifier_channels else 0,
-                                     thing_crop_size=config.classifier_crop_size, render=render_config)
+                                     thing_crop_size=config.classifier_crop_size,
+                                     thing_crop_background=config.classifier_background, render=render_config)
     dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
     if base is not None and dataset.with_base == 0:
         raise fail(base, "no base prediction shares an image_id with the training set",
@@ -433,6 +438,8 @@ def prn_resume_defaults() -> dict:
 def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) -> dict:
     """The network weights of the PRN checkpoint ``path``, checked against the network ``config`` that training
     builds and the training set's ``categories``; every mismatch is one line naming the file."""
+    import torch
+
     from .checkpoint import load_checkpoint
     from .models.prn.model import build_model
 
@@ -451,6 +458,10 @@ def prn_init_state(path: str | os.PathLike, config, categories: Sequence[dict]) 
     for module in ("full_resolution.", "boundary.", "classifier."):
         if not any(k.startswith(module) for k in state):
             state.update({k: v for k, v in reference.items() if k.startswith(module)})
+    # (and a thing classifier without a "no thing" class gains one: its logit starts at 0, below a sure thing's)
+    for name in ("classifier.read_out.weight", "classifier.read_out.bias"):
+        if name in state and name in reference and state[name].shape[0] + 1 == reference[name].shape[0]:
+            state[name] = torch.cat([state[name], torch.zeros_like(reference[name][-1:])])
     differ = sorted(k for k in set(reference) | set(state)
                     if k not in reference or k not in state or tuple(reference[k].shape) != tuple(state[k].shape))
     if differ:

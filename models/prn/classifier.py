@@ -29,12 +29,14 @@ class ThingClassifier(nn.Module):
     """Thing-class logits from thing crops.
 
     Input ``crops`` (N, 4, S, S): the ImageNet-normalised RGB and the thing's mask as +-1 (:func:`thing_crops`).
-    Output (N, K) logits over the K thing classes, in the order of the category map's thing classes. Three stages of
+    Output (N, K) logits over the K thing classes, in the order of the category map's thing classes, or (N, K + 1)
+    with ``background``: the last is "no thing" (a base's false detection, a region of stuff). Three stages of
     two 3x3 convolutions (batch norm, ReLU) of ``channels`` widths, 2x2 max-pooling between them, global average
     pooling and a linear read-out.
     """
 
-    def __init__(self, num_classes: int, channels: Sequence[int] = (32, 64, 128), crop_size: int = 32):
+    def __init__(self, num_classes: int, channels: Sequence[int] = (32, 64, 128), crop_size: int = 32,
+                 background: bool = False):
         super().__init__()
         if num_classes < 1 or not channels or min(channels) < 1 or crop_size < 8:
             raise ValueError(f"ThingClassifier needs num_classes >= 1, channels >= 1 and crop_size >= 8, "
@@ -48,16 +50,19 @@ class ThingClassifier(nn.Module):
                 layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
                 width = out
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.read_out = nn.Linear(width, num_classes)
+        self.read_out = nn.Linear(width, num_classes + int(bool(background)))
         self.crop_size = int(crop_size)
+        self.num_classes = int(num_classes)
+        self.background = bool(background)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return self.read_out(self.body(crops))
 
     @torch.no_grad()
     def probabilities(self, crops: torch.Tensor) -> torch.Tensor:
-        """(N, K) class probabilities averaged over the four 90-degree rotations of each crop: the shapes are drawn
-        at any angle, so the rotations are equally valid views and their mean is steadier than one of them."""
+        """(N, K) class probabilities ((N, K + 1) with the "no thing" class last) averaged over the four 90-degree
+        rotations of each crop: the shapes are drawn at any angle, so the rotations are equally valid views and their
+        mean is steadier than one of them."""
         return sum(torch.softmax(self(torch.rot90(crops, k, (2, 3))), dim=1) for k in range(4)) / 4
 
 

@@ -104,6 +104,10 @@ class PRNConfig:
     classifier_channels: tuple = ()
     #: the side of its crops in pixels
     classifier_crop_size: int = 32
+    #: the classifier also has a "no thing" class, learnt from the base's things that lie on stuff and from
+    #: thing-shaped regions drawn on stuff, so that the predictor can drop a base thing that is not one
+    #: (PostProcessConfig.classifier_remove_confidence) and the search for things left void can refuse a region
+    classifier_background: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

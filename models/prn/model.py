@@ -197,7 +197,8 @@ class PRN(nn.Module):
         self.boundary = (BoundaryRefiner(config.boundary_channels, config.boundary_dilations)
                          if config.boundary_channels else None)
         self.classifier = (ThingClassifier(len(self.category_map.thing_ids), config.classifier_channels,
-                                           config.classifier_crop_size) if config.classifier_channels else None)
+                                           config.classifier_crop_size, config.classifier_background)
+                           if config.classifier_channels else None)
         #: whether :meth:`predict` runs the boundary refiner; a predictor whose post-processing has no use for its
         #: output (``boundary_radius`` 0) switches it off, since at full resolution it costs more than the rest
         self.run_boundary = True
@@ -272,8 +273,9 @@ class PRN(nn.Module):
 
     def classifier_loss(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{"loss_classifier"}``: the thing classifier's cross-entropy over the crops ``targets["thing_crops"]``
-        (B, K, 4, S, S) with labels ``targets["thing_crop_labels"]`` (B, K), the thing-class index or -1 for a
-        padding crop (refine_data.RefineDataOptions.thing_crops)."""
+        (B, K, 4, S, S) with labels ``targets["thing_crop_labels"]`` (B, K), the thing-class index, the number of
+        thing classes for a "no thing" crop (``classifier_background``), or -1 for a padding crop
+        (refine_data.RefineDataOptions.thing_crops)."""
         if self.classifier is None:
             raise ValueError("classifier_loss needs a thing classifier (classifier_channels)")
         crops, labels = targets["thing_crops"], targets["thing_crop_labels"].long()

@@ -113,6 +113,10 @@ class PostProcessConfig:
     #: little of the shape, and it errs more there). 0 = one threshold for every thing
     classifier_small_area: int = 0
     classifier_small_confidence: float = 0.0
+    #: remove a thing (its pixels become void) where the thing classifier, trained with a "no thing" class
+    #: (PRNConfig.classifier_background), gives "no thing" a probability above this: a base's false detection on
+    #: stuff; applied by the predictor with the relabelling. 0 = off
+    classifier_remove_confidence: float = 0.0
     #: find things left void (void_things.py): each connected region that the refined map leaves void and PRN's
     #: semantic head gives to a thing class becomes a thing where the thing classifier gives a class a probability
     #: above this; applied by the predictor last. 0 = off
@@ -174,6 +178,9 @@ class PostProcessConfig:
             raise ValueError(f"classifier_small_area must be an integer >= 0 (pixels), got {self.classifier_small_area!r}")
         if not 0.0 <= self.classifier_small_confidence < 1.0:
             raise ValueError(f"classifier_small_confidence must be in [0, 1), got {self.classifier_small_confidence!r}")
+        if not 0.0 <= self.classifier_remove_confidence < 1.0:
+            raise ValueError(f"classifier_remove_confidence must be in [0, 1) (0 = off), "
+                             f"got {self.classifier_remove_confidence!r}")
         if not 0.0 <= self.void_thing_confidence < 1.0:
             raise ValueError(f"void_thing_confidence must be in [0, 1) (0 = off), got {self.void_thing_confidence!r}")
         if not isinstance(self.void_thing_min_area, int) or self.void_thing_min_area < 1:

@@ -223,6 +223,12 @@ ClassifierSmallConfidence = Annotated[Optional[float], typer.Option(
     "a small thing's new class needs (the larger of this and --classifier-confidence counts).")]
 
 
+ClassifierRemoveConfidence = Annotated[Optional[float], typer.Option(
+    "--classifier-remove-confidence", metavar="X", help="Remove a thing (its pixels become void) where PRN's thing "
+    "classifier, trained with a 'no thing' class, gives that class a probability above X: a false detection on "
+    "stuff (0 = off).")]
+
+
 VoidThingConfidence = Annotated[Optional[float], typer.Option(
     "--void-thing-confidence", metavar="X", help="Find things left void: a region that the refined map leaves void "
     "and PRN reads as a thing becomes one where PRN's thing classifier gives a class a probability above X "
@@ -241,7 +247,7 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
                    boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None,
                    boundary_min_coverage=None,
                    classifier_confidence=None, classifier_small_area=None, classifier_small_confidence=None,
-                   void_thing_confidence=None, void_thing_min_area=None):
+                   classifier_remove_confidence=None, void_thing_confidence=None, void_thing_min_area=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -257,7 +263,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         boundary_min_gain=boundary_min_gain, boundary_min_coverage=boundary_min_coverage,
         classifier_confidence=classifier_confidence,
         classifier_small_area=classifier_small_area, classifier_small_confidence=classifier_small_confidence,
-        void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
+        classifier_remove_confidence=classifier_remove_confidence, void_thing_confidence=void_thing_confidence,
+        void_thing_min_area=void_thing_min_area)
 
 
 # --- torch-free checks, run before the heavy imports -------------------------------------------------------------

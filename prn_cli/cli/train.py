@@ -9,12 +9,13 @@ import typer
 
 from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
                       BoundaryConfidence, BoundaryMinArea, BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius,
-                      BoxIouThreshold, CenterThreshold, CheckpointEvery, ClassifierConfidence, ClassifierSmallArea,
-                      ClassifierSmallConfidence, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt,
-                      ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
-                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
-                      StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit,
-                      VoidThingConfidence, VoidThingMinArea, WarmupIters, command, post_overrides)
+                      BoxIouThreshold, CenterThreshold, CheckpointEvery, ClassifierConfidence,
+                      ClassifierRemoveConfidence, ClassifierSmallArea, ClassifierSmallConfidence, ConfigFile, Crop,
+                      Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass,
+                      Lr, MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea,
+                      ReclaimOtherClasses, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize,
+                      UsePredBbox, ValEvery, ValLimit, VoidThingConfidence, VoidThingMinArea, WarmupIters, command,
+                      post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
@@ -226,6 +227,7 @@ def train_prn_command(
     classifier_confidence: ClassifierConfidence = None,
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
+    classifier_remove_confidence: ClassifierRemoveConfidence = None,
     void_thing_confidence: VoidThingConfidence = None,
     void_thing_min_area: VoidThingMinArea = None,
     resume: TrainResume = False,
@@ -259,6 +261,7 @@ def train_prn_command(
                                  boundary_min_coverage=boundary_min_coverage,
                                  classifier_small_area=classifier_small_area,
                                  classifier_small_confidence=classifier_small_confidence,
+                                 classifier_remove_confidence=classifier_remove_confidence,
                                  void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)

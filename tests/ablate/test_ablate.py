@@ -371,10 +371,11 @@ def test_every_row_can_borrow_a_trained_prns_boundary_refiner_and_classifier(syn
         assert torch.equal(value, (donor if key in borrowed else final)["state_dict"][key]), key
     model, post = extended["config"]["model"], extended["config"]["postprocess"]
     assert (model["boundary_channels"], tuple(model["classifier_channels"])) == (24, (32, 64, 128))
+    assert model["classifier_background"] is True
     assert {k: post[k] for k in ("boundary_radius", "boundary_min_coverage", "classifier_confidence",
-                                 "void_thing_confidence")} == {"boundary_radius": 2, "boundary_min_coverage": 0.4,
-                                                               "classifier_confidence": 0.7,
-                                                               "void_thing_confidence": 0.8}
+                                 "classifier_remove_confidence", "void_thing_confidence")} == {
+        "boundary_radius": 2, "boundary_min_coverage": 0.4, "classifier_confidence": 0.7,
+        "classifier_remove_confidence": 0.8, "void_thing_confidence": 0.8}
     assert post["foreground_source"] == final["config"]["postprocess"]["foreground_source"]
     assert extended["training_data"] == final["training_data"] and extended["step"] == final["step"]
     assert extended["extensions_from"] == str(donor_path.resolve())

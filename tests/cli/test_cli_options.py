@@ -54,6 +54,9 @@ BAD_VALUES = {
                                               "--void-thing-confidence"),
     "train prn --boundary-radius 2": (lambda i, out: ["train", "prn", "--data", i["data"], "--out", out,
                                                       "--boundary-radius", "2"], "--boundary-radius"),
+    "train prn --classifier-remove-confidence 0.9": (lambda i, out: ["train", "prn", "--data", i["data"], "--out",
+                                                                     out, "--classifier-remove-confidence", "0.9"],
+                                                     "--classifier-remove-confidence"),
 }
 
 

@@ -91,10 +91,13 @@ def test_both_runtimes_segment_and_refine_alike(exported, tmp_path):
 
     # the export leaves out the thing classifier (it reads the final things, not the network's maps): its
     # checkpoint relabels nothing and names no void things, and the torch runtime matches it with both off
+    # (nor removes any thing: the "no thing" class is the classifier's too)
     torch_prn = Refiner(device="cpu", overrides=PostProcessOverrides(classifier_confidence=0.0,
+                                                                     classifier_remove_confidence=0.0,
                                                                      void_thing_confidence=0.0))
     onnx_prn = onnx_refiner(exported / "prn.onnx")
     assert onnx_prn.postprocess_config.classifier_confidence == 0.0
+    assert onnx_prn.postprocess_config.classifier_remove_confidence == 0.0
     assert onnx_prn.postprocess_config.void_thing_confidence == 0.0
     from prn_cli.onnx_runtime import ExportedModel
 

@@ -16,7 +16,8 @@ from prn_cli.synth import SynthConfig, write_dataset
 from prn_cli.train import PRNTrainingOptions, prn_init_state, prn_model_config, train_prn
 
 SHIPPED_CONFIG = {"loss": {"semantic_top_k": 0.2}, "full_resolution_channels": 16,
-                  "full_resolution_foreground": False, "boundary_channels": 24, "classifier_channels": [32, 64, 128]}
+                  "full_resolution_foreground": False, "boundary_channels": 24, "classifier_channels": [32, 64, 128],
+                  "classifier_background": True}
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,9 @@ def test_a_prn_without_a_refiner_fine_tunes_into_one(data, tmp_path, module, zer
 
 
 def test_a_run_started_before_an_option_existed_resumes(data, tmp_path):
-    """A last.pt written before classifier_channels, classifier_confidence and --scale-range existed (its stored
-    configuration and request lack them) resumes when they are at their defaults, and not when one is changed."""
+    """A last.pt written before classifier_channels (and its "no thing" class), classifier_confidence (and
+    classifier_remove_confidence) and --scale-range existed (its stored configuration and request lack them)
+    resumes when they are at their defaults, and not when one is changed."""
     from dataclasses import replace
 
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), iters=2, batch_size=1, lr=1e-4, warmup_iters=0,
@@ -91,11 +93,12 @@ def test_a_run_started_before_an_option_existed_resumes(data, tmp_path):
     train_prn(data / "annotations" / "panoptic_train.json", cfg, options)
     last = tmp_path / "run" / "last.pt"
     ckpt = torch.load(last, weights_only=True)
-    for key in ("classifier_channels", "classifier_crop_size"):
+    for key in ("classifier_channels", "classifier_crop_size", "classifier_background"):
         del ckpt["config"]["model"][key]
     for key in ("classifier", "classifier_label_smoothing"):
         del ckpt["config"]["model"]["loss"][key]
-    del ckpt["config"]["postprocess"]["classifier_confidence"]
+    for key in ("classifier_confidence", "classifier_remove_confidence"):
+        del ckpt["config"]["postprocess"][key]
     del ckpt["request"]["training"]["scale_range"]
     torch.save(ckpt, last)
     more = replace(cfg, resume=True)
@@ -104,3 +107,24 @@ def test_a_run_started_before_an_option_existed_resumes(data, tmp_path):
     torch.save(ckpt, last)   # the old checkpoint again, now resumed with an option away from its old meaning
     with pytest.raises(UsageError, match="scale"):
         train_prn(data / "annotations" / "panoptic_train.json", more, replace(options, scale_range=(1.0, 1.0)))
+
+
+def test_a_thing_classifier_without_a_no_thing_class_fine_tunes_into_one(data, tmp_path):
+    """Its thing rows are kept and the "no thing" row starts at zero (a logit of 0, below any sure thing's)."""
+    shipped = shipped_weights("prn")
+    categories = load_set(data / "annotations" / "panoptic_train.json").categories
+    ckpt = torch.load(shipped, weights_only=True)
+    things = sum(1 for c in categories if c["isthing"])
+    for name in ("classifier.read_out.weight", "classifier.read_out.bias"):
+        ckpt["state_dict"][name] = ckpt["state_dict"][name][:things]
+    ckpt["config"]["model"]["classifier_background"] = False
+    torch.save(ckpt, tmp_path / "without.pt")
+    (tmp_path / "with.json").write_text(json.dumps({**SHIPPED_CONFIG, "classifier_background": True}))
+    state = prn_init_state(tmp_path / "without.pt", prn_model_config("tiny", str(tmp_path / "with.json")),
+                           categories)
+    weight, bias = state["classifier.read_out.weight"], state["classifier.read_out.bias"]
+    assert weight.shape[0] == bias.shape[0] == things + 1
+    assert torch.equal(weight[:things], ckpt["state_dict"]["classifier.read_out.weight"])
+    assert torch.equal(bias[:things], ckpt["state_dict"]["classifier.read_out.bias"])
+    assert not weight[things].any() and float(bias[things]) == 0.0
+    assert all(torch.equal(state[k], v) for k, v in ckpt["state_dict"].items() if "read_out" not in k)

@@ -101,7 +101,7 @@ def test_refine_writes_the_photo_size_and_agrees_with_the_processing_size_result
 
     no_fusion = PostProcessOverrides(restore_base_segments="none", base_snap_confidence=0.0, min_join_contact=0.0,
                                      keep_base_thing_class=False, classifier_confidence=0.0,
-                                     void_thing_confidence=0.0)
+                                     classifier_remove_confidence=0.0, void_thing_confidence=0.0)
     refine(photos["json"], photos["images_dir"], None, tmp_path / "refined",
            options=RefineOptions(device="cpu", overrides=no_fusion, processing_size=SMALL))
     written = load_set(tmp_path / "refined")

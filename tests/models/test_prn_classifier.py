@@ -212,3 +212,117 @@ def test_small_things_need_the_surer_of_the_two_confidences():
         PostProcessConfig(classifier_small_area=-1)
     with pytest.raises(ValueError, match="classifier_small_confidence"):
         PostProcessConfig(classifier_small_confidence=1.0)
+
+
+def test_a_classifier_with_a_no_thing_class_has_one_output_more_and_its_probabilities_sum_to_one():
+    torch.manual_seed(0)
+    plain = ThingClassifier(3, channels=(4, 8, 8), crop_size=16)
+    with_background = ThingClassifier(3, channels=(4, 8, 8), crop_size=16, background=True).eval()
+    assert (plain.background, with_background.background, with_background.num_classes) == (False, True, 3)
+    assert plain.read_out.out_features == 3 and with_background.read_out.out_features == 4
+    p = with_background.probabilities(torch.randn(5, 4, 16, 16))
+    assert p.shape == (5, 4) and torch.allclose(p.sum(1), torch.ones(5))
+    model = build_model(config(classifier_channels=(4, 4, 4), classifier_background=True), CATS)
+    assert model.classifier.read_out.out_features == 3     # two thing classes and "no thing"
+
+
+def no_thing_scene():
+    """A 96x96 GT: a square and a disc on ground (stuff, id 100) and a crowd region; a base with the disc (wrong
+    class), a false detection on the ground, and a bad mask half on the square."""
+    gt = torch.full((96, 96), 100, dtype=torch.int64)
+    gt[4:20, 4:20] = 11
+    gt[30:50, 30:50] = 12
+    gt[80:90, 4:14] = 13
+    gt[0, :] = 0                 # a void line, as the GT's boundaries have
+    gt_segments = [{"id": 11, "category_id": 1}, {"id": 12, "category_id": 2},
+                   {"id": 13, "category_id": 1, "iscrowd": 1}, {"id": 100, "category_id": 7}]
+    base = torch.full((96, 96), 200, dtype=torch.int64)
+    base[30:49, 30:50] = 21      # the disc, called a square
+    base[60:70, 60:72] = 22      # a thing on the ground: a false detection
+    base[81:89, 5:13] = 23       # a thing on the crowd region: not a false one
+    base[4:20, 12:30] = 24       # half on the square, half on the ground: a bad mask, not "no thing"
+    base_segments = [{"id": 21, "category_id": 1}, {"id": 22, "category_id": 2}, {"id": 23, "category_id": 1},
+                     {"id": 24, "category_id": 1}, {"id": 200, "category_id": 7}]
+    return gt, gt_segments, base, base_segments
+
+
+def test_no_thing_crops_are_false_detections_and_gt_shapes_moved_onto_stuff_at_most_a_quarter_of_them():
+    gt, gt_segments, base, base_segments = no_thing_scene()
+    image = torch.randn(3, 96, 96)
+    cmap = CategoryMap.from_categories(CATS)
+    crops, labels = thing_classifier_crops(image, gt, gt_segments, base, base_segments, cmap, 16, 16,
+                                           np.random.default_rng(0), background=True)
+    assert sorted(labels.tolist()) == [-1] * 10 + [0, 1, 1, 2, 2, 2]
+    negatives = crops[labels == 2]
+    false_detection = thing_crops(image, base, [22], 16)[0]
+    assert sum(torch.equal(c, false_detection) for c in negatives) == 1
+    for bad in (23, 24):
+        assert not any(torch.equal(c, thing_crops(image, base, [bad], 16)[0]) for c in negatives)
+    # the others are GT things' masks (a 16x16 square or a 20x20 disc) moved where the GT has only ground
+    moved = [c for c in negatives if not torch.equal(c, false_detection)]
+    assert len(moved) == 2
+    shapes = {(16, 16): thing_crops(image, gt, [11], 16)[0, 3], (20, 20): thing_crops(image, gt, [12], 16)[0, 3]}
+    assert all(any(torch.allclose(c[3], mask, atol=1e-4) for mask in shapes.values()) for c in moved)
+    assert all(not any(torch.equal(c[:3], thing_crops(image, gt, [s], 16)[0, :3]) for s in (11, 12)) for c in moved)
+    # at most a quarter: 4 crops hold one "no thing"; without background none, as before
+    few, few_labels = thing_classifier_crops(image, gt, gt_segments, base, base_segments, cmap, 4, 16,
+                                             np.random.default_rng(1), background=True)
+    assert (few_labels == 2).sum() == 1 and (few_labels >= 0).all()
+    _, plain_labels = thing_classifier_crops(image, gt, gt_segments, base, base_segments, cmap, 16, 16,
+                                             np.random.default_rng(0))
+    assert sorted(plain_labels.tolist()) == [-1] * 13 + [0, 1, 1]
+
+
+def test_the_predictor_removes_the_things_the_classifier_calls_no_thing_and_relabels_with_thing_classes_only():
+    torch.manual_seed(0)
+    model = build_model(config(classifier_channels=(4, 4, 4), classifier_crop_size=16, classifier_background=True),
+                        CATS).eval()
+    ids = np.full((64, 64), 100, np.int64)
+    ids[8:24, 8:24] = 1          # bright: a disc, by the classifier below
+    ids[36:56, 30:50] = 2        # dark: "no thing", and of its thing classes the classifier prefers disc
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
+                {"id": 100, "category_id": 7, "iscrowd": 0}]
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    rgb[8:24, 8:24] = 255
+    rgb[36:56, 30:50] = 0
+
+    def probabilities(crops):
+        inside = crops[:, 3] > 0
+        bright = (crops[:, 0] * inside).sum((1, 2)) / inside.sum((1, 2)) > 0
+        return torch.where(bright[:, None], torch.tensor([0.05, 0.9, 0.05]), torch.tensor([0.02, 0.03, 0.95]))
+
+    model.classifier.probabilities = probabilities
+
+    def refine(**post):
+        refiner = Refiner.from_model(model, CATS, RenderConfig(),
+                                     PostProcessConfig(stuff_area=0, restore_base_segments="all", **post))
+        out = refiner(rgb, ids, segments)
+        return out, {s["id"]: s["category_id"] for s in out.segments}
+
+    plain, plain_cats = refine()
+    bright, dark = int(plain.ids[16, 16]), int(plain.ids[45, 40])
+    kept, kept_cats = refine(classifier_confidence=0.7)
+    assert kept_cats[bright] == 2 and kept_cats[dark] == 1     # "no thing" is never a class to relabel to
+    assert np.array_equal(kept.ids, plain.ids)
+    removed, removed_cats = refine(classifier_confidence=0.7, classifier_remove_confidence=0.9)
+    assert dark not in removed_cats and (removed.ids[36:56, 30:50] == 0).all()
+    assert removed_cats[bright] == 2
+    assert np.array_equal(removed.ids[plain.ids != dark], plain.ids[plain.ids != dark])   # nothing else moves
+    alone, alone_cats = refine(classifier_remove_confidence=0.9)    # removal without relabelling
+    assert dark not in alone_cats and alone_cats[bright] == 1
+    unsure, _ = refine(classifier_remove_confidence=0.96)
+    assert np.array_equal(unsure.ids, plain.ids)
+    with pytest.raises(ValueError, match="classifier_remove_confidence"):
+        PostProcessConfig(classifier_remove_confidence=1.0)
+
+
+def test_removal_needs_a_classifier_with_a_no_thing_class():
+    from prn_cli.errors import InvalidInputError
+    from prn_cli.options import PostProcessOverrides
+    from prn_cli.predictors import refiner_postprocess
+
+    ask = PostProcessOverrides(classifier_remove_confidence=0.9)
+    with pytest.raises(InvalidInputError, match=r"x\.pt: .*'no thing' class; leave out --classifier-remove-conf"):
+        refiner_postprocess({}, config(classifier_channels=(4, 4, 4)), ask, "x.pt")
+    post = refiner_postprocess({}, config(classifier_channels=(4, 4, 4), classifier_background=True), ask, "x.pt")
+    assert post.classifier_remove_confidence == 0.9
