@@ -50,12 +50,13 @@ def run_ablation(run_dir: str | os.PathLike, options: AblationOptions, progress:
     inputs = check_inputs(options)
     if options.extensions_from:
         # before hours of training: the modules exist and know the val set's categories
-        from .extensions import check_donor, same_categories
+        from .extensions import check_donor, check_donor_settings, same_categories
 
         donor = check_donor(options.extensions_from)
         if not same_categories(donor["categories"], inputs.gt.categories):
             raise InvalidInputError(f"{options.extensions_from}: its categories differ from those of {options.val}; "
                                     "pass a PRN trained on the same categories")
+        check_donor_settings(donor, options.postprocess.given(), options.extensions_from)
     context = init_distributed(resolve_device(options.device))
     try:
         plan, results = _plan(run, options, overwrite, todo, context)
@@ -150,8 +151,16 @@ def train_unit(run: Path, unit: Unit, options: AblationOptions, resume: bool, st
                                        channels_last="always")
     except ValueError as exc:
         raise UsageError(f"ablation schedule: {exc}") from None
-    training = dataclasses.replace(options.training, switches=unit.row.switches,
-                                   postprocess=options.row_postprocess(unit.row), val_limit=0)
+    postprocess = options.row_postprocess(unit.row)
+    if options.extensions_from:
+        # the borrowed modules' settings act when the row is refined; the row trains without those modules
+        from ..options import PostProcessOverrides
+        from .extensions import EXTENSION_POSTPROCESS
+
+        postprocess = PostProcessOverrides(**{k: v for k, v in postprocess.given().items()
+                                              if k not in EXTENSION_POSTPROCESS})
+    training = dataclasses.replace(options.training, switches=unit.row.switches, postprocess=postprocess,
+                                   val_limit=0)
     return train_prn(options.data, schedule, training, base=options.base,
                      progress=lambda step, total, losses: progress(stage, step, total))
 

@@ -395,3 +395,39 @@ def test_every_row_can_borrow_a_trained_prns_boundary_refiner_and_classifier(syn
     with pytest.raises(InvalidInputError, match="neither a boundary refiner nor a thing classifier"):
         run_ablation(tmp_path / "other", dataclasses.replace(options, extensions_from=str(unit / "model_final.pt")))
     assert not (tmp_path / "other" / "rows").exists()
+
+
+def test_the_borrowed_modules_settings_are_the_refines_and_checked_against_the_donor_first(synthetic, tmp_path):
+    """Settings of the borrowed modules (here the classifier's thresholds) do not reach the rows' training, which has
+    no such modules, and refine with the donor's; a setting the donor cannot honour stops the run before training."""
+    import torch
+
+    from prn_cli.checkpoint import load_checkpoint
+    from prn_cli.shipped import shipped_weights
+
+    donor_path = shipped_weights("prn")
+    tuned = PostProcessOverrides(classifier_confidence=0.5, classifier_remove_confidence=0.9)
+    options = tiny_options(synthetic["data"], synthetic["val"], synthetic["val_base"], rows=("fg",),
+                           extensions_from=str(donor_path), postprocess=tuned)
+    run = tmp_path / "run"
+    assert run_ablation(run, options).trained == ["fg/seed-0"]
+    unit = run / "rows" / "fg" / "seed-0"
+    trained = load_checkpoint(unit / "model_final.pt")["config"]["postprocess"]
+    assert (trained["classifier_confidence"], trained["classifier_remove_confidence"]) == (0.0, 0.0)
+    assert json.loads((unit / "result.json").read_text())["refine"]["weights"] == "model_extended.pt"
+    # a donor whose classifier has no "no thing" class cannot remove things
+    ckpt = torch.load(donor_path, weights_only=True)
+    things = sum(1 for c in ckpt["categories"] if c["isthing"])
+    for name in ("classifier.read_out.weight", "classifier.read_out.bias"):
+        ckpt["state_dict"][name] = ckpt["state_dict"][name][:things]
+    ckpt["config"]["model"]["classifier_background"] = False
+    ckpt["config"]["postprocess"]["classifier_remove_confidence"] = 0.0
+    torch.save(ckpt, tmp_path / "plain_donor.pt")
+    with pytest.raises(InvalidInputError, match=r"plain_donor\.pt: .*no 'no thing' class; leave out "
+                                                r"--classifier-remove-confidence"):
+        run_ablation(tmp_path / "other", dataclasses.replace(options, extensions_from=str(tmp_path / "plain_donor.pt")))
+    assert not (tmp_path / "other" / "rows").exists()
+    # without the removal the same donor is taken
+    assert run_ablation(tmp_path / "other", dataclasses.replace(
+        options, extensions_from=str(tmp_path / "plain_donor.pt"),
+        postprocess=PostProcessOverrides(classifier_confidence=0.5))).trained == ["fg/seed-0"]
