@@ -217,8 +217,9 @@ def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segment
     picks += [(gt_ids, sid, label) for sid, label in gt_things.items() if areas.get(sid, 0) >= 4]
     negatives: list[tuple[torch.Tensor, int, int]] = []
     no_thing = len(category_map.thing_ids)
-    on_thing = torch.isin(gt_flat, torch.tensor([int(s["id"]) for s in gt_segments
-                                                 if int(s["category_id"]) in things], dtype=gt_flat.dtype))
+    if background:   # a pass over the whole map per sample, which the classifier without the class does not need
+        on_thing = torch.isin(gt_flat, torch.tensor([int(s["id"]) for s in gt_segments
+                                                     if int(s["category_id"]) in things], dtype=gt_flat.dtype))
     for s in base_segments:
         sid = int(s["id"])
         if int(s["category_id"]) not in things:
