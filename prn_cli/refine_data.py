@@ -56,6 +56,8 @@ class RefineDataOptions:
     #: also crops of "no thing" (PRNConfig.classifier_background), at most a quarter of them: the base's things
     #: that lie on the GT's stuff, and GT things' shapes moved onto stuff
     thing_crop_background: bool = False
+    #: which base things those are (PRNConfig.classifier_background_examples)
+    thing_crop_background_examples: str = "off_things"
     render: Any = None            # models.prn.render.RenderConfig; None = its defaults
 
     def __post_init__(self) -> None:
@@ -71,6 +73,9 @@ class RefineDataOptions:
         if self.thing_crops < 0 or self.thing_crop_size < 8:
             raise ValueError(f"thing_crops must be >= 0 and thing_crop_size >= 8, got {self.thing_crops}, "
                              f"{self.thing_crop_size}")
+        if self.thing_crop_background_examples not in ("off_things", "unmatched"):
+            raise ValueError(f"thing_crop_background_examples must be 'off_things' or 'unmatched', "
+                             f"got {self.thing_crop_background_examples!r}")
         if self.crop < 32:
             raise ValueError(f"crop must be at least 32 pixels, got {self.crop}")
 
@@ -189,14 +194,15 @@ class RefinementTrainingSet(Dataset):
         if self.options.thing_crops:
             out["thing_crops"], out["thing_crop_labels"] = thing_classifier_crops(
                 image, gt_t, segments, base_t, base_segments, self.category_map, self.options.thing_crops,
-                self.options.thing_crop_size, rng, background=self.options.thing_crop_background)
+                self.options.thing_crop_size, rng, background=self.options.thing_crop_background,
+                background_examples=self.options.thing_crop_background_examples)
         return inputs, out
 
 
 def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segments: Sequence[dict],
                            base_ids: torch.Tensor, base_segments: Sequence[dict], category_map, count: int,
-                           crop_size: int, rng: np.random.Generator, *, background: bool = False
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+                           crop_size: int, rng: np.random.Generator, *, background: bool = False,
+                           background_examples: str = "off_things") -> tuple[torch.Tensor, torch.Tensor]:
     """``(crops (count, 4, S, S), labels (count,))`` for the thing classifier: up to ``count`` things drawn from
     the GT's things (not crowd) and the base's things that match one of them (IoU > 0.5, any class), each labelled
     with the GT thing's class index (``category_map.thing_index``); the rest is padding, label -1. The base's
@@ -205,7 +211,9 @@ def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segment
     With ``background``, up to a quarter of the crops are "no thing" (label: the number of thing classes): the
     base's things with less than a fifth of their non-void pixels on the GT's things (crowd regions included),
     which is what a false detection looks like, and up to two GT things' masks moved onto the GT's stuff, so that
-    the shapes of both labels are the same and only what lies inside tells them apart."""
+    the shapes of both labels are the same and only what lies inside tells them apart. ``background_examples=
+    "unmatched"`` takes every base thing that matches no GT thing instead (what PQ counts as a false positive: a
+    split's smaller half and a fragment too), except those with half their pixels or more on crowd regions."""
     from .models.prn.classifier import thing_crops
 
     things = set(category_map.thing_ids)
@@ -220,6 +228,9 @@ def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segment
     if background:   # a pass over the whole map per sample, which the classifier without the class does not need
         on_thing = torch.isin(gt_flat, torch.tensor([int(s["id"]) for s in gt_segments
                                                      if int(s["category_id"]) in things], dtype=gt_flat.dtype))
+        if background_examples == "unmatched":
+            on_crowd = torch.isin(gt_flat, torch.tensor([int(s["id"]) for s in gt_segments if s.get("iscrowd")],
+                                                        dtype=gt_flat.dtype))
     for s in base_segments:
         sid = int(s["id"])
         if int(s["category_id"]) not in things:
@@ -235,8 +246,12 @@ def thing_classifier_crops(image: torch.Tensor, gt_ids: torch.Tensor, gt_segment
                 break
         else:
             if background and area >= 16:
-                labelled = int((inside & (gt_flat != 0)).sum())
-                if labelled and int((inside & on_thing).sum()) < 0.2 * labelled:
+                if background_examples == "unmatched":
+                    false_positive = int((inside & on_crowd).sum()) < 0.5 * area
+                else:
+                    labelled = int((inside & (gt_flat != 0)).sum())
+                    false_positive = labelled and int((inside & on_thing).sum()) < 0.2 * labelled
+                if false_positive:
                     negatives.append((base_ids, sid, no_thing))
     if background:
         negatives += _things_moved_onto_stuff(gt_ids, on_thing.reshape(gt_ids.shape), list(gt_things), no_thing,

@@ -389,7 +389,9 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
                                      disagreement_weight=options.disagreement_weight,
                                      thing_crops=THING_CROPS_PER_SAMPLE if config.classifier_channels else 0,
                                      thing_crop_size=config.classifier_crop_size,
-                                     thing_crop_background=config.classifier_background, render=render_config)
+                                     thing_crop_background=config.classifier_background,
+                                     thing_crop_background_examples=config.classifier_background_examples,
+                                     render=render_config)
     dataset = RefinementTrainingSet(gt, base=base, category_map=category_map, options=data_options)
     if base is not None and dataset.with_base == 0:
         raise fail(base, "no base prediction shares an image_id with the training set",

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+#: PRNConfig.classifier_background_examples
+CLASSIFIER_BACKGROUND_EXAMPLES = ("off_things", "unmatched")
+
 
 @dataclass
 class PRNBackboneConfig:
@@ -108,6 +111,11 @@ class PRNConfig:
     #: thing-shaped regions drawn on stuff, so that the predictor can drop a base thing that is not one
     #: (PostProcessConfig.classifier_remove_confidence) and the search for things left void can refuse a region
     classifier_background: bool = False
+    #: with classifier_background, which base things its "no thing" crops show: "off_things", those with less than
+    #: a fifth of their labelled pixels on the GT's things (false detections on stuff), or "unmatched", every base
+    #: thing that matches no GT thing (IoU <= 0.5, as PQ counts a false positive: a split's smaller half, a fragment
+    #: or a merge that matches neither object too) except those lying mostly on crowd regions
+    classifier_background_examples: str = "off_things"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +140,9 @@ class PRNConfig:
                              f">= 1, got {self.boundary_channels}, {self.boundary_band}, {self.boundary_dilations!r}")
         self.full_resolution_dilations = tuple(int(v) for v in self.full_resolution_dilations)
         self.classifier_channels = tuple(int(v) for v in self.classifier_channels)
+        if self.classifier_background_examples not in CLASSIFIER_BACKGROUND_EXAMPLES:
+            raise ValueError(f"classifier_background_examples must be one of {CLASSIFIER_BACKGROUND_EXAMPLES}, "
+                             f"got {self.classifier_background_examples!r}")
         if (self.classifier_channels and min(self.classifier_channels) < 1) or self.classifier_crop_size < 8:
             raise ValueError(f"classifier_channels must be integers >= 1 and classifier_crop_size >= 8, "
                              f"got {self.classifier_channels!r}, {self.classifier_crop_size}")

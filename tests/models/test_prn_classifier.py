@@ -273,6 +273,27 @@ def test_no_thing_crops_are_false_detections_and_gt_shapes_moved_onto_stuff_at_m
     assert sorted(plain_labels.tolist()) == [-1] * 13 + [0, 1, 1]
 
 
+def test_unmatched_no_thing_crops_are_every_base_thing_pq_counts_false_but_not_those_on_crowds():
+    gt, gt_segments, base, base_segments = no_thing_scene()
+    base[4:20, 4:11] = 25        # a split's smaller half of the square (IoU 0.44): a false positive too
+    base_segments = base_segments + [{"id": 25, "category_id": 1}]
+    image = torch.randn(3, 96, 96)
+    cmap = CategoryMap.from_categories(CATS)
+    crops, labels = thing_classifier_crops(image, gt, gt_segments, base, base_segments, cmap, 16, 16,
+                                           np.random.default_rng(0), background=True, background_examples="unmatched")
+    negatives = crops[labels == 2]
+    shown = {sid for sid in (21, 22, 23, 24, 25)
+             if any(torch.equal(c, thing_crops(image, base, [sid], 16)[0]) for c in negatives)}
+    # the false detection, the bad mask and the split half; not the disc (it matches) nor the thing on the crowd
+    assert shown == {22, 24, 25}
+    assert len(negatives) == 4 and sorted(labels[labels >= 0].tolist()) == [0, 1, 1, 2, 2, 2, 2]
+    off_things = thing_classifier_crops(image, gt, gt_segments, base, base_segments, cmap, 16, 16,
+                                        np.random.default_rng(0), background=True)[1]
+    assert (off_things == 2).sum() == 3      # the false detection and two moved shapes, as before
+    with pytest.raises(ValueError, match="classifier_background_examples"):
+        PRNConfig(classifier_background_examples="all")
+
+
 def test_the_predictor_removes_the_things_the_classifier_calls_no_thing_and_relabels_with_thing_classes_only():
     torch.manual_seed(0)
     model = build_model(config(classifier_channels=(4, 4, 4), classifier_crop_size=16, classifier_background=True),
