@@ -60,7 +60,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, height
         # of it, so the export describes a PRN without one: its refine relabels nothing and finds no void things
         config = {**config, "model": {**config["model"], "classifier_channels": []},
                   "postprocess": {**config.get("postprocess", {}), "classifier_confidence": 0.0,
-                                  "classifier_remove_confidence": 0.0, "void_thing_confidence": 0.0}}
+                                  "classifier_remove_confidence": 0.0, "classifier_join_share": 0.0,
+                                  "void_thing_confidence": 0.0}}
     data = _with_metadata(buffer.getvalue(), {
         META_KIND: kind, META_CATEGORIES: json.dumps(ckpt["categories"]), META_CONFIG: json.dumps(config),
         META_OUTPUTS: json.dumps(output_names), META_VERSION: str(FORMAT_VERSION)})

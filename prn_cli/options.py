@@ -140,6 +140,7 @@ class PostProcessOverrides(_Overrides):
     classifier_small_area: int | None = _field("non_negative", int)
     classifier_small_confidence: float | None = _field("fraction", float)
     classifier_remove_confidence: float | None = _field("fraction", float)
+    classifier_join_share: float | None = _field("fraction", float)
     void_thing_confidence: float | None = _field("fraction", float)
     void_thing_min_area: int | None = _field("positive", int)
 

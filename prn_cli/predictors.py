@@ -424,11 +424,13 @@ class Refiner:
         the thing's crop of the image at the processing size and its final mask, gives another thing class a
         probability above ``classifier_confidence`` (or ``classifier_small_confidence``, if larger, for a thing of
         fewer than ``classifier_small_area`` pixels at the processing size), and removed (its pixels void) where a
-        classifier with a "no thing" class gives that class a probability above ``classifier_remove_confidence``.
-        Without a removal the id map does not change."""
+        classifier with a "no thing" class gives that class a probability above ``classifier_remove_confidence``;
+        with ``classifier_join_share`` a removed thing along a kept thing of its category joins it instead
+        (removal.remove_things). Without a removal the id map does not change."""
         import torch
 
         from .models.prn.classifier import thing_boxes, thing_crops
+        from .models.prn.removal import remove_things
 
         if inputs is None:
             raise ValueError("the thing classifier needs the network inputs (postprocess(..., inputs=...))")
@@ -462,7 +464,8 @@ class Refiner:
             elif category != s["category_id"] and p[k] > threshold:
                 relabel[s["id"]] = category
         if removed:
-            ids = np.where(np.isin(ids, removed), 0, ids).astype(ids.dtype)
+            category_of = {s["id"]: relabel.get(s["id"], s["category_id"]) for s in segs}
+            ids, _ = remove_things(ids, removed, category_of, post.classifier_join_share)
         return ids, [{**s, "category_id": relabel[s["id"]]} if s["id"] in relabel else s for s in segs
                      if s["id"] not in removed]
 

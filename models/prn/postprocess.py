@@ -117,6 +117,10 @@ class PostProcessConfig:
     #: (PRNConfig.classifier_background), gives "no thing" a probability above this: a base's false detection on
     #: stuff; applied by the predictor with the relabelling. 0 = off
     classifier_remove_confidence: float = 0.0
+    #: with classifier_remove_confidence: a removed thing that shares at least this fraction of its boundary with a
+    #: kept thing of its category joins that thing instead of turning void (a split's smaller half; removal.py).
+    #: 0 = every removed thing turns void
+    classifier_join_share: float = 0.0
     #: find things left void (void_things.py): each connected region that the refined map leaves void and PRN's
     #: semantic head gives to a thing class becomes a thing where the thing classifier gives a class a probability
     #: above this; applied by the predictor last. 0 = off
@@ -181,6 +185,9 @@ class PostProcessConfig:
         if not 0.0 <= self.classifier_remove_confidence < 1.0:
             raise ValueError(f"classifier_remove_confidence must be in [0, 1) (0 = off), "
                              f"got {self.classifier_remove_confidence!r}")
+        if not 0.0 <= self.classifier_join_share <= 1.0:
+            raise ValueError(f"classifier_join_share must be in [0, 1] (a fraction of the thing's boundary; 0 = off), "
+                             f"got {self.classifier_join_share!r}")
         if not 0.0 <= self.void_thing_confidence < 1.0:
             raise ValueError(f"void_thing_confidence must be in [0, 1) (0 = off), got {self.void_thing_confidence!r}")
         if not isinstance(self.void_thing_min_area, int) or self.void_thing_min_area < 1:

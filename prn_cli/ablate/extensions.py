@@ -16,12 +16,12 @@ from ..errors import InvalidInputError
 
 #: PRNConfig fields that shape the two modules
 EXTENSION_CONFIG = ("boundary_channels", "boundary_dilations", "boundary_band", "classifier_channels",
-                    "classifier_crop_size", "classifier_background")
+                    "classifier_crop_size", "classifier_background", "classifier_background_examples")
 #: PostProcessConfig fields of the steps that use them
 EXTENSION_POSTPROCESS = ("boundary_radius", "boundary_confidence", "boundary_min_area", "boundary_min_gain",
                          "boundary_min_coverage", "classifier_confidence", "classifier_small_area",
-                         "classifier_small_confidence", "classifier_remove_confidence", "void_thing_confidence",
-                         "void_thing_min_area")
+                         "classifier_small_confidence", "classifier_remove_confidence", "classifier_join_share",
+                         "void_thing_confidence", "void_thing_min_area")
 #: state-dict prefixes of the two modules
 EXTENSION_MODULES = ("boundary.", "classifier.")
 

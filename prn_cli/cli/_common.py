@@ -229,6 +229,12 @@ ClassifierRemoveConfidence = Annotated[Optional[float], typer.Option(
     "stuff (0 = off).")]
 
 
+ClassifierJoinShare = Annotated[Optional[float], typer.Option(
+    "--classifier-join-share", metavar="F", help="With --classifier-remove-confidence: a removed thing that shares "
+    "at least this fraction of its boundary with a kept thing of its category joins it instead of turning void "
+    "(a split's smaller half; 0 = off).")]
+
+
 VoidThingConfidence = Annotated[Optional[float], typer.Option(
     "--void-thing-confidence", metavar="X", help="Find things left void: a region that the refined map leaves void "
     "and PRN reads as a thing becomes one where PRN's thing classifier gives a class a probability above X "
@@ -247,7 +253,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
                    boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None,
                    boundary_min_coverage=None,
                    classifier_confidence=None, classifier_small_area=None, classifier_small_confidence=None,
-                   classifier_remove_confidence=None, void_thing_confidence=None, void_thing_min_area=None):
+                   classifier_remove_confidence=None, classifier_join_share=None, void_thing_confidence=None,
+                   void_thing_min_area=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
 
@@ -263,7 +270,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         boundary_min_gain=boundary_min_gain, boundary_min_coverage=boundary_min_coverage,
         classifier_confidence=classifier_confidence,
         classifier_small_area=classifier_small_area, classifier_small_confidence=classifier_small_confidence,
-        classifier_remove_confidence=classifier_remove_confidence, void_thing_confidence=void_thing_confidence,
+        classifier_remove_confidence=classifier_remove_confidence, classifier_join_share=classifier_join_share,
+        void_thing_confidence=void_thing_confidence,
         void_thing_min_area=void_thing_min_area)
 
 

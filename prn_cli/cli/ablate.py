@@ -9,11 +9,12 @@ import typer
 
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryMinArea,
                       BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold,
-                      ClassifierConfidence, ClassifierRemoveConfidence, ClassifierSmallArea, ClassifierSmallConfidence,
-                      ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr,
-                      MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses,
-                      RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize, ValLimit,
-                      VoidThingConfidence, VoidThingMinArea, WarmupIters, command, post_overrides)
+                      ClassifierConfidence, ClassifierJoinShare, ClassifierRemoveConfidence, ClassifierSmallArea,
+                      ClassifierSmallConfidence, ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters,
+                      JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt,
+                      PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK,
+                      TrainBatchSize, ValLimit, VoidThingConfidence, VoidThingMinArea, WarmupIters, command,
+                      post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -88,6 +89,7 @@ def ablate_command(
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
     classifier_remove_confidence: ClassifierRemoveConfidence = None,
+    classifier_join_share: ClassifierJoinShare = None,
     void_thing_confidence: VoidThingConfidence = None,
     void_thing_min_area: VoidThingMinArea = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
@@ -128,6 +130,7 @@ def ablate_command(
                                  classifier_small_area=classifier_small_area,
                                  classifier_small_confidence=classifier_small_confidence,
                                  classifier_remove_confidence=classifier_remove_confidence,
+                                 classifier_join_share=classifier_join_share,
                                  void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)

@@ -9,7 +9,7 @@ import typer
 
 from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
                       BoundaryConfidence, BoundaryMinArea, BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius,
-                      BoxIouThreshold, CenterThreshold, CheckpointEvery, ClassifierConfidence,
+                      BoxIouThreshold, CenterThreshold, CheckpointEvery, ClassifierConfidence, ClassifierJoinShare,
                       ClassifierRemoveConfidence, ClassifierSmallArea, ClassifierSmallConfidence, ConfigFile, Crop,
                       Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass,
                       Lr, MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea,
@@ -228,6 +228,7 @@ def train_prn_command(
     classifier_small_area: ClassifierSmallArea = None,
     classifier_small_confidence: ClassifierSmallConfidence = None,
     classifier_remove_confidence: ClassifierRemoveConfidence = None,
+    classifier_join_share: ClassifierJoinShare = None,
     void_thing_confidence: VoidThingConfidence = None,
     void_thing_min_area: VoidThingMinArea = None,
     resume: TrainResume = False,
@@ -262,6 +263,7 @@ def train_prn_command(
                                  classifier_small_area=classifier_small_area,
                                  classifier_small_confidence=classifier_small_confidence,
                                  classifier_remove_confidence=classifier_remove_confidence,
+                                 classifier_join_share=classifier_join_share,
                                  void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)

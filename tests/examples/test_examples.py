@@ -30,3 +30,15 @@ def test_shell_examples_run_with_the_shipped_models(script, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert (root / "viz" / "index.html").exists()
     assert "PQ" in out.stdout
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (EXAMPLES / "configs").glob("prn_*.json")))
+def test_the_example_prn_configs_are_valid_model_configs(name):
+    from prn_cli.train import prn_model_config
+
+    config = prn_model_config("tiny", EXAMPLES / "configs" / name)
+    assert config.loss.semantic_top_k == 0.2         # every stage keeps the hard-pixel loss of the first
+    if "classifier" in name:
+        assert config.classifier_channels == (32, 64, 128) and config.trainable == "classifier"
+        assert config.classifier_background == (name != "prn_classifier.json")
+        assert config.classifier_background_examples == ("unmatched" if "unmatched" in name else "off_things")

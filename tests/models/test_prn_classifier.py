@@ -337,6 +337,45 @@ def test_the_predictor_removes_the_things_the_classifier_calls_no_thing_and_rela
         PostProcessConfig(classifier_remove_confidence=1.0)
 
 
+def test_a_removed_piece_along_a_thing_of_its_final_class_joins_it_with_a_join_share():
+    torch.manual_seed(0)
+    model = build_model(config(classifier_channels=(4, 4, 4), classifier_crop_size=16, classifier_background=True),
+                        CATS).eval()
+    ids = np.full((64, 64), 100, np.int64)
+    ids[8:24, 8:24] = 1          # bright: a whole thing
+    ids[8:24, 24:30] = 2         # dark: a piece cut off its right side, 16 of its 44 boundary pairs along it
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
+                {"id": 100, "category_id": 7, "iscrowd": 0}]
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    rgb[8:24, 8:24] = 255
+    rgb[8:24, 24:30] = 0
+
+    def probabilities(crops):
+        inside = crops[:, 3] > 0
+        bright = (crops[:, 0] * inside).sum((1, 2)) / inside.sum((1, 2)) > 0
+        return torch.where(bright[:, None], torch.tensor([0.05, 0.9, 0.05]), torch.tensor([0.02, 0.03, 0.95]))
+
+    model.classifier.probabilities = probabilities
+
+    def refine(**post):
+        refiner = Refiner.from_model(model, CATS, RenderConfig(),
+                                     PostProcessConfig(stuff_area=0, restore_base_segments="all",
+                                                       classifier_remove_confidence=0.9, **post))
+        out = refiner(rgb, ids, segments)
+        return out, {s["id"]: s["category_id"] for s in out.segments}
+
+    void, void_cats = refine()
+    bright = int(void.ids[16, 16])
+    assert (void.ids[8:24, 24:30] == 0).all() and len(void_cats) == 2
+    joined, joined_cats = refine(classifier_join_share=0.3)
+    assert (joined.ids[8:24, 8:30] == bright).all() and joined_cats == void_cats
+    assert np.array_equal(joined.ids[:, 30:], void.ids[:, 30:]) and np.array_equal(joined.ids[:, :8], void.ids[:, :8])
+    assert (refine(classifier_join_share=0.4)[0].ids[8:24, 24:30] == 0).all()     # 16/44 = 0.36 is not enough
+    # the bright thing relabelled to disc (category 2) is no longer of the piece's category: the piece turns void
+    relabelled, relabelled_cats = refine(classifier_join_share=0.3, classifier_confidence=0.7)
+    assert relabelled_cats[bright] == 2 and (relabelled.ids[8:24, 24:30] == 0).all()
+
+
 def test_removal_needs_a_classifier_with_a_no_thing_class():
     from prn_cli.errors import InvalidInputError
     from prn_cli.options import PostProcessOverrides
