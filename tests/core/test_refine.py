@@ -242,8 +242,11 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     # thing of fewer than 400 pixels
     assert refiner.model.config.classifier_channels == (32, 64, 128) and post.classifier_confidence == 0.7
     assert (post.classifier_small_area, post.classifier_small_confidence) == (400, 0.9)
-    # and, having a "no thing" class, removes a thing it is 0.8 sure is none (a false detection on stuff)
+    # and, having a "no thing" class learnt from every base thing that matches no object, removes a thing it is
+    # 0.8 sure is none (a false detection, a split's smaller half), which joins a thing of its class along which a
+    # fifth of its boundary lies
     assert refiner.model.config.classifier_background and post.classifier_remove_confidence == 0.8
+    assert refiner.model.config.classifier_background_examples == "unmatched" and post.classifier_join_share == 0.2
     # and it names the things PRN reads where it leaves void: regions of 50+ pixels it is 0.8 sure of
     assert (post.void_thing_confidence, post.void_thing_min_area) == (0.8, 50)
     assert refiner.model.config.trainable == "all"
