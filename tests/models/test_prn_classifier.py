@@ -294,18 +294,21 @@ def test_unmatched_no_thing_crops_are_every_base_thing_pq_counts_false_but_not_t
         PRNConfig(classifier_background_examples="all")
 
 
-def test_the_predictor_removes_the_things_the_classifier_calls_no_thing_and_relabels_with_thing_classes_only():
+def bright_and_dark_scene(dark: tuple[slice, slice], base_post: dict | None = None):
+    """A base with a bright square thing 1 at [8:24, 8:24] and a dark thing 2 at ``dark``, both category 1, on
+    ground; a classifier patched to call a bright crop a disc (0.9) and a dark one "no thing" (0.95, its thing
+    classes preferring disc); and ``refine(**post) -> (prediction, {segment id: category})``."""
     torch.manual_seed(0)
     model = build_model(config(classifier_channels=(4, 4, 4), classifier_crop_size=16, classifier_background=True),
                         CATS).eval()
     ids = np.full((64, 64), 100, np.int64)
-    ids[8:24, 8:24] = 1          # bright: a disc, by the classifier below
-    ids[36:56, 30:50] = 2        # dark: "no thing", and of its thing classes the classifier prefers disc
+    ids[8:24, 8:24] = 1
+    ids[dark] = 2
     segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
                 {"id": 100, "category_id": 7, "iscrowd": 0}]
     rgb = np.full((64, 64, 3), 128, np.uint8)
     rgb[8:24, 8:24] = 255
-    rgb[36:56, 30:50] = 0
+    rgb[dark] = 0
 
     def probabilities(crops):
         inside = crops[:, 3] > 0
@@ -316,9 +319,17 @@ def test_the_predictor_removes_the_things_the_classifier_calls_no_thing_and_rela
 
     def refine(**post):
         refiner = Refiner.from_model(model, CATS, RenderConfig(),
-                                     PostProcessConfig(stuff_area=0, restore_base_segments="all", **post))
+                                     PostProcessConfig(stuff_area=0, restore_base_segments="all",
+                                                       **{**(base_post or {}), **post}))
         out = refiner(rgb, ids, segments)
         return out, {s["id"]: s["category_id"] for s in out.segments}
+
+    return refine
+
+
+def test_the_predictor_removes_the_things_the_classifier_calls_no_thing_and_relabels_with_thing_classes_only():
+    # bright: a disc, by the classifier; dark: "no thing", and of its thing classes the classifier prefers disc
+    refine = bright_and_dark_scene((slice(36, 56), slice(30, 50)))
 
     plain, plain_cats = refine()
     bright, dark = int(plain.ids[16, 16]), int(plain.ids[45, 40])
@@ -338,32 +349,8 @@ def test_the_predictor_removes_the_things_the_classifier_calls_no_thing_and_rela
 
 
 def test_a_removed_piece_along_a_thing_of_its_final_class_joins_it_with_a_join_share():
-    torch.manual_seed(0)
-    model = build_model(config(classifier_channels=(4, 4, 4), classifier_crop_size=16, classifier_background=True),
-                        CATS).eval()
-    ids = np.full((64, 64), 100, np.int64)
-    ids[8:24, 8:24] = 1          # bright: a whole thing
-    ids[8:24, 24:30] = 2         # dark: a piece cut off its right side, 16 of its 44 boundary pairs along it
-    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
-                {"id": 100, "category_id": 7, "iscrowd": 0}]
-    rgb = np.full((64, 64, 3), 128, np.uint8)
-    rgb[8:24, 8:24] = 255
-    rgb[8:24, 24:30] = 0
-
-    def probabilities(crops):
-        inside = crops[:, 3] > 0
-        bright = (crops[:, 0] * inside).sum((1, 2)) / inside.sum((1, 2)) > 0
-        return torch.where(bright[:, None], torch.tensor([0.05, 0.9, 0.05]), torch.tensor([0.02, 0.03, 0.95]))
-
-    model.classifier.probabilities = probabilities
-
-    def refine(**post):
-        refiner = Refiner.from_model(model, CATS, RenderConfig(),
-                                     PostProcessConfig(stuff_area=0, restore_base_segments="all",
-                                                       classifier_remove_confidence=0.9, **post))
-        out = refiner(rgb, ids, segments)
-        return out, {s["id"]: s["category_id"] for s in out.segments}
-
+    # dark: a piece cut off the bright thing's right side, 16 of its 44 boundary pairs along it
+    refine = bright_and_dark_scene((slice(8, 24), slice(24, 30)), {"classifier_remove_confidence": 0.9})
     void, void_cats = refine()
     bright = int(void.ids[16, 16])
     assert (void.ids[8:24, 24:30] == 0).all() and len(void_cats) == 2
