@@ -154,24 +154,12 @@ def refiner_postprocess(stored: dict, config, overrides: PostProcessOverrides | 
         post = (overrides or PostProcessOverrides()).apply(dict(stored.get("postprocess", {})))
     except ValueError as exc:
         raise InvalidInputError(f"{where}: post-processing options: {exc}") from None
-    if post.foreground_source == "foreground" and not config.foreground_head:
-        raise InvalidInputError(f"{where}: this PRN has no foreground branch; use --foreground-source semantic")
-    if post.use_pred_bbox and not config.box_head:
-        raise InvalidInputError(f"{where}: this PRN has no box branch; leave out --use-pred-bbox")
-    if post.boundary_radius > 0 and not config.boundary_channels:
-        raise InvalidInputError(f"{where}: this PRN has no boundary refiner; leave out --boundary-radius "
-                                "(or train one: boundary_channels in --config)")
-    if post.classifier_confidence > 0 and not config.classifier_channels:
-        raise InvalidInputError(f"{where}: this PRN has no thing classifier; leave out --classifier-confidence "
-                                "(or train one: classifier_channels in --config; ONNX exports leave it out)")
-    if post.classifier_remove_confidence > 0 and not (config.classifier_channels and config.classifier_background):
-        raise InvalidInputError(f"{where}: this PRN has no thing classifier with a 'no thing' class; leave out "
-                                "--classifier-remove-confidence (or train one: classifier_background in --config; "
-                                "ONNX exports leave it out)")
-    if post.void_thing_confidence > 0 and not config.classifier_channels:
-        raise InvalidInputError(f"{where}: this PRN has no thing classifier, which names the things left void; "
-                                "leave out --void-thing-confidence (or train one: classifier_channels in "
-                                "--config; ONNX exports leave it out)")
+    from .models.prn.postprocess import missing_network_parts
+
+    for need in missing_network_parts(post, config.to_dict()):
+        trained = (f" (or train one: {need.field} in --config; ONNX exports leave it out)"
+                   if need.module == "extension" else "")
+        raise InvalidInputError(f"{where}: {need.lacking}; {need.fix}{trained}")
     return post
 
 

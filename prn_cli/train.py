@@ -354,6 +354,7 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
     from .engine import train
     from .models.categories import CategoryMap
     from .models.prn.model import build_model
+    from .models.prn.postprocess import missing_network_parts
     from .models.prn.render import RenderConfig
     from .panoptic import load_set
     from .refine_data import RefineDataOptions, RefinementTrainingSet, collate_refine
@@ -363,22 +364,10 @@ def train_prn(data: str | os.PathLike, train_cfg, options: PRNTrainingOptions = 
         post_config = options.postprocess.apply(default_postprocess(config))
     except ValueError as exc:
         raise UsageError(f"post-processing options: {exc}") from None
-    if post_config.foreground_source == "foreground" and not config.foreground_head:
-        raise UsageError("--foreground-source foreground needs the foreground branch; leave out "
-                         "--no-foreground-head or use --foreground-source semantic")
-    if post_config.use_pred_bbox and not config.box_head:
-        raise UsageError("--use-pred-bbox needs the box branch; add --box-head")
-    if post_config.boundary_radius > 0 and not config.boundary_channels:
-        raise UsageError("--boundary-radius needs a boundary refiner; leave it out or add boundary_channels in "
-                         "--config")
-    for flag, value in (("--classifier-confidence", post_config.classifier_confidence),
-                        ("--classifier-remove-confidence", post_config.classifier_remove_confidence),
-                        ("--void-thing-confidence", post_config.void_thing_confidence)):
-        if value > 0 and not config.classifier_channels:
-            raise UsageError(f"{flag} needs a thing classifier; leave it out or add classifier_channels in --config")
-    if post_config.classifier_remove_confidence > 0 and not config.classifier_background:
-        raise UsageError("--classifier-remove-confidence needs a thing classifier with a 'no thing' class; leave it "
-                         "out or set classifier_background in --config")
+    for need in missing_network_parts(post_config, config.to_dict()):
+        network_fix = {"foreground_head": "leave out --no-foreground-head", "box_head": "add --box-head"}
+        raise UsageError(f"{need.flag} needs a part the configured PRN lacks ({need.lacking}); {need.fix}, or "
+                         f"{network_fix.get(need.field, f'set {need.field} in --config')}")
     render_config = RenderConfig(offset_scale=config.base_offset_scale)
     gt = load_set(data)
     categories = gt.categories

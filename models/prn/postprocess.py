@@ -196,6 +196,47 @@ class PostProcessConfig:
             raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
 
 
+@dataclass(frozen=True)
+class NetworkNeed:
+    """A post-processing step asked for that the network cannot run (:func:`missing_network_parts`)."""
+
+    flag: str       # the command-line option that asks for it
+    lacking: str    # "this PRN has no ...": what the network lacks
+    field: str      # the PRNConfig field that gives the network that part
+    module: str     # "network" (a branch of the trunk) or "extension" (boundary refiner, thing classifier)
+    fix: str        # what to do at refine time ("leave out FLAG", "use ...")
+
+
+def missing_network_parts(post: PostProcessConfig, network) -> list[NetworkNeed]:
+    """The steps ``post`` asks for that a PRN of config ``network`` (a ``PRNConfig`` as a dict: ``to_dict()`` or a
+    checkpoint's ``config["model"]``) lacks the part for, in the order the predictor would run them. Settings that
+    only tune a step that is off (``boundary_confidence`` without ``boundary_radius``, ...) ask for nothing."""
+    def has(field: str) -> bool:
+        return bool(network.get(field))
+
+    needs = []
+    if post.foreground_source == "foreground" and not has("foreground_head"):
+        needs.append(NetworkNeed("--foreground-source foreground", "this PRN has no foreground branch",
+                                 "foreground_head", "network", "use --foreground-source semantic"))
+    if post.use_pred_bbox and not has("box_head"):
+        needs.append(NetworkNeed("--use-pred-bbox", "this PRN has no box branch", "box_head", "network",
+                                 "leave out --use-pred-bbox"))
+    if post.boundary_radius > 0 and not has("boundary_channels"):
+        needs.append(NetworkNeed("--boundary-radius", "this PRN has no boundary refiner", "boundary_channels",
+                                 "extension", "leave out --boundary-radius"))
+    for flag, value in (("--classifier-confidence", post.classifier_confidence),
+                        ("--classifier-remove-confidence", post.classifier_remove_confidence),
+                        ("--void-thing-confidence", post.void_thing_confidence)):
+        if value > 0 and not has("classifier_channels"):
+            needs.append(NetworkNeed(flag, "this PRN has no thing classifier", "classifier_channels", "extension",
+                                     f"leave out {flag}"))
+    if post.classifier_remove_confidence > 0 and has("classifier_channels") and not has("classifier_background"):
+        needs.append(NetworkNeed("--classifier-remove-confidence",
+                                 "this PRN's thing classifier has no 'no thing' class", "classifier_background",
+                                 "extension", "leave out --classifier-remove-confidence"))
+    return needs
+
+
 def effective_stuff_area(cfg: PostProcessConfig, h: int, w: int) -> int:
     """``cfg.stuff_area`` in pixels for an ``h`` x ``w`` image (scaled by area when it has a reference size)."""
     if cfg.stuff_area_reference is None:

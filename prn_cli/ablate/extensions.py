@@ -54,17 +54,12 @@ def check_donor(path: str | os.PathLike) -> dict:
 def check_donor_settings(donor: dict, postprocess: dict, where) -> None:
     """One line naming ``where`` (the donor) when a post-processing setting given for the borrowed modules
     (``postprocess``: field -> value) needs a module, or a "no thing" class, that the donor lacks."""
-    model = donor["config"]["model"]
-    for field, value in postprocess.items():
-        if field not in EXTENSION_POSTPROCESS or not value or field.endswith(("_area", "_small_confidence")):
-            continue
-        flag = "--" + field.replace("_", "-")
-        if _module_of(field) == "boundary." and not model.get("boundary_channels"):
-            raise InvalidInputError(f"{where}: this PRN has no boundary refiner; leave out {flag}")
-        if _module_of(field) == "classifier." and not model.get("classifier_channels"):
-            raise InvalidInputError(f"{where}: this PRN has no thing classifier; leave out {flag}")
-        if field == "classifier_remove_confidence" and not model.get("classifier_background"):
-            raise InvalidInputError(f"{where}: this PRN's thing classifier has no 'no thing' class; leave out {flag}")
+    from ..models.prn.postprocess import PostProcessConfig, missing_network_parts
+
+    given = {field: value for field, value in postprocess.items() if field in EXTENSION_POSTPROCESS}
+    for need in missing_network_parts(PostProcessConfig(**given), donor["config"]["model"]):
+        if need.module == "extension":
+            raise InvalidInputError(f"{where}: {need.lacking}; {need.fix}")
 
 
 def graft_extensions(row_checkpoint: str | os.PathLike, donor_checkpoint: str | os.PathLike,

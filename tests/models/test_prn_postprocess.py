@@ -416,3 +416,28 @@ def test_stuff_area_scales_with_the_image_area_when_given_a_reference_size():
     assert effective_stuff_area(PostProcessConfig(stuff_area=4096), 256, 256) == 4096
     with pytest.raises(ValueError, match="stuff_area_reference"):
         PostProcessConfig(stuff_area_reference=(0, 5))
+
+
+def test_the_steps_a_network_cannot_run_are_named_with_their_flag_and_part():
+    from prn_cli.models.prn.postprocess import missing_network_parts
+
+    full = {"foreground_head": True, "box_head": True, "boundary_channels": 24, "classifier_channels": [8, 8, 8],
+            "classifier_background": True}
+    everything = PostProcessConfig(use_pred_bbox=True, boundary_radius=2, classifier_confidence=0.7,
+                                   classifier_remove_confidence=0.8, void_thing_confidence=0.8)
+    assert missing_network_parts(everything, full) == []
+    bare = missing_network_parts(everything, {})
+    assert [(n.flag, n.field, n.module) for n in bare] == [
+        ("--foreground-source foreground", "foreground_head", "network"), ("--use-pred-bbox", "box_head", "network"),
+        ("--boundary-radius", "boundary_channels", "extension"),
+        ("--classifier-confidence", "classifier_channels", "extension"),
+        ("--classifier-remove-confidence", "classifier_channels", "extension"),
+        ("--void-thing-confidence", "classifier_channels", "extension")]
+    # a classifier without "no thing" can relabel and find void things but not remove
+    plain = missing_network_parts(everything, {**full, "classifier_background": False})
+    assert [(n.flag, n.lacking) for n in plain] == [
+        ("--classifier-remove-confidence", "this PRN's thing classifier has no 'no thing' class")]
+    # settings that only tune a step that is off ask for nothing
+    tuning = PostProcessConfig(foreground_source="semantic", boundary_confidence=0.7, boundary_min_area=64,
+                               classifier_small_confidence=0.9, classifier_join_share=0.2)
+    assert missing_network_parts(tuning, {}) == []
