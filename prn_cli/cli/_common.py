@@ -225,8 +225,8 @@ ClassifierSmallConfidence = Annotated[Optional[float], typer.Option(
 
 ClassifierRemoveConfidence = Annotated[Optional[float], typer.Option(
     "--classifier-remove-confidence", metavar="X", help="Remove a thing (its pixels become void) where PRN's thing "
-    "classifier, trained with a 'no thing' class, gives that class a probability above X: a false detection on "
-    "stuff (0 = off).")]
+    "classifier, trained with a 'no thing' class, gives that class a probability above X: a false detection, or "
+    "a split's smaller half for a classifier that learnt from every unmatched thing (0 = off).")]
 
 
 ClassifierJoinShare = Annotated[Optional[float], typer.Option(
