@@ -92,9 +92,19 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
     --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9 \
     --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
+# 3000 more steps on more corrupted GT (more splits and merges among the unmatched things).
+OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.json" --base "$ROOT/base_train" \
+    --base-mix 0.5 --strength-range 0.3,0.8 --scale-range 1,1 --out "$ROOT/prn_classifier_unmatched2" --iters 3000 \
+    --batch-size 8 --lr 0.002 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
+    --init-weights "$ROOT/prn_classifier_unmatched/model_final.pt" --seed 15 \
+    --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" --stuff-area 16384 --restore-base-segments all \
+    --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
+    --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
+    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9 \
+    --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
 
 prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" \
-    --weights "$ROOT/prn_classifier_unmatched/model_final.pt" \
+    --weights "$ROOT/prn_classifier_unmatched2/model_final.pt" \
     --out "$ROOT/refined_val"
 prn eval --gt "$ROOT/data/annotations/panoptic_val.json" --pred "$ROOT/base_val" --pred "$ROOT/refined_val"
 prn viz "$ROOT/base_val" "$ROOT/refined_val" "$ROOT/data/annotations/panoptic_val.json" --title base \
