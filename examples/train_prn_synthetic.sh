@@ -54,6 +54,13 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
     --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02
 
+# Every classifier stage below stores the fusion, re-cut and classifier settings of the shipped PRN (chosen on
+# training images 901-1000); each adds its own removal and join settings.
+CLASSIFIER_POST=(--stuff-area 16384 --restore-base-segments all --reclaim-other-classes --min-join-contact 10
+    --keep-base-thing-class --base-snap-confidence 0.9 --boundary-radius 2 --boundary-confidence 0.5
+    --boundary-min-area 128 --boundary-min-gain 0.02 --boundary-min-coverage 0.4 --classifier-confidence 0.7
+    --classifier-small-area 400 --classifier-small-confidence 0.9)
+
 # The thing classifier (docs/design.md, "PRN"): a small network trained alone on the PRN above (configs/
 # prn_classifier.json adds it and freezes everything else) over crops of each thing (image and mask), on whole
 # images (--scale-range 1,1: no crop cuts a shape); it relabels a thing where it gives another class a probability
@@ -63,11 +70,7 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --base-mix 0.5 --strength-range 0.0,0.4 --scale-range 1,1 --out "$ROOT/prn_classifier" --iters 3000 \
     --batch-size 8 --lr 0.003 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
     --init-weights "$ROOT/prn_boundary_long/model_final.pt" --seed 12 \
-    --config "$(dirname "$0")/configs/prn_classifier.json" --stuff-area 16384 --restore-base-segments all \
-    --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
-    --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
-    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9 \
-    --void-thing-confidence 0.8 --void-thing-min-area 50
+    --config "$(dirname "$0")/configs/prn_classifier.json" "${CLASSIFIER_POST[@]}" --void-thing-confidence 0.8 --void-thing-min-area 50
 # Its "no thing" class (configs/prn_classifier_bg.json): 1500 more steps of the classifier alone, with crops of the
 # base's false detections and of GT shapes moved onto stuff; it removes a thing it is 0.8 sure is none (chosen on
 # training images 901-1000).
@@ -75,11 +78,7 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --base-mix 0.5 --strength-range 0.0,0.4 --scale-range 1,1 --out "$ROOT/prn_classifier_bg" --iters 1500 \
     --batch-size 8 --lr 0.002 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
     --init-weights "$ROOT/prn_classifier/model_final.pt" --seed 13 \
-    --config "$(dirname "$0")/configs/prn_classifier_bg.json" --stuff-area 16384 --restore-base-segments all \
-    --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
-    --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
-    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9 \
-    --classifier-remove-confidence 0.8 --void-thing-confidence 0.8 --void-thing-min-area 50
+    --config "$(dirname "$0")/configs/prn_classifier_bg.json" "${CLASSIFIER_POST[@]}" --classifier-remove-confidence 0.8 --void-thing-confidence 0.8 --void-thing-min-area 50
 # "No thing" learnt again from every base thing that matches no object (configs/prn_classifier_unmatched.json): a
 # split's smaller half too, which joins the thing it was cut from when it shares a fifth of its boundary with it
 # (chosen on training images 901-1000).
@@ -87,21 +86,13 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --base-mix 0.5 --strength-range 0.0,0.4 --scale-range 1,1 --out "$ROOT/prn_classifier_unmatched" --iters 1500 \
     --batch-size 8 --lr 0.002 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
     --init-weights "$ROOT/prn_classifier_bg/model_final.pt" --seed 14 \
-    --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" --stuff-area 16384 --restore-base-segments all \
-    --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
-    --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
-    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9 \
-    --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
+    --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" "${CLASSIFIER_POST[@]}" --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
 # 3000 more steps on more corrupted GT (more splits and merges among the unmatched things).
 OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.json" --base "$ROOT/base_train" \
     --base-mix 0.5 --strength-range 0.3,0.8 --scale-range 1,1 --out "$ROOT/prn_classifier_unmatched2" --iters 3000 \
     --batch-size 8 --lr 0.002 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
     --init-weights "$ROOT/prn_classifier_unmatched/model_final.pt" --seed 15 \
-    --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" --stuff-area 16384 --restore-base-segments all \
-    --reclaim-other-classes --min-join-contact 10 --keep-base-thing-class --base-snap-confidence 0.9 \
-    --boundary-radius 2 --boundary-confidence 0.5 --boundary-min-area 128 --boundary-min-gain 0.02 \
-    --boundary-min-coverage 0.4 --classifier-confidence 0.7 --classifier-small-area 400 --classifier-small-confidence 0.9 \
-    --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
+    --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" "${CLASSIFIER_POST[@]}" --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
 
 prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" \
     --weights "$ROOT/prn_classifier_unmatched2/model_final.pt" \

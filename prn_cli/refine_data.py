@@ -26,6 +26,7 @@ from .data import (TrainTransform, annotation_image_path, check_has_annotations,
                    resolve_images_dir)
 from .errors import InvalidInputError, fail
 from .io import orientation_hint
+from .models.prn.config import CLASSIFIER_BACKGROUND_EXAMPLES
 from .panoptic import PanopticSet, load_set, read_id_png
 
 #: GT and base ids (< 2^24 each) travel through the transform packed into one int64 map.
@@ -73,8 +74,8 @@ class RefineDataOptions:
         if self.thing_crops < 0 or self.thing_crop_size < 8:
             raise ValueError(f"thing_crops must be >= 0 and thing_crop_size >= 8, got {self.thing_crops}, "
                              f"{self.thing_crop_size}")
-        if self.thing_crop_background_examples not in ("off_things", "unmatched"):
-            raise ValueError(f"thing_crop_background_examples must be 'off_things' or 'unmatched', "
+        if self.thing_crop_background_examples not in CLASSIFIER_BACKGROUND_EXAMPLES:
+            raise ValueError(f"thing_crop_background_examples must be one of {CLASSIFIER_BACKGROUND_EXAMPLES}, "
                              f"got {self.thing_crop_background_examples!r}")
         if self.crop < 32:
             raise ValueError(f"crop must be at least 32 pixels, got {self.crop}")
