@@ -45,6 +45,8 @@ def _odd(v) -> bool:
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fraction": (_fraction, "a number from 0 to 1"),
     "confidence": (lambda v: 0.5 <= v < 1.0, "a number from 0.5 up to (not including) 1"),
+    # a threshold a probability must be above: at 1 the step could never act, so 1 is refused, not a silent "off"
+    "probability": (lambda v: 0.0 <= v < 1.0, "a number from 0 up to (not including) 1"),
     "positive": (_positive, "an integer of at least 1"),
     "non_negative": (_non_negative, "a number of at least 0"),
     "odd": (_odd, "an odd integer of at least 1"),
@@ -123,7 +125,7 @@ class PostProcessOverrides(_Overrides):
     center_threshold: float | None = _field("fraction", float)
     nms_kernel: int | None = _field("odd", int)
     top_k: int | None = _field("positive", int)
-    foreground_threshold: float | None = _field("fraction", float)
+    foreground_threshold: float | None = _field("probability", float)
     stuff_area: int | None = _field("non_negative", int)
     box_iou_threshold: float | None = _field("fraction", float)
     restore_base_segments: str | None = _field("restore")
@@ -136,12 +138,13 @@ class PostProcessOverrides(_Overrides):
     boundary_min_area: int | None = _field("non_negative", int)
     boundary_min_gain: float | None = _field("fraction", float)
     boundary_min_coverage: float | None = _field("fraction", float)
-    classifier_confidence: float | None = _field("fraction", float)
+    classifier_confidence: float | None = _field("probability", float)
     classifier_small_area: int | None = _field("non_negative", int)
-    classifier_small_confidence: float | None = _field("fraction", float)
-    classifier_remove_confidence: float | None = _field("fraction", float)
+    classifier_small_confidence: float | None = _field("probability", float)
+    classifier_remove_confidence: float | None = _field("probability", float)
     classifier_join_share: float | None = _field("fraction", float)
-    void_thing_confidence: float | None = _field("fraction", float)
+    classifier_split_confidence: float | None = _field("probability", float)
+    void_thing_confidence: float | None = _field("probability", float)
     void_thing_min_area: int | None = _field("positive", int)
 
     def apply(self, stored: dict):
