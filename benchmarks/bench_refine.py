@@ -15,7 +15,8 @@ With ``--weights`` it also times ``Refiner(weights)`` end to end as ``prn refine
 post-processing, the fusion with the base and the boundary re-cut included). ``--boundary-radius PX`` times it three
 times in the same run: without the boundary re-cut (radius 0), with a PX re-cut whose refiner runs on the tiles
 near the things' boundaries (as ``prn refine`` runs it), and the same with the refiner on the whole map. A checkpoint with
-a thing classifier is also timed without its steps (relabelling, removing, things left void), in the same run.
+a thing classifier is also timed without its steps (relabelling, removing, cutting merged things, things left void),
+in the same run.
 
 Usage: python benchmarks/bench_refine.py [--archs tiny r50] [--size 512] [--images 5] [--threads 2] [--json]
        [--weights PRN.pt [--boundary-radius 2]]
@@ -111,12 +112,14 @@ def whole(weights: str, sample, n: int, boundary_radius: int | None = None, ever
           without_classifier: bool = False) -> dict:
     """``Refiner(weights)(rgb, base)`` end to end on the CPU, with the checkpoint's stored post-processing
     (``boundary_radius``: the re-cut's radius instead; ``everywhere``: its refiner on the whole map, not on tiles;
-    ``without_classifier``: none of the thing classifier's steps: relabelling, removing, things left void)."""
+    ``without_classifier``: none of the thing classifier's steps: relabelling, removing, cutting merged things,
+    things left void)."""
     from prn_cli.options import PostProcessOverrides
     from prn_cli.predictors import Refiner
 
     rgb, base_ids, base_segs = sample
-    off = dict(classifier_confidence=0.0, classifier_remove_confidence=0.0, void_thing_confidence=0.0)
+    off = dict(classifier_confidence=0.0, classifier_remove_confidence=0.0, classifier_split_confidence=0.0,
+               void_thing_confidence=0.0)
     refiner = Refiner(weights, device="cpu", overrides=PostProcessOverrides(
         boundary_radius=boundary_radius, **(off if without_classifier else {})))
     if everywhere:
@@ -132,8 +135,9 @@ def whole(weights: str, sample, n: int, boundary_radius: int | None = None, ever
             return out
         return run_step
 
-    # the classifier's steps: relabelling and removing things, and naming the things left void
+    # the classifier's steps: relabelling and removing things, cutting merged things, naming the things left void
     refiner._reclassify_things = timed(refiner._reclassify_things)
+    refiner._split_merged_things = timed(refiner._split_merged_things)
     refiner._find_void_things = timed(refiner._find_void_things)
     times = []
     for k in range(n + 1):

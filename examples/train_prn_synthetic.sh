@@ -87,12 +87,14 @@ OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.js
     --batch-size 8 --lr 0.002 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
     --init-weights "$ROOT/prn_classifier_bg/model_final.pt" --seed 14 \
     --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" "${CLASSIFIER_POST[@]}" --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
-# 3000 more steps on more corrupted GT (more splits and merges among the unmatched things).
+# 3000 more steps on more corrupted GT (more splits and merges among the unmatched things). The checkpoint also
+# stores the cut of merged things (--classifier-split-confidence 0.9, chosen afterwards on a split made only for
+# choosing; models/README.md).
 OMP_NUM_THREADS=1 prn train prn --data "$ROOT/data/annotations/panoptic_train.json" --base "$ROOT/base_train" \
     --base-mix 0.5 --strength-range 0.3,0.8 --scale-range 1,1 --out "$ROOT/prn_classifier_unmatched2" --iters 3000 \
     --batch-size 8 --lr 0.002 --warmup-iters 50 --crop 256 --num-workers 1 --checkpoint-every 200 \
     --init-weights "$ROOT/prn_classifier_unmatched/model_final.pt" --seed 15 \
-    --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" "${CLASSIFIER_POST[@]}" --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --void-thing-confidence 0.8 --void-thing-min-area 50
+    --config "$(dirname "$0")/configs/prn_classifier_unmatched.json" "${CLASSIFIER_POST[@]}" --classifier-remove-confidence 0.8 --classifier-join-share 0.2 --classifier-split-confidence 0.9 --void-thing-confidence 0.8 --void-thing-min-area 50
 
 prn refine --base "$ROOT/base_val" --images "$ROOT/data/images/val" \
     --weights "$ROOT/prn_classifier_unmatched2/model_final.pt" \

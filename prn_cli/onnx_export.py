@@ -61,6 +61,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, height
         config = {**config, "model": {**config["model"], "classifier_channels": []},
                   "postprocess": {**config.get("postprocess", {}), "classifier_confidence": 0.0,
                                   "classifier_remove_confidence": 0.0, "classifier_join_share": 0.0,
+                                  "classifier_split_confidence": 0.0,
                                   "void_thing_confidence": 0.0}}
     data = _with_metadata(buffer.getvalue(), {
         META_KIND: kind, META_CATEGORIES: json.dumps(ckpt["categories"]), META_CONFIG: json.dumps(config),

@@ -346,6 +346,8 @@ class Refiner:
                                                 (height, width))
         if post.classifier_confidence > 0 or post.classifier_remove_confidence > 0:
             ids, segs = self._reclassify_things(ids, segs, outputs, inputs)
+        if post.classifier_split_confidence > 0:
+            ids, segs = self._split_merged_things(ids, segs, outputs, inputs)
         if post.void_thing_confidence > 0:
             ids, segs = self._find_void_things(ids, segs, outputs, inputs)
         return PanopticPrediction(ids, segs)
@@ -456,6 +458,80 @@ class Refiner:
             ids, _ = remove_things(ids, removed, category_of, post.classifier_join_share)
         return ids, [{**s, "category_id": relabel[s["id"]]} if s["id"] in relabel else s for s in segs
                      if s["id"] not in removed]
+
+    def _split_merged_things(self, ids: np.ndarray, segs: list[dict], outputs: dict,
+                             inputs: dict | None) -> tuple[np.ndarray, list[dict]]:
+        """``(ids, segs)`` with every thing that holds two objects cut in two (models/prn/merge_split.py): each
+        thing away from the image's edge that the classifier reads less surely than
+        ``merge_split.MAX_WHOLE_CERTAINTY`` is cut two ways (parts of at least ``merge_split.MIN_PART_AREA`` pixels
+        at the processing size), the classifier reads both parts of each cut, and the better cut is kept where its
+        less certain part's thing-class probability is above ``classifier_split_confidence`` and above the whole
+        thing's. Both parts keep the thing's category and score; the second takes a new id."""
+        import torch
+
+        from .models.prn.classifier import thing_crops
+        from .models.prn.merge_split import (MAX_WHOLE_CERTAINTY, MIN_PART_AREA, best_two_part_split,
+                                             two_part_proposals)
+        from .synth import random_segment_ids
+
+        if inputs is None:
+            raise ValueError("the split of merged things needs the network inputs (postprocess(..., inputs=...))")
+        edge = set(np.concatenate([ids[0], ids[-1], ids[:, 0], ids[:, -1]]).tolist())
+        things = [s for s in segs if s["category_id"] in self.category_map.thing_ids and s["id"] not in edge]
+        if not things:
+            return ids, segs
+        h, w = outputs["semantic"].shape[-2:]
+        image = inputs["image"][0, :, :h, :w].float().cpu()
+        classifier = self.model.classifier
+        device = next(classifier.parameters()).device
+        min_part = max(1, int(np.ceil(MIN_PART_AREA * ids.shape[0] * ids.shape[1] / (h * w))))
+        id_map = torch.from_numpy(ids.astype(np.int64))
+        whole = classifier.probabilities(thing_crops(image, id_map, [s["id"] for s in things],
+                                                     classifier.crop_size).to(device)).cpu().numpy()
+        # the colours the cuts read: the processing-size image at the photo-size pixels
+        rows = np.minimum((np.arange(ids.shape[0]) * h) // ids.shape[0], h - 1)
+        cols = np.minimum((np.arange(ids.shape[1]) * w) // ids.shape[1], w - 1)
+        colours = image.permute(1, 2, 0).numpy()
+        flat = ids.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], [[s["id"], s["id"] + 1] for s in things])
+        cuts_of = {}
+        num_things = len(self.category_map.thing_ids)
+        unsure = whole[:, :num_things].max(axis=1) <= MAX_WHOLE_CERTAINTY
+        for k, (lo, hi) in enumerate(bounds.tolist()):
+            if unsure[k] and hi - lo >= 2 * min_part:
+                ys, xs = np.divmod(order[lo:hi], ids.shape[1])
+                cuts_of[k] = (ys, xs, two_part_proposals(ys, xs, colours[rows[ys], cols[xs]], min_part=min_part))
+        if not cuts_of:
+            return ids, segs
+        # cut i of every thing on one map, its parts labelled 2k + 1 and 2k + 2: one read of the map per cut
+        n_cuts = len(next(iter(cuts_of.values()))[2])
+        parts = np.full((len(things), n_cuts, 2, whole.shape[1]), np.nan)
+        for i in range(n_cuts):
+            cut_map = np.zeros(ids.shape, np.int64)
+            made = [k for k, (_, _, cuts) in cuts_of.items() if cuts[i] is not None]
+            if not made:
+                continue
+            for k in made:
+                ys, xs, cuts = cuts_of[k]
+                cut_map[ys, xs] = 2 * k + 1 + cuts[i]
+            labels = [v for k in made for v in (2 * k + 1, 2 * k + 2)]
+            crops = thing_crops(image, torch.from_numpy(cut_map), labels, classifier.crop_size)
+            probability = classifier.probabilities(crops.to(device)).cpu().numpy()
+            parts[made, i] = probability.reshape(len(made), 2, -1)
+        ids = ids.copy()
+        used = {int(s["id"]) for s in segs}
+        rng = np.random.default_rng(np.random.SeedSequence([ids.shape[0], ids.shape[1], len(segs), 17]))
+        fresh = iter([sid for sid in random_segment_ids(rng, len(cuts_of) + len(used)) if sid not in used])
+        added = []
+        for k, (ys, xs, cuts) in cuts_of.items():
+            best = best_two_part_split(whole[k], parts[k], num_things,
+                                       self.postprocess_config.classifier_split_confidence)
+            if best is not None:
+                sid = next(fresh)
+                ids[ys[cuts[best]], xs[cuts[best]]] = sid
+                added.append({**things[k], "id": int(sid)})
+        return ids, segs + added
 
     def _thing_foreground(self, outputs: dict, inputs: dict | None, ids: np.ndarray, segs: list[dict]):
         """(1, h, w) the boundary refiner's logits at the processing size: ``outputs["thing_foreground"]`` when the

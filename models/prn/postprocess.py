@@ -121,6 +121,11 @@ class PostProcessConfig:
     #: kept thing of its category joins that thing instead of turning void (a split's smaller half; removal.py).
     #: 0 = every removed thing turns void
     classifier_join_share: float = 0.0
+    #: cut a thing that holds two objects (a base's merge) in two: of two cuts (merge_split.py; parts that touch, a
+    #: thing away from the image's edge), the one whose less certain part the thing classifier reads as a thing the
+    #: more surely is kept where that probability is above this and above the whole thing's; applied by the
+    #: predictor after the relabelling. 0 = off
+    classifier_split_confidence: float = 0.0
     #: find things left void (void_things.py): each connected region that the refined map leaves void and PRN's
     #: semantic head gives to a thing class becomes a thing where the thing classifier gives a class a probability
     #: above this; applied by the predictor last. 0 = off
@@ -188,6 +193,9 @@ class PostProcessConfig:
         if not 0.0 <= self.classifier_join_share <= 1.0:
             raise ValueError(f"classifier_join_share must be in [0, 1] (a fraction of the thing's boundary; 0 = off), "
                              f"got {self.classifier_join_share!r}")
+        if not 0.0 <= self.classifier_split_confidence < 1.0:
+            raise ValueError(f"classifier_split_confidence must be in [0, 1) (0 = off), "
+                             f"got {self.classifier_split_confidence!r}")
         if not 0.0 <= self.void_thing_confidence < 1.0:
             raise ValueError(f"void_thing_confidence must be in [0, 1) (0 = off), got {self.void_thing_confidence!r}")
         if not isinstance(self.void_thing_min_area, int) or self.void_thing_min_area < 1:
@@ -226,6 +234,7 @@ def missing_network_parts(post: PostProcessConfig, network) -> list[NetworkNeed]
                                  "extension", "leave out --boundary-radius"))
     for flag, value in (("--classifier-confidence", post.classifier_confidence),
                         ("--classifier-remove-confidence", post.classifier_remove_confidence),
+                        ("--classifier-split-confidence", post.classifier_split_confidence),
                         ("--void-thing-confidence", post.void_thing_confidence)):
         if value > 0 and not has("classifier_channels"):
             needs.append(NetworkNeed(flag, "this PRN has no thing classifier", "classifier_channels", "extension",

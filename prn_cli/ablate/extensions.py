@@ -21,6 +21,7 @@ EXTENSION_CONFIG = ("boundary_channels", "boundary_dilations", "boundary_band", 
 EXTENSION_POSTPROCESS = ("boundary_radius", "boundary_confidence", "boundary_min_area", "boundary_min_gain",
                          "boundary_min_coverage", "classifier_confidence", "classifier_small_area",
                          "classifier_small_confidence", "classifier_remove_confidence", "classifier_join_share",
+                         "classifier_split_confidence",
                          "void_thing_confidence", "void_thing_min_area")
 #: state-dict prefixes of the two modules
 EXTENSION_MODULES = ("boundary.", "classifier.")

@@ -235,6 +235,12 @@ ClassifierJoinShare = Annotated[Optional[float], typer.Option(
     "(a split's smaller half; 0 = off).")]
 
 
+ClassifierSplitConfidence = Annotated[Optional[float], typer.Option(
+    "--classifier-split-confidence", metavar="X", help="Cut a thing that holds two objects (a base's merge) in two "
+    "where PRN's thing classifier reads both parts of the better of two cuts as things with a probability above X and "
+    "above the whole's (0 = off).")]
+
+
 VoidThingConfidence = Annotated[Optional[float], typer.Option(
     "--void-thing-confidence", metavar="X", help="Find things left void: a region that the refined map leaves void "
     "and PRN reads as a thing becomes one where PRN's thing classifier gives a class a probability above X "
@@ -253,7 +259,8 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
                    boundary_confidence=None, boundary_min_area=None, boundary_min_gain=None,
                    boundary_min_coverage=None,
                    classifier_confidence=None, classifier_small_area=None, classifier_small_confidence=None,
-                   classifier_remove_confidence=None, classifier_join_share=None, void_thing_confidence=None,
+                   classifier_remove_confidence=None, classifier_join_share=None, classifier_split_confidence=None,
+                   void_thing_confidence=None,
                    void_thing_min_area=None):
     """The PRN post-processing overrides given on the command line (validated: a bad value is exit 2)."""
     from ..options import PostProcessOverrides
@@ -271,6 +278,7 @@ def post_overrides(*, foreground_source=None, use_pred_bbox=None, center_thresho
         classifier_confidence=classifier_confidence,
         classifier_small_area=classifier_small_area, classifier_small_confidence=classifier_small_confidence,
         classifier_remove_confidence=classifier_remove_confidence, classifier_join_share=classifier_join_share,
+        classifier_split_confidence=classifier_split_confidence,
         void_thing_confidence=void_thing_confidence,
         void_thing_min_area=void_thing_min_area)
 

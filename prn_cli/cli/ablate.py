@@ -10,11 +10,11 @@ import typer
 from ._common import (Amp, AmpOpt, BackboneWeights, BaseMix, BaseSnapConfidence, BoundaryConfidence, BoundaryMinArea,
                       BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold,
                       ClassifierConfidence, ClassifierJoinShare, ClassifierRemoveConfidence, ClassifierSmallArea,
-                      ClassifierSmallConfidence, ConfigFile, Crop, Device, DeviceOpt, ForegroundThreshold, Iters,
-                      JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt,
-                      PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK,
-                      TrainBatchSize, ValLimit, VoidThingConfidence, VoidThingMinArea, WarmupIters, command,
-                      post_overrides)
+                      ClassifierSmallConfidence, ClassifierSplitConfidence, ConfigFile, Crop, Device, DeviceOpt,
+                      ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
+                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
+                      StrengthRange, Threads, TopK, TrainBatchSize, ValLimit, VoidThingConfidence, VoidThingMinArea,
+                      WarmupIters, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -90,6 +90,7 @@ def ablate_command(
     classifier_small_confidence: ClassifierSmallConfidence = None,
     classifier_remove_confidence: ClassifierRemoveConfidence = None,
     classifier_join_share: ClassifierJoinShare = None,
+    classifier_split_confidence: ClassifierSplitConfidence = None,
     void_thing_confidence: VoidThingConfidence = None,
     void_thing_min_area: VoidThingMinArea = None,
     refine_batch_size: Annotated[int, typer.Option("--refine-batch-size", min=1, metavar="N", help="Images per PRN "
@@ -131,6 +132,7 @@ def ablate_command(
                                  classifier_small_confidence=classifier_small_confidence,
                                  classifier_remove_confidence=classifier_remove_confidence,
                                  classifier_join_share=classifier_join_share,
+                                 classifier_split_confidence=classifier_split_confidence,
                                  void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     strength = parse_range(strength_range, "--strength-range")
     check_device(device.value)

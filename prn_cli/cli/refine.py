@@ -12,11 +12,11 @@ from ..options import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 from ._common import (RESUME_HINT, BaseSnapConfidence, BatchSize, BoundaryConfidence, BoundaryMinArea,
                       BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius, BoxIouThreshold, CenterThreshold,
                       ClassifierConfidence, ClassifierJoinShare, ClassifierRemoveConfidence, ClassifierSmallArea,
-                      ClassifierSmallConfidence, Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Id2Label,
-                      Images, ImagesJson, JsonOut, KeepBaseThingClass, LabelDivisor, LabelMapOpt, MaxSize,
-                      MinJoinContact, MinSize, NmsKernel, Out, Overwrite, PostStuffArea, ReclaimOtherClasses,
-                      RestoreBaseSegments, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel, VoidThingConfidence,
-                      VoidThingMinArea, Weights, command, post_overrides)
+                      ClassifierSmallConfidence, ClassifierSplitConfidence, Device, DeviceOpt, ForegroundSourceOpt,
+                      ForegroundThreshold, Id2Label, Images, ImagesJson, JsonOut, KeepBaseThingClass, LabelDivisor,
+                      LabelMapOpt, MaxSize, MinJoinContact, MinSize, NmsKernel, Out, Overwrite, PostStuffArea,
+                      ReclaimOtherClasses, RestoreBaseSegments, Resume, Runtime, Threads, TopK, UsePredBbox, VoidLabel,
+                      VoidThingConfidence, VoidThingMinArea, Weights, command, post_overrides)
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +57,7 @@ def refine_command(
     classifier_small_confidence: ClassifierSmallConfidence = None,
     classifier_remove_confidence: ClassifierRemoveConfidence = None,
     classifier_join_share: ClassifierJoinShare = None,
+    classifier_split_confidence: ClassifierSplitConfidence = None,
     void_thing_confidence: VoidThingConfidence = None,
     void_thing_min_area: VoidThingMinArea = None,
     category_map: Annotated[Optional[Path], typer.Option("--category-map", metavar="FILE", help="JSON "
@@ -112,6 +113,7 @@ def refine_command(
                                  classifier_small_confidence=classifier_small_confidence,
                                  classifier_remove_confidence=classifier_remove_confidence,
                                  classifier_join_share=classifier_join_share,
+                                 classifier_split_confidence=classifier_split_confidence,
                                  void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     check_device(device.value)
     from ..onnx_runtime import check_runtime

@@ -10,12 +10,12 @@ import typer
 from ._common import (CONTEXT, RESUME_HINT, Amp, AmpOpt, BackboneWeights, BaseArch, BaseMix, BaseSnapConfidence,
                       BoundaryConfidence, BoundaryMinArea, BoundaryMinCoverage, BoundaryMinGain, BoundaryRadius,
                       BoxIouThreshold, CenterThreshold, CheckpointEvery, ClassifierConfidence, ClassifierJoinShare,
-                      ClassifierRemoveConfidence, ClassifierSmallArea, ClassifierSmallConfidence, ConfigFile, Crop,
-                      Device, DeviceOpt, ForegroundSourceOpt, ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass,
-                      Lr, MinJoinContact, NmsKernel, NumWorkers, PRNArch, PRNArchOpt, PostStuffArea,
-                      ReclaimOtherClasses, RestoreBaseSegments, Seed, StrengthRange, Threads, TopK, TrainBatchSize,
-                      UsePredBbox, ValEvery, ValLimit, VoidThingConfidence, VoidThingMinArea, WarmupIters, command,
-                      post_overrides)
+                      ClassifierRemoveConfidence, ClassifierSmallArea, ClassifierSmallConfidence,
+                      ClassifierSplitConfidence, ConfigFile, Crop, Device, DeviceOpt, ForegroundSourceOpt,
+                      ForegroundThreshold, Iters, JsonOut, KeepBaseThingClass, Lr, MinJoinContact, NmsKernel,
+                      NumWorkers, PRNArch, PRNArchOpt, PostStuffArea, ReclaimOtherClasses, RestoreBaseSegments, Seed,
+                      StrengthRange, Threads, TopK, TrainBatchSize, UsePredBbox, ValEvery, ValLimit,
+                      VoidThingConfidence, VoidThingMinArea, WarmupIters, command, post_overrides)
 
 train_app = typer.Typer(help="Train a network: the base model (MS-PanopticFPN) or the refiner (PRN).",
                         no_args_is_help=True, context_settings=CONTEXT)
@@ -229,6 +229,7 @@ def train_prn_command(
     classifier_small_confidence: ClassifierSmallConfidence = None,
     classifier_remove_confidence: ClassifierRemoveConfidence = None,
     classifier_join_share: ClassifierJoinShare = None,
+    classifier_split_confidence: ClassifierSplitConfidence = None,
     void_thing_confidence: VoidThingConfidence = None,
     void_thing_min_area: VoidThingMinArea = None,
     resume: TrainResume = False,
@@ -264,6 +265,7 @@ def train_prn_command(
                                  classifier_small_confidence=classifier_small_confidence,
                                  classifier_remove_confidence=classifier_remove_confidence,
                                  classifier_join_share=classifier_join_share,
+                                 classifier_split_confidence=classifier_split_confidence,
                                  void_thing_confidence=void_thing_confidence, void_thing_min_area=void_thing_min_area)
     switches = PRNSwitches(foreground_head=foreground_head, coordconv_decoder=coordconv_decoder,
                            coordconv_encoder=coordconv_encoder, box_head=box_head)

@@ -43,6 +43,9 @@ BAD_VALUES = {
     "ablate --boundary-min-area -5": (lambda i, out: ["ablate", "--data", i["data"], "--base", i["base"], "--val",
                                                       i["data"], "--val-base", i["base"], "--out", out,
                                                       "--boundary-min-area", "-5"], "--boundary-min-area"),
+    "refine --classifier-split-confidence 1": (lambda i, out: ["refine", "--base", i["base"], "--images", i["images"],
+                                                               "--out", out, "--classifier-split-confidence", "1"],
+                                                "--classifier-split-confidence"),
     "segment --instance-score-threshold 2": (lambda i, out: ["segment", "--images", i["images"], "--out", out,
                                                              "--instance-score-threshold", "2"],
                                              "--instance-score-threshold"),
@@ -57,6 +60,9 @@ BAD_VALUES = {
     "train prn --classifier-remove-confidence 0.9": (lambda i, out: ["train", "prn", "--data", i["data"], "--out",
                                                                      out, "--classifier-remove-confidence", "0.9"],
                                                      "--classifier-remove-confidence"),
+    "train prn --classifier-split-confidence 0.8": (lambda i, out: ["train", "prn", "--data", i["data"], "--out",
+                                                                    out, "--classifier-split-confidence", "0.8"],
+                                                    "--classifier-split-confidence"),
 }
 
 

@@ -247,6 +247,8 @@ def test_shipped_checkpoints_store_the_settings_chosen_on_training_images():
     # fifth of its boundary lies
     assert refiner.model.config.classifier_background and post.classifier_remove_confidence == 0.8
     assert refiner.model.config.classifier_background_examples == "unmatched" and post.classifier_join_share == 0.2
+    # and cuts a thing in two where it reads both parts of a cut as things above 0.9 and surer than the whole
+    assert post.classifier_split_confidence == 0.9
     # and it names the things PRN reads where it leaves void: regions of 50+ pixels it is 0.8 sure of
     assert (post.void_thing_confidence, post.void_thing_min_area) == (0.8, 50)
     assert refiner.model.config.trainable == "all"

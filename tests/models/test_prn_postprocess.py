@@ -424,7 +424,8 @@ def test_the_steps_a_network_cannot_run_are_named_with_their_flag_and_part():
     full = {"foreground_head": True, "box_head": True, "boundary_channels": 24, "classifier_channels": [8, 8, 8],
             "classifier_background": True}
     everything = PostProcessConfig(use_pred_bbox=True, boundary_radius=2, classifier_confidence=0.7,
-                                   classifier_remove_confidence=0.8, void_thing_confidence=0.8)
+                                   classifier_remove_confidence=0.8, classifier_split_confidence=0.8,
+                                   void_thing_confidence=0.8)
     assert missing_network_parts(everything, full) == []
     bare = missing_network_parts(everything, {})
     assert [(n.flag, n.field, n.module) for n in bare] == [
@@ -432,8 +433,9 @@ def test_the_steps_a_network_cannot_run_are_named_with_their_flag_and_part():
         ("--boundary-radius", "boundary_channels", "extension"),
         ("--classifier-confidence", "classifier_channels", "extension"),
         ("--classifier-remove-confidence", "classifier_channels", "extension"),
+        ("--classifier-split-confidence", "classifier_channels", "extension"),
         ("--void-thing-confidence", "classifier_channels", "extension")]
-    # a classifier without "no thing" can relabel and find void things but not remove
+    # a classifier without "no thing" can relabel, cut and find void things but not remove
     plain = missing_network_parts(everything, {**full, "classifier_background": False})
     assert [(n.flag, n.lacking) for n in plain] == [
         ("--classifier-remove-confidence", "this PRN's thing classifier has no 'no thing' class")]
