@@ -7,7 +7,10 @@ union of two shapes is no shape it knows: trained with every unmatched base thin
 reads surely. So each thing is cut in two two ways (:func:`two_part_proposals`), the classifier reads both parts
 of each cut, and the cut whose less certain part is the more certain (:func:`best_two_part_split`) is kept where
 that part is surer than ``confidence`` and than the whole thing. A single object cut in two gives two
-fragments, which the classifier reads less surely than the object: it stays whole.
+fragments, which the classifier reads less surely than the object: it stays whole. The predictor never cuts a
+thing that touches the image's edge: it shows part of its shape, which the classifier reads unsurely whole and
+may read surely in halves (on the splits made for choosing, most of the whole objects it cut were such;
+models/README.md).
 """
 
 from __future__ import annotations
