@@ -519,18 +519,21 @@ class Refiner:
             crops = thing_crops(image, torch.from_numpy(cut_map), labels, classifier.crop_size)
             probability = classifier.probabilities(crops.to(device)).cpu().numpy()
             parts[made, i] = probability.reshape(len(made), 2, -1)
+        kept = [(k, best) for k in cuts_of
+                if (best := best_two_part_split(whole[k], parts[k], num_things,
+                                                self.postprocess_config.classifier_split_confidence)) is not None]
+        if not kept:
+            return ids, segs
         ids = ids.copy()
         used = {int(s["id"]) for s in segs}
         rng = np.random.default_rng(np.random.SeedSequence([ids.shape[0], ids.shape[1], len(segs), 17]))
         fresh = iter([sid for sid in random_segment_ids(rng, len(cuts_of) + len(used)) if sid not in used])
         added = []
-        for k, (ys, xs, cuts) in cuts_of.items():
-            best = best_two_part_split(whole[k], parts[k], num_things,
-                                       self.postprocess_config.classifier_split_confidence)
-            if best is not None:
-                sid = next(fresh)
-                ids[ys[cuts[best]], xs[cuts[best]]] = sid
-                added.append({**things[k], "id": int(sid)})
+        for k, best in kept:
+            ys, xs, cuts = cuts_of[k]
+            sid = next(fresh)
+            ids[ys[cuts[best]], xs[cuts[best]]] = sid
+            added.append({**things[k], "id": int(sid)})
         return ids, segs + added
 
     def _thing_foreground(self, outputs: dict, inputs: dict | None, ids: np.ndarray, segs: list[dict]):
