@@ -7,7 +7,8 @@ grouping); row 1 is the base itself. For each PRN row and each seed (``schedule.
 seeds - 1``) the ablation trains PRN on the training set (same data, same schedule for every row), refines the
 val base predictions and evaluates them against the val ground truth; the base row evaluates the val base as
 it is, once. The table (Markdown and JSON) gives PQ / PQth / PQst of every row (with several seeds: the mean
-and sample std over them) and its PQ gain over the base, beside the paper's COCO figures.
+and sample std over them) and its PQ gain over the base, beside the paper's COCO figures, and each PRN row's
+difference to the row it adds one part to, seed by seed (table.paired_deltas).
 
 Run folder ``RUN``::
 

@@ -74,6 +74,15 @@ ROW_SLUGS = tuple(r.slug for r in TABLE1_ROWS)
 BASE_ROW = TABLE1_ROWS[0]
 
 
+def paired_reference(row: AblationRow) -> AblationRow | None:
+    """The row that ``row`` adds one part to, which the table compares it with seed by seed: Foreground for every
+    row with a switch (rows 4-8 are the Foreground row plus switches), ForegroundSem for Foreground (the foreground
+    branch itself), none for ForegroundSem and the base (the base does not train: its delta is the plain one)."""
+    if not row.prn or row.foreground_source == "semantic":
+        return None
+    return next(r for r in TABLE1_ROWS if r.slug == ("fgsem" if row.slug == "fg" else "fg"))
+
+
 def select_rows(names: Sequence[str | int] | None) -> list[AblationRow]:
     """The rows named by slug or 1-based number (``None``/empty: all), in table order; the base row is always
     included (every delta is taken against it). An unknown name is a usage error."""

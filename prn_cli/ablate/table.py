@@ -3,6 +3,12 @@
 With several seeds every PRN row gives the mean and the sample standard deviation (ddof 1; 0 with one seed) of
 PQ / PQth / PQst over its seeds, and its deltas are the differences of the means to the base row (which is
 evaluated once: it does not train).
+
+Every PRN row but ForegroundSem is also compared with the row it adds one part to (rows.paired_reference), seed by
+seed: a seed fixes the training samples, their order and their augmentation (engine.py), so the two runs of one
+seed differ in the switch and in the initial weights only, and the spread of the differences is what tells
+whether the switch changes anything. Rows whose means lie within each other's spread can still differ by more
+than the spread of their paired differences.
 """
 
 from __future__ import annotations
@@ -13,14 +19,14 @@ from typing import Mapping, Sequence
 
 from .folder import FORMAT_VERSION, TABLE_JSON, TABLE_MD
 from .options import AblationOptions
-from .rows import BASE_ROW, TABLE1_ROWS
+from .rows import BASE_ROW, TABLE1_ROWS, paired_reference
 
 #: the scores every result holds, and the ones whose mean and std the table gives
 SCORES = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st")
 SPREAD = ("pq", "pq_th", "pq_st")
 
 MD_COLUMNS = ("Method", "Foreground", "ForegroundSem", "CoordConvDec", "CoordConvEnc", "PredBbox", "PQ", "PQth",
-              "PQst", "ΔPQ vs base", "Paper PQ (COCO)")
+              "PQst", "ΔPQ vs base", "ΔPQ vs its reference row, seed by seed", "Paper PQ (COCO)")
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -33,6 +39,19 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
 
 def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
+
+
+def paired_deltas(found: Sequence[dict], reference: Sequence[dict]) -> dict | None:
+    """The differences of a row's results to its reference row's, seed by seed, over the seeds both have:
+    ``{"seeds": [...], "pq": mean, "pq_std": sample std, ...}`` for PQ / PQth / PQst (None: no common seed)."""
+    theirs = {r.get("seed"): r for r in reference}
+    pairs = [(r, theirs[r.get("seed")]) for r in found if r.get("seed") in theirs]
+    if not pairs:
+        return None
+    out: dict = {"seeds": [r.get("seed") for r, _ in pairs]}
+    for key in SPREAD:
+        out[key], out[f"{key}_std"] = mean_std([_delta(a.get(key), b.get(key)) for a, b in pairs])
+    return out
 
 
 def build_table(results: Mapping[str, Sequence[dict]], options: AblationOptions, val_images: int) -> dict:
@@ -56,6 +75,9 @@ def build_table(results: Mapping[str, Sequence[dict]], options: AblationOptions,
                 entry[f"{key}_std"] = std
         for key in SPREAD:
             entry[f"delta_{key}"] = _delta(entry[key], base[key])
+        reference = paired_reference(row)
+        paired = paired_deltas(found, results.get(reference.slug) or []) if reference else None
+        entry["paired"] = {"against": reference.slug, "method": _method_name(reference), **paired} if paired else None
         entry["paper"] = {"method": row.method, "pq": row.paper_pq / 100, "pq_th": row.paper_pq_th / 100,
                           "pq_st": row.paper_pq_st / 100,
                           "delta_pq": round(row.paper_pq - BASE_ROW.paper_pq, 1) / 100}
@@ -65,10 +87,27 @@ def build_table(results: Mapping[str, Sequence[dict]], options: AblationOptions,
     return {"format": FORMAT_VERSION, "table": "Table 1 of the PRN supplementary (docs/design.md)",
             "units": "PQ, SQ, RQ, their standard deviations and the deltas as fractions (0-1); a PRN row gives the "
                      "mean over its seeds and the sample std (ddof 1, 0 with one seed), its deltas are differences "
-                     "of the means to the base row; the paper's figures are COCO val",
+                     "of the means to the base row; 'paired': the row minus its reference row seed by seed, mean "
+                     "and sample std over the seeds both have; the paper's figures are COCO val",
             "val": record["val"], "val_images": val_images,
             "base": record["val_base"] if options.val_base else {"weights": record["base_weights"]},
             "seeds": options.seed_values, "options": record, "rows": entries}
+
+
+def _method_name(row) -> str:
+    """A row's name as the table's text gives it: the ticked column of ForegroundSem and Foreground."""
+    return {"fgsem": "ForegroundSem", "fg": "Foreground"}.get(row.slug, row.slug)
+
+
+def _paired(entry: dict) -> str:
+    """``+0.12 ± 0.05 vs Foreground`` (percent, two decimals: the differences it resolves are tenths), or ""."""
+    paired = entry.get("paired")
+    if not paired or paired["pq"] is None:
+        return ""
+    text = f"{100 * paired['pq']:+.2f}"
+    if len(paired["seeds"]) > 1:
+        text += f" ± {100 * paired['pq_std']:.2f}"
+    return f"{text} vs {paired['method']}"
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -99,7 +138,7 @@ def table_markdown(table: dict) -> str:
         paper = e["paper"]
         paper_text = f"{100 * paper['pq']:.1f}" + (f" ({100 * paper['delta_pq']:+.1f})" if e["prn"] else "")
         cells = [e["method"], *marks, _score(e, "pq"), _score(e, "pq_th"), _score(e, "pq_st"),
-                 _fmt(e["delta_pq"], True) if e["prn"] else "", paper_text]
+                 _fmt(e["delta_pq"], True) if e["prn"] else "", _paired(e), paper_text]
         lines.append("| " + " | ".join(cells) + " |")
     o = table["options"]
     training, schedule = o["training"], o["schedule"]
@@ -109,6 +148,10 @@ def table_markdown(table: dict) -> str:
               + (f"; post-processing {_plain_overrides(o['postprocess'])}" if o.get("postprocess") else "")
               + (f"; every PRN row refined with the boundary refiner and thing classifier of "
                  f"{o['extensions_from']['path']}" if o.get("extensions_from") else "") + "."]
+    if any(e.get("paired") for e in table["rows"]):
+        lines.append("ΔPQ vs its reference row: the row's PQ minus that of the row it adds one part to, seed by seed "
+                     "(one seed gives both the same training samples in the same order)"
+                     + (", mean ± sample std over the seeds both have." if len(seeds) > 1 else "."))
     fewer = _fewer_seeds(table)
     if fewer:
         lines.append("Rows with fewer seeds so far: " + ", ".join(f"{e['slug']} ({e['seeds']} of {len(seeds)})"

@@ -161,9 +161,12 @@ def test_build_table_gives_mean_std_and_deltas_of_the_means():
     md = table_markdown(table)
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert "mean ± sample std over 3 seeds" in md and "seeds 0-2" in md
-    assert lines[1] == "| Base |  |  |  |  |  | 40.0 | 30.0 | 50.0 |  | 40.6 |"
-    assert lines[2] == "| PRN | ✓ |  |  |  |  | 43.0 ± 2.0 | 33.0 ± 3.0 | 53.0 ± 1.7 | +3.0 | 41.9 (+1.3) |"
-    assert lines[3] == "| PRN | ✓ |  |  |  | ✓ | 44.0 | 31.0 | 60.0 | +4.0 | 43.1 (+2.5) |"
+    assert lines[1] == "| Base |  |  |  |  |  | 40.0 | 30.0 | 50.0 |  |  | 40.6 |"
+    # no ForegroundSem row to compare Foreground with; PredBbox against Foreground on the one seed both have
+    assert lines[2] == "| PRN | ✓ |  |  |  |  | 43.0 ± 2.0 | 33.0 ± 3.0 | 53.0 ± 1.7 | +3.0 |  | 41.9 (+1.3) |"
+    assert lines[3] == "| PRN | ✓ |  |  |  | ✓ | 44.0 | 31.0 | 60.0 | +4.0 | +3.00 vs Foreground | 43.1 (+2.5) |"
+    assert fg["paired"] is None and bbox["paired"]["against"] == "fg" and bbox["paired"]["seeds"] == [0]
+    assert bbox["paired"]["pq_st"] == pytest.approx(0.08) and bbox["paired"]["pq_std"] == 0.0
     assert "fewer seeds so far: fg-bbox (1 of 3)" in md
     console = Console(width=80, record=True, color_system=None)
     console.print(ablation_table(table))
@@ -175,7 +178,34 @@ def test_build_table_gives_mean_std_and_deltas_of_the_means():
     single = build_table({"base": results["base"], "fg": results["fg"][:1]}, tiny_options(), val_images=2)
     md = table_markdown(single)
     assert "±" not in md and "seed 0;" in md
-    assert "| PRN | ✓ |  |  |  |  | 41.0 | 30.0 | 52.0 | +1.0 | 41.9 (+1.3) |" in md
+    assert "| PRN | ✓ |  |  |  |  | 41.0 | 30.0 | 52.0 | +1.0 |  | 41.9 (+1.3) |" in md
+
+
+def test_rows_are_compared_with_their_reference_row_seed_by_seed():
+    """Rows whose means overlap within their spread can differ seed by seed: the paired differences say so."""
+    results = {
+        "base": [_result(None, 0.40, 0.30, 0.50)],
+        "fgsem": [_result(0, 0.40, 0.30, 0.50), _result(1, 0.44, 0.34, 0.54), _result(2, 0.42, 0.32, 0.52)],
+        "fg": [_result(0, 0.41, 0.30, 0.52), _result(1, 0.45, 0.33, 0.52), _result(2, 0.43, 0.36, 0.55)],
+        "fg-ccdec": [_result(0, 0.42, 0.31, 0.52), _result(2, 0.445, 0.35, 0.55)],   # seed 1 not yet
+        "fg-ccdec-ccenc": [_result(5, 0.50, 0.40, 0.60)],                            # no seed in common with fg
+    }
+    table = build_table(results, tiny_options(seeds=3), val_images=2)
+    rows = {e["slug"]: e for e in table["rows"]}
+    assert rows["base"]["paired"] is None and rows["fgsem"]["paired"] is None
+    fg = rows["fg"]["paired"]
+    assert (fg["against"], fg["method"], fg["seeds"]) == ("fgsem", "ForegroundSem", [0, 1, 2])
+    assert fg["pq"] == pytest.approx(0.01) and fg["pq_std"] == pytest.approx(0.0, abs=1e-12)
+    # the means overlap (43.0 ± 2.0 and 42.0 ± 2.0) but every seed is one point apart
+    assert rows["fg"]["pq_std"] > fg["pq"]
+    assert fg["pq_th"] == pytest.approx(0.01) and fg["pq_th_std"] == pytest.approx(0.026457513)
+    dec = rows["fg-ccdec"]["paired"]
+    assert dec["against"] == "fg" and dec["seeds"] == [0, 2]
+    assert dec["pq"] == pytest.approx(0.0125) and dec["pq_std"] == pytest.approx(0.0035355339)
+    assert rows["fg-ccdec-ccenc"]["paired"] is None
+    md = table_markdown(table)
+    assert "| +1.00 ± 0.00 vs ForegroundSem |" in md and "| +1.25 ± 0.35 vs Foreground |" in md
+    assert "seed by seed (one seed gives both the same training samples in the same order)" in md
 
 
 # --------------------------------------------------------------------------------------------------------------
