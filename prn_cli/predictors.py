@@ -344,10 +344,11 @@ class Refiner:
         if post.boundary_radius > 0:
             ids, segs = self._refine_boundaries(ids, segs, self._thing_foreground(outputs, inputs, ids, segs),
                                                 (height, width))
+        read: dict[int, np.ndarray] = {}
         if post.classifier_confidence > 0 or post.classifier_remove_confidence > 0:
-            ids, segs = self._reclassify_things(ids, segs, outputs, inputs)
+            ids, segs, read = self._reclassify_things(ids, segs, outputs, inputs)
         if post.classifier_split_confidence > 0:
-            ids, segs = self._split_merged_things(ids, segs, outputs, inputs)
+            ids, segs = self._split_merged_things(ids, segs, outputs, inputs, read=read)
         if post.void_thing_confidence > 0:
             ids, segs = self._find_void_things(ids, segs, outputs, inputs)
         return PanopticPrediction(ids, segs)
@@ -409,14 +410,16 @@ class Refiner:
         return ids, segs + [s for s in new_segs if s["id"] in present]
 
     def _reclassify_things(self, ids: np.ndarray, segs: list[dict], outputs: dict,
-                           inputs: dict | None) -> tuple[np.ndarray, list[dict]]:
+                           inputs: dict | None) -> tuple[np.ndarray, list[dict], dict[int, np.ndarray]]:
         """``(ids, segs)`` with each thing relabelled where the thing classifier (models/prn/classifier.py), reading
         the thing's crop of the image at the processing size and its final mask, gives another thing class a
         probability above ``classifier_confidence`` (or ``classifier_small_confidence``, if larger, for a thing of
         fewer than ``classifier_small_area`` pixels at the processing size), and removed (its pixels void) where a
         classifier with a "no thing" class gives that class a probability above ``classifier_remove_confidence``;
         with ``classifier_join_share`` a removed thing along a kept thing of its category joins it instead
-        (removal.remove_things). Without a removal the id map does not change."""
+        (removal.remove_things). Without a removal the id map does not change. The third value maps every kept
+        thing whose mask did not change (none joined it) to the classifier's probabilities, which the cut of merged
+        things reads again."""
         import torch
 
         from .models.prn.classifier import thing_boxes, thing_crops
@@ -426,7 +429,7 @@ class Refiner:
             raise ValueError("the thing classifier needs the network inputs (postprocess(..., inputs=...))")
         things = [s for s in segs if s["category_id"] in self.category_map.thing_ids]
         if not things:
-            return ids, segs
+            return ids, segs, {}
         h, w = outputs["semantic"].shape[-2:]
         image = inputs["image"][0, :, :h, :w].float().cpu()
         classifier = self.model.classifier
@@ -453,20 +456,25 @@ class Refiner:
                 removed.append(s["id"])
             elif category != s["category_id"] and p[k] > threshold:
                 relabel[s["id"]] = category
+        joined: dict[int, int] = {}
         if removed:
             category_of = {s["id"]: relabel.get(s["id"], s["category_id"]) for s in segs}
-            ids, _ = remove_things(ids, removed, category_of, post.classifier_join_share)
+            ids, joined = remove_things(ids, removed, category_of, post.classifier_join_share)
+        changed = set(removed) | set(joined.values())
+        read = {s["id"]: p for s, p in zip(things, probability) if s["id"] not in changed}
         return ids, [{**s, "category_id": relabel[s["id"]]} if s["id"] in relabel else s for s in segs
-                     if s["id"] not in removed]
+                     if s["id"] not in removed], read
 
-    def _split_merged_things(self, ids: np.ndarray, segs: list[dict], outputs: dict,
-                             inputs: dict | None) -> tuple[np.ndarray, list[dict]]:
+    def _split_merged_things(self, ids: np.ndarray, segs: list[dict], outputs: dict, inputs: dict | None, *,
+                             read: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, list[dict]]:
         """``(ids, segs)`` with every thing that holds two objects cut in two (models/prn/merge_split.py): each
         thing away from the image's edge that the classifier reads less surely than
         ``merge_split.MAX_WHOLE_CERTAINTY`` is cut two ways (parts of at least ``merge_split.MIN_PART_AREA`` pixels
         at the processing size), the classifier reads both parts of each cut, and the better cut is kept where its
         less certain part's thing-class probability is above ``classifier_split_confidence`` and above the whole
-        thing's. Both parts keep the thing's category and score; the second takes a new id."""
+        thing's. Both parts keep the thing's category and score; the second takes a new id. ``read``: the
+        classifier's probabilities of things whose masks are those of ``ids`` already (the relabelling step's), which
+        are not read again."""
         import torch
 
         from .models.prn.classifier import thing_crops
@@ -486,8 +494,12 @@ class Refiner:
         device = next(classifier.parameters()).device
         min_part = max(1, int(np.ceil(MIN_PART_AREA * ids.shape[0] * ids.shape[1] / (h * w))))
         id_map = torch.from_numpy(ids.astype(np.int64))
-        whole = classifier.probabilities(thing_crops(image, id_map, [s["id"] for s in things],
-                                                     classifier.crop_size).to(device)).cpu().numpy()
+        read = dict(read or {})
+        unread = [s["id"] for s in things if s["id"] not in read]
+        if unread:
+            crops = thing_crops(image, id_map, unread, classifier.crop_size)
+            read.update(zip(unread, classifier.probabilities(crops.to(device)).cpu().numpy()))
+        whole = np.stack([read[s["id"]] for s in things])
         # the colours the cuts read: the processing-size image at the photo-size pixels
         rows = np.minimum((np.arange(ids.shape[0]) * h) // ids.shape[0], h - 1)
         cols = np.minimum((np.arange(ids.shape[1]) * w) // ids.shape[1], w - 1)

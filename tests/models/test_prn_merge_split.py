@@ -146,3 +146,56 @@ def test_the_predictor_cuts_a_thing_of_two_colours_where_each_part_is_surer_than
     assert np.array_equal(refine(classifier_split_confidence=0.8).ids, cut.ids)
     with pytest.raises(ValueError, match="classifier_split_confidence"):
         PostProcessConfig(classifier_split_confidence=1.0)
+
+
+def test_the_cut_reads_again_only_the_things_whose_masks_changed_since_the_relabelling_read_them():
+    torch.manual_seed(0)
+    cfg = PRNConfig.tiny()
+    cfg.classifier_channels, cfg.classifier_crop_size, cfg.classifier_background = (4, 4, 4), 16, True
+    model = build_model(cfg, CATS).eval()
+    # thing 1: a bright and a dark square touching (a merge); thing 2: one bright square; thing 4: a green strip
+    # along thing 1's bottom that the classifier reads as "no thing", so that it is removed and joins thing 1
+    ids = np.full((64, 64), 100, np.int64)
+    ids[8:24, 8:40] = 1
+    ids[40:56, 8:24] = 2
+    ids[24:27, 8:40] = 4
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
+                {"id": 4, "category_id": 1, "iscrowd": 0}, {"id": 100, "category_id": 7, "iscrowd": 0}]
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    rgb[8:24, 8:24] = 255
+    rgb[8:24, 24:40] = 0
+    rgb[40:56, 8:24] = 255
+    rgb[24:27, 8:40] = (128, 255, 128)
+    calls: list[int] = []
+
+    def probabilities(crops):
+        calls.append(len(crops))
+        inside = crops[:, 3] > 0
+        red = torch.where(inside, crops[:, 0], torch.nan)
+        mixed = (red.nan_to_num(-1e9).amax((1, 2)) > 0) & (red.nan_to_num(1e9).amin((1, 2)) < 0)
+        out = torch.where(mixed[:, None], torch.tensor([0.5, 0.2, 0.3]), torch.tensor([0.9, 0.05, 0.05]))
+        # mostly green under the mask: "no thing"
+        green = ((crops[:, 1] - crops[:, 0] > 1) & inside).sum((1, 2)) > 0.5 * inside.sum((1, 2))
+        return torch.where(green[:, None], torch.tensor([0.05, 0.05, 0.9]), out)
+
+    model.classifier.probabilities = probabilities
+
+    def refine(**post):
+        calls.clear()
+        refiner = Refiner.from_model(model, CATS, RenderConfig(),
+                                     PostProcessConfig(stuff_area=0, restore_base_segments="all", **post))
+        return refiner(rgb, ids, segments), list(calls)
+
+    relabel = dict(classifier_confidence=0.99, classifier_remove_confidence=0.8)
+    joined, joined_calls = refine(**relabel, classifier_join_share=0.2, classifier_split_confidence=0.8)
+    kept, kept_calls = refine(**relabel, classifier_split_confidence=0.8)
+    # crops per read: the relabelling reads the three things; with the strip joined to thing 1 the cut reads thing 1
+    # again (its mask changed) but not thing 2; with the strip removed and left void it reads neither; then both
+    # parts of two cuts of things 1 and 2
+    assert joined_calls == [3, 1, 4, 4] and kept_calls == [3, 4, 4]
+    assert (joined.ids[24:27, 8:40] == joined.ids[8, 8]).all() and (kept.ids[24:27, 8:40] == 0).all()
+    # without the relabelling the cut reads every thing away from the edge itself, the strip too
+    alone, alone_calls = refine(classifier_split_confidence=0.8)
+    assert alone_calls == [3, 6, 6]
+    for refined in (kept, alone):     # the merge is cut in both
+        assert int(refined.ids[16, 16]) != int(refined.ids[16, 32])
