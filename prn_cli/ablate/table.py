@@ -176,8 +176,8 @@ def write_table(run: Path, table: dict) -> tuple[Path, Path]:
 
 def ablation_table(table: dict):
     """A Rich table of table.json's rows: the switches, PQ / PQth / PQst (with several seeds: their means, PQ as
-    mean±std; table.md has every std) and the gain over the base (green up, red down), and the paper's COCO PQ;
-    narrow enough for an 80-column terminal."""
+    mean±std; table.md has every std), the gain over the base and the paired difference to the reference row (green
+    up, red down), and the paper's COCO PQ; narrow enough for an 80-column terminal."""
     from rich import box
     from rich.table import Table
 
@@ -189,18 +189,28 @@ def ablation_table(table: dict):
             return text
         return f"[{'green' if value > 0 else 'red'}]{text}[/]"
 
+    def paired(entry):
+        value = entry.get("paired")
+        if not value or value["pq"] is None:
+            return ""
+        text = f"{100 * value['pq']:+.2f}" + (f"±{100 * value['pq_std']:.2f}" if len(value["seeds"]) > 1 else "")
+        return text if abs(value["pq"]) < 5e-5 else f"[{'green' if value['pq'] > 0 else 'red'}]{text}[/]"
+
     seeds = table.get("seeds") or [None]
     spread = f"; PRN rows: mean over {len(seeds)} seeds, PQ±std" if len(seeds) > 1 else ""
     caption = ("Fg Foreground, Sem ForegroundSem, Dec/Enc CoordConv in the decoder/encoder, Box PredBbox; ΔPQ "
-               f"against the base; COCO: the paper's PQ{spread}")
+               "against the base; Δref: PQ minus that of the row it adds one part to (Fg for Dec, Enc and Box; Sem "
+               f"for Fg), seed by seed{', mean±std' if len(seeds) > 1 else ''}; COCO: the paper's PQ{spread}")
     t = Table(title=f"PRN ablation (Table 1), {table['val_images']} val image(s)", title_justify="left",
-              box=box.SIMPLE_HEAD, pad_edge=False, caption=caption, caption_justify="left")
-    for name, justify in (("#", "right"), ("Method", "left"), ("Fg", "center"), ("Sem", "center"),
-                          ("Dec", "center"), ("Enc", "center"), ("Box", "center"), ("PQ", "right"),
-                          ("PQth", "right"), ("PQst", "right"), ("ΔPQ", "right"), ("COCO", "right")):
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), caption=caption, caption_justify="left")
+    # no Method column: row 1 is the base and every other row PRN, which the section line shows
+    for name, justify in (("#", "right"), ("Fg", "center"), ("Sem", "center"), ("Dec", "center"),
+                          ("Enc", "center"), ("Box", "center"), ("PQ", "right"), ("PQth", "right"),
+                          ("PQst", "right"), ("ΔPQ", "right"), ("Δref", "right"), ("COCO", "right")):
         t.add_column(name, justify=justify, no_wrap=True)
     for e in table["rows"]:
         marks = ["✓" if e["marks"][c] else "" for c in MD_COLUMNS[1:6]]
-        t.add_row(str(e["row"]), e["method"], *marks, _score(e, "pq", "±"), _fmt(e["pq_th"]), _fmt(e["pq_st"]),
-                  delta(e["delta_pq"]) if e["prn"] else "", f"{100 * e['paper']['pq']:.1f}", end_section=not e["prn"])
+        t.add_row(str(e["row"]), *marks, _score(e, "pq", "±"), _fmt(e["pq_th"]), _fmt(e["pq_st"]),
+                  delta(e["delta_pq"]) if e["prn"] else "", paired(e), f"{100 * e['paper']['pq']:.1f}",
+                  end_section=not e["prn"])
     return t

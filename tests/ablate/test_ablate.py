@@ -206,6 +206,11 @@ def test_rows_are_compared_with_their_reference_row_seed_by_seed():
     md = table_markdown(table)
     assert "| +1.00 ± 0.00 vs ForegroundSem |" in md and "| +1.25 ± 0.35 vs Foreground |" in md
     assert "seed by seed (one seed gives both the same training samples in the same order)" in md
+    console = Console(width=80, record=True, color_system=None)
+    console.print(ablation_table(table))
+    text = console.export_text()
+    assert "+1.00±0.00" in text and "+1.25±0.35" in text and "Δref" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
 
 
 # --------------------------------------------------------------------------------------------------------------
