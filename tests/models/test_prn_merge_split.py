@@ -33,6 +33,31 @@ def two_discs(r1: float, r2: float, gap: float = 0.0) -> tuple[np.ndarray, np.nd
     return ys, xs, second[ys, xs]
 
 
+def model_with_classifier():
+    """A tiny PRN with a small thing classifier that has a "no thing" class (its reads are replaced in the tests)."""
+    torch.manual_seed(0)
+    cfg = PRNConfig.tiny()
+    cfg.classifier_channels, cfg.classifier_crop_size, cfg.classifier_background = (4, 4, 4), 16, True
+    return build_model(cfg, CATS).eval()
+
+
+def merge_and_square(third: int, where: tuple[slice, slice]):
+    """``(ids, segments, rgb)`` of a 64x64 scene on grey ground (segment 100): thing 1, a bright square at columns
+    8-23 and a dark one at 24-39, touching (a merge); thing 2, one bright square; and thing ``third`` at ``where``
+    (its colour is the caller's). All things are squares (category 1)."""
+    ids = np.full((64, 64), 100, np.int64)
+    ids[8:24, 8:40] = 1
+    ids[40:56, 8:24] = 2
+    ids[where] = third
+    segments = [{"id": sid, "category_id": 1, "iscrowd": 0} for sid in (1, 2, third)]
+    segments.append({"id": 100, "category_id": 7, "iscrowd": 0})
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    rgb[8:24, 8:24] = 255
+    rgb[8:24, 24:40] = 0
+    rgb[40:56, 8:24] = 255
+    return ids, segments, rgb
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
@@ -93,22 +118,9 @@ def test_the_kept_cut_is_the_one_whose_less_certain_part_is_surest_and_surer_tha
 
 
 def test_the_predictor_cuts_a_thing_of_two_colours_where_each_part_is_surer_than_the_whole():
-    torch.manual_seed(0)
-    cfg = PRNConfig.tiny()
-    cfg.classifier_channels, cfg.classifier_crop_size, cfg.classifier_background = (4, 4, 4), 16, True
-    model = build_model(cfg, CATS).eval()
-    # one base thing: a bright square at columns 8-23 and a dark one at 24-39, touching; a single bright square;
-    # and a bright and a dark square as one thing at the image's right edge
-    ids = np.full((64, 64), 100, np.int64)
-    ids[8:24, 8:40] = 1
-    ids[40:56, 8:24] = 2
-    ids[40:56, 40:64] = 3
-    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
-                {"id": 3, "category_id": 1, "iscrowd": 0}, {"id": 100, "category_id": 7, "iscrowd": 0}]
-    rgb = np.full((64, 64, 3), 128, np.uint8)
-    rgb[8:24, 8:24] = 255
-    rgb[8:24, 24:40] = 0
-    rgb[40:56, 8:24] = 255
+    model = model_with_classifier()
+    # the merge, the single square, and thing 3: a bright and a dark square as one thing at the image's right edge
+    ids, segments, rgb = merge_and_square(3, (slice(40, 56), slice(40, 64)))
     rgb[40:56, 40:52] = 255
     rgb[40:56, 52:64] = 0
 
@@ -149,22 +161,10 @@ def test_the_predictor_cuts_a_thing_of_two_colours_where_each_part_is_surer_than
 
 
 def test_the_cut_reads_again_only_the_things_whose_masks_changed_since_the_relabelling_read_them():
-    torch.manual_seed(0)
-    cfg = PRNConfig.tiny()
-    cfg.classifier_channels, cfg.classifier_crop_size, cfg.classifier_background = (4, 4, 4), 16, True
-    model = build_model(cfg, CATS).eval()
-    # thing 1: a bright and a dark square touching (a merge); thing 2: one bright square; thing 4: a green strip
-    # along thing 1's bottom that the classifier reads as "no thing", so that it is removed and joins thing 1
-    ids = np.full((64, 64), 100, np.int64)
-    ids[8:24, 8:40] = 1
-    ids[40:56, 8:24] = 2
-    ids[24:27, 8:40] = 4
-    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
-                {"id": 4, "category_id": 1, "iscrowd": 0}, {"id": 100, "category_id": 7, "iscrowd": 0}]
-    rgb = np.full((64, 64, 3), 128, np.uint8)
-    rgb[8:24, 8:24] = 255
-    rgb[8:24, 24:40] = 0
-    rgb[40:56, 8:24] = 255
+    model = model_with_classifier()
+    # the merge, the single square, and thing 4: a green strip along thing 1's bottom that the classifier reads as
+    # "no thing", so that it is removed and joins thing 1
+    ids, segments, rgb = merge_and_square(4, (slice(24, 27), slice(8, 40)))
     rgb[24:27, 8:40] = (128, 255, 128)
     calls: list[int] = []
 
