@@ -99,15 +99,14 @@ def _method_name(row) -> str:
     return {"fgsem": "ForegroundSem", "fg": "Foreground"}.get(row.slug, row.slug)
 
 
-def _paired(entry: dict) -> str:
-    """``+0.12 ± 0.05 vs Foreground`` (percent, two decimals: the differences it resolves are tenths), or ""."""
+def _paired_score(entry: dict, sep: str = " ± ") -> str:
+    """The row's paired PQ difference, ``+0.12 ± 0.05`` (percent, two decimals: the differences it resolves are
+    tenths; ± std with several common seeds), or "" without one."""
     paired = entry.get("paired")
     if not paired or paired["pq"] is None:
         return ""
-    text = f"{100 * paired['pq']:+.2f}"
-    if len(paired["seeds"]) > 1:
-        text += f" ± {100 * paired['pq_std']:.2f}"
-    return f"{text} vs {paired['method']}"
+    spread = f"{sep}{100 * paired['pq_std']:.2f}" if len(paired["seeds"]) > 1 else ""
+    return f"{100 * paired['pq']:+.2f}{spread}"
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -137,8 +136,10 @@ def table_markdown(table: dict) -> str:
         marks = ["✓" if e["marks"][c] else "" for c in MD_COLUMNS[1:6]]
         paper = e["paper"]
         paper_text = f"{100 * paper['pq']:.1f}" + (f" ({100 * paper['delta_pq']:+.1f})" if e["prn"] else "")
+        paired = _paired_score(e)
         cells = [e["method"], *marks, _score(e, "pq"), _score(e, "pq_th"), _score(e, "pq_st"),
-                 _fmt(e["delta_pq"], True) if e["prn"] else "", _paired(e), paper_text]
+                 _fmt(e["delta_pq"], True) if e["prn"] else "",
+                 f"{paired} vs {e['paired']['method']}" if paired else "", paper_text]
         lines.append("| " + " | ".join(cells) + " |")
     o = table["options"]
     training, schedule = o["training"], o["schedule"]
@@ -190,11 +191,10 @@ def ablation_table(table: dict):
         return f"[{'green' if value > 0 else 'red'}]{text}[/]"
 
     def paired(entry):
-        value = entry.get("paired")
-        if not value or value["pq"] is None:
-            return ""
-        text = f"{100 * value['pq']:+.2f}" + (f"±{100 * value['pq_std']:.2f}" if len(value["seeds"]) > 1 else "")
-        return text if abs(value["pq"]) < 5e-5 else f"[{'green' if value['pq'] > 0 else 'red'}]{text}[/]"
+        text = _paired_score(entry, "±")
+        if not text or abs(entry["paired"]["pq"]) < 5e-5:
+            return text
+        return f"[{'green' if entry['paired']['pq'] > 0 else 'red'}]{text}[/]"
 
     seeds = table.get("seeds") or [None]
     spread = f"; PRN rows: mean over {len(seeds)} seeds, PQ±std" if len(seeds) > 1 else ""
